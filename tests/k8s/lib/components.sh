@@ -3,13 +3,18 @@
 # a pid file under $STATE/pids and a log under $STATE/logs; `down` stops exactly
 # those pids. Everything binds to 127.0.0.1.
 
+# nsrun CMD...: run CMD in the tier's network namespace (the `pods` tier), else here.
+nsrun() { if [ -n "${NETNS:-}" ]; then ip netns exec "$NETNS" "$@"; else "$@"; fi; }
+
 running() { local p; p=$(cat "$STATE/pids/$1.pid" 2>/dev/null) && kill -0 "$p" 2>/dev/null; }
 
 # spawn NAME CMD...: start CMD in its own session, logging to $STATE/logs/NAME.log.
 spawn() {
   local name=$1; shift
   mkdir -p "$STATE/pids" "$STATE/logs"
-  setsid "$@" >>"$STATE/logs/$name.log" 2>&1 </dev/null &
+  local prefix=()
+  [ -n "${NETNS:-}" ] && prefix=(ip netns exec "$NETNS")
+  setsid "${prefix[@]}" "$@" >>"$STATE/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$STATE/pids/$name.pid"
 }
 
@@ -35,8 +40,8 @@ wait_for() {
   fail "$name" "not ready after ${secs}s"
 }
 
-https_ok() { curl -sfk --max-time 2 "$1" | grep -qx ok; }
-api_ok() { curl -sf --max-time 2 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "https://127.0.0.1:$API_PORT$1"; }
+https_ok() { nsrun curl -sfk --max-time 2 "$1" | grep -qx ok; }
+api_ok() { nsrun curl -sf --max-time 2 --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key" "https://127.0.0.1:$API_PORT$1"; }
 
 start_etcd() {
   running etcd && return 0
@@ -46,14 +51,14 @@ start_etcd() {
     --initial-cluster "dask-rs-test=http://127.0.0.1:$ETCD_PEER_PORT" \
     --listen-metrics-urls "http://127.0.0.1:$ETCD_METRICS_PORT" \
     --unsafe-no-fsync --quota-backend-bytes 4294967296 --log-level warn
-  wait_for etcd 30 curl -sf --max-time 2 "http://127.0.0.1:$ETCD_METRICS_PORT/health"
+  wait_for etcd 30 nsrun curl -sf --max-time 2 "http://127.0.0.1:$ETCD_METRICS_PORT/health"
 }
 
 start_apiserver() {
   running kube-apiserver && return 0
   spawn kube-apiserver "$KUBE_BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \
+    --bind-address "$API_BIND" --advertise-address "$API_ADVERTISE" --secure-port "$API_PORT" \
     --tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
     --client-ca-file "$PKI/ca.crt" \
     --kubelet-client-certificate "$PKI/apiserver-kubelet-client.crt" --kubelet-client-key "$PKI/apiserver-kubelet-client.key" \
@@ -108,7 +113,7 @@ start_kwok() {
       --manage-nodes-with-label-selector= --manage-single-node= \
       --cidr 10.244.0.0/16 --node-ip 10.244.0.1 --node-lease-duration-seconds 40 \
       --server-address "127.0.0.1:$KWOK_PORT"
-    wait_for kwok 30 curl -sf --max-time 2 "http://127.0.0.1:$KWOK_PORT/healthz"
+    wait_for kwok 30 nsrun curl -sf --max-time 2 "http://127.0.0.1:$KWOK_PORT/healthz"
   fi
   local i nodes=""
   for ((i = 0; i < SIM_NODES; i++)); do

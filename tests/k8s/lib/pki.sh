@@ -47,7 +47,7 @@ make_pki() {
   openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
     -keyout "$PKI/apiserver.key" -subj "/CN=kube-apiserver" -out "$PKI/apiserver.csr" 2>/dev/null
   openssl x509 -req -in "$PKI/apiserver.csr" -CA "$PKI/ca.crt" -CAkey "$PKI/ca.key" -CAcreateserial -days 30 \
-    -extfile <(printf 'subjectAltName=IP:127.0.0.1,IP:%s,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth\n' "$SERVICE_IP") \
+    -extfile <(printf 'subjectAltName=IP:127.0.0.1,IP:%s,IP:10.88.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local\nextendedKeyUsage=serverAuth\n' "$SERVICE_IP") \
     -out "$PKI/apiserver.crt" 2>/dev/null
   rm -f "$PKI/apiserver.csr"
   openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
@@ -57,8 +57,11 @@ make_pki() {
   sign_client scheduler system:kube-scheduler
   sign_client apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
   sign_client kwok kwok system:masters
+  sign_client kubelet system:node:dask-rs-node system:nodes
+  sign_client kube-proxy system:kube-proxy
+  sign_client coredns coredns system:masters
   local c
-  for c in admin controller-manager scheduler kwok; do write_kubeconfig "$STATE/$c.kubeconfig" "$c"; done
+  for c in admin controller-manager scheduler kwok kubelet kube-proxy coredns; do write_kubeconfig "$STATE/$c.kubeconfig" "$c"; done
   touch "$PKI/.complete"
 }
 
