@@ -4,7 +4,9 @@
 # those pids. Everything binds to 127.0.0.1.
 
 # nsrun CMD...: run CMD in the tier's network namespace (the `pods` tier), else here.
-nsrun() { if [ -n "${NETNS:-}" ]; then ip netns exec "$NETNS" "$@"; else "$@"; fi; }
+# nsenter, not `ip netns exec`: the latter remounts /sys, hiding the cgroup
+# mounts the kubelet and runc need.
+nsrun() { if [ -n "${NETNS:-}" ]; then nsenter --net="/run/netns/$NETNS" "$@"; else "$@"; fi; }
 
 running() { local p; p=$(cat "$STATE/pids/$1.pid" 2>/dev/null) && kill -0 "$p" 2>/dev/null; }
 
@@ -13,7 +15,7 @@ spawn() {
   local name=$1; shift
   mkdir -p "$STATE/pids" "$STATE/logs"
   local prefix=()
-  [ -n "${NETNS:-}" ] && prefix=(ip netns exec "$NETNS")
+  [ -n "${NETNS:-}" ] && prefix=(nsenter --net="/run/netns/$NETNS")
   setsid "${prefix[@]}" "$@" >>"$STATE/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$STATE/pids/$name.pid"
 }
@@ -66,6 +68,7 @@ start_apiserver() {
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-cluster-ip-range "$SERVICE_CIDR" \
     --authorization-mode Node,RBAC --allow-privileged=true \
+    --kubelet-preferred-address-types InternalIP \
     --max-requests-inflight 800 --max-mutating-requests-inflight 400 \
     --profiling=false --v 1
   wait_for kube-apiserver 90 api_ok /readyz

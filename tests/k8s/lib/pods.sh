@@ -72,6 +72,9 @@ state = "$STATE/containerd/state"
   address = "$STATE/containerd/containerd.sock"
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "dask-rs.local/pause:1"
+  # This sandbox forbids lowering oom_score_adj below our own; without this, runc
+  # fails to start any pod ("failed to update /proc/self/oom_score_adj").
+  restrict_oom_score_adj = true
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   [plugins."io.containerd.grpc.v1.cri".containerd]
@@ -108,14 +111,14 @@ start_coredns() {
 }
 EOF
   spawn coredns "$COREDNS_BIN/coredns" -conf "$STATE/Corefile"
-  wait_for coredns 30 nsrun nslookup kubernetes.default.svc.cluster.local "$BRIDGE_IP"
+  wait_for coredns 30 nsrun busybox nslookup kubernetes.default.svc.cluster.local "$BRIDGE_IP"
 }
 
 start_kube_proxy() {
   running kube-proxy && return 0
   spawn kube-proxy "$KUBE_BIN/kube-proxy" --kubeconfig "$STATE/kube-proxy.kubeconfig" \
     --hostname-override "$NODE_NAME" --cluster-cidr "$POD_CIDR" --proxy-mode iptables --masquerade-all \
-    --conntrack-max-per-core 0 --healthz-bind-address "127.0.0.1:20256" --metrics-bind-address "127.0.0.1:20249" --v 1
+    --conntrack-max-per-core 0 --nodeport-addresses primary --iptables-localhost-nodeports=false --healthz-bind-address "127.0.0.1:20256" --metrics-bind-address "127.0.0.1:20249" --v 1
   wait_for kube-proxy 30 nsrun curl -sf --max-time 2 "http://127.0.0.1:20256/healthz"
 }
 

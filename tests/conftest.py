@@ -1,6 +1,7 @@
-"""Shared fixtures for the control-plane harness tests: a kubectl wrapper bound
-to the running test cluster (``tests/k8s/cluster up sim``) and a fresh namespace
-per test."""
+"""Fixtures shared by the Python test suites: a kubectl wrapper bound to the
+running test control plane (``tests/k8s/cluster up sim``, or the ``pods`` tier
+for tests/e2e, which run inside its network namespace) and a fresh namespace per
+test."""
 
 import json
 import os
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-K8S_DIR = Path(__file__).resolve().parent.parent / "k8s"
+K8S_DIR = Path(__file__).resolve().parent / "k8s"
 
 
 class Kubectl:
@@ -53,6 +54,7 @@ def namespace(kubectl):
 def mint_user():
     def mint(name, *groups):
         out = subprocess.run([str(K8S_DIR / "cluster"), "user", name, *groups],
+                             env={**os.environ, "DASK_RS_CLUSTER_DIR": str(Path(os.environ["KUBECONFIG"]).parent)},
                              capture_output=True, text=True, check=True)
         return Kubectl(out.stdout.strip())
     return mint
