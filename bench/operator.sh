@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Operator benchmark, ours vs dask-kubernetes', on the sim tier. Prints figures.
+#   bench/operator.sh [N=1000] [WORKERS=4]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dask-rs/target}
+cargo build --release --locked -p dask-operator -p dask-crds
+SIM_NODES=${SIM_NODES:-16} tests/k8s/cluster up sim
+eval "$(tests/k8s/cluster env)"
+kubectl apply --server-side --force-conflicts -f crds/yaml/ >/dev/null
+VENV=$(tests/python/env)
+# The operator never contacts a simulated pod's fake address.
+export DASK_OPERATOR_CMD="$CARGO_TARGET_DIR/release/dask-operator --resolve-schedulers-to 127.0.0.1"
+exec "$VENV/bin/python" bench/operator_bench.py "$@"
