@@ -1,0 +1,42 @@
+//! DaskAutoscaler: adaptive scaling of a cluster's workers between bounds.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "kubernetes.dask.org",
+    version = "v1",
+    doc = "Adaptive scaling of a DaskCluster between a minimum and a maximum number of workers.",
+    kind = "DaskAutoscaler",
+    plural = "daskautoscalers",
+    namespaced,
+    status = "DaskAutoscalerStatus",
+    derive = "Default",
+    derive = "PartialEq",
+    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.cluster"),
+    printcolumn(name = "Minimum", type_ = "integer", json_path = ".spec.minimum"),
+    printcolumn(name = "Maximum", type_ = "integer", json_path = ".spec.maximum"),
+    printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredWorkers"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+pub struct DaskAutoscalerSpec {
+    /// Name of the DaskCluster to scale.
+    pub cluster: String,
+    /// Minimum number of workers.
+    pub minimum: i32,
+    /// Maximum number of workers.
+    pub maximum: i32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DaskAutoscalerStatus {
+    /// The worker count last applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_workers: Option<i32>,
+    /// When the count last changed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<String>,
+}

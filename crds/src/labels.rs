@@ -1,0 +1,11 @@
+//! The `dask.org/*` labels dask-kubernetes puts on what it creates; kept
+//! identical so its tooling (and `KubeCluster`) finds our objects.
+
+pub const CLUSTER_NAME: &str = "dask.org/cluster-name";
+pub const COMPONENT: &str = "dask.org/component";
+pub const WORKER_GROUP_NAME: &str = "dask.org/workergroup-name";
+
+pub const COMPONENT_SCHEDULER: &str = "scheduler";
+pub const COMPONENT_WORKER: &str = "worker";
+pub const COMPONENT_WORKER_GROUP: &str = "workergroup";
+pub const COMPONENT_JOB_RUNNER: &str = "job-runner";

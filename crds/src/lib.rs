@@ -1,0 +1,35 @@
+//! The `kubernetes.dask.org/v1` custom resources, schema-compatible with
+//! dask-kubernetes (its manifests and `KubeCluster` work unchanged), plus what
+//! it lacks: a status subresource with replicas, readiness, a selector and
+//! conditions, and a scale subresource that HorizontalPodAutoscalers can use.
+
+pub mod autoscaler;
+pub mod cluster;
+pub mod common;
+pub mod job;
+pub mod labels;
+pub mod workergroup;
+
+pub use autoscaler::{DaskAutoscaler, DaskAutoscalerSpec, DaskAutoscalerStatus};
+pub use cluster::{DaskCluster, DaskClusterSpec};
+pub use common::{DaskScheduler, DaskWorker, SimpleObjectMeta, WorkloadStatus};
+pub use job::{DaskJob, DaskJobCluster, DaskJobRunner, DaskJobSpec, DaskJobStatus};
+pub use workergroup::{DaskWorkerGroup, DaskWorkerGroupSpec};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+
+/// Every CRD with the file name it is written to by `crdgen`.
+pub fn all_crds() -> Vec<(&'static str, CustomResourceDefinition)> {
+    vec![
+        ("daskclusters.yaml", DaskCluster::crd()),
+        ("daskworkergroups.yaml", DaskWorkerGroup::crd()),
+        ("daskautoscalers.yaml", DaskAutoscaler::crd()),
+        ("daskjobs.yaml", DaskJob::crd()),
+    ]
+}
+
+/// The YAML `crdgen` writes for a CRD.
+pub fn to_yaml(crd: &CustomResourceDefinition) -> String {
+    serde_yaml::to_string(crd).expect("a CRD always serialises")
+}
