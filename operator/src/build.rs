@@ -1,0 +1,313 @@
+//! Pure functions from a resource to the children it should have. No I/O:
+//! unit-tested with fixtures, applied by the controllers.
+
+use std::collections::BTreeMap;
+
+use crds::labels::*;
+use crds::{DaskCluster, DaskWorker, DaskWorkerGroup, DaskWorkerGroupSpec, SimpleObjectMeta};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::core::v1::{EnvVar, Pod, PodSpec, PodTemplateSpec, Service, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+/// The scheduler's HTTP routes, including `distributed.http.scheduler.api`
+/// (not in distributed's defaults), so the operator can retire workers and read
+/// the adaptive target and idleness over plain HTTP instead of Dask RPC.
+pub const SCHEDULER_HTTP_ROUTES: &str = r#"["distributed.http.scheduler.prometheus","distributed.http.scheduler.info","distributed.http.scheduler.json","distributed.http.health","distributed.http.proxy","distributed.http.statics","distributed.http.scheduler.api"]"#;
+
+/// Label carrying a hash of the worker template a pod was made from, so a
+/// changed template (image, env, args, resources) is rolled out.
+pub const TEMPLATE_HASH: &str = "dask.org/template-hash";
+
+pub const DEFAULT_COMM_PORT: i32 = 8786;
+pub const DEFAULT_DASHBOARD_PORT: i32 = 8787;
+
+pub fn scheduler_name(cluster: &str) -> String {
+    format!("{cluster}-scheduler")
+}
+
+pub fn default_group_name(cluster: &str) -> String {
+    format!("{cluster}-default")
+}
+
+/// Checks what the API server would only reject later, or never: names that
+/// make invalid child names, and templates without containers.
+pub fn validate_cluster(cluster: &DaskCluster) -> Result<(), String> {
+    let name = cluster.name_any();
+    // The Service "<name>-scheduler" must be a DNS-1035 label of at most 63 characters.
+    let valid_start = name.chars().next().is_some_and(|c| c.is_ascii_lowercase());
+    let valid_chars = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !valid_start || !valid_chars || name.ends_with('-') || name.len() > 53 {
+        return Err(format!(
+            "metadata.name {name:?} must start with a letter, use only a-z, 0-9 and '-', and be at most 53 characters"
+        ));
+    }
+    if cluster.spec.scheduler.spec.containers.is_empty() {
+        return Err("spec.scheduler.spec.containers must not be empty".into());
+    }
+    validate_worker(&cluster.spec.worker, "spec.worker")
+}
+
+pub fn validate_worker(worker: &DaskWorker, path: &str) -> Result<(), String> {
+    if worker.replicas < 0 {
+        return Err(format!("{path}.replicas must not be negative, got {}", worker.replicas));
+    }
+    if worker.spec.containers.is_empty() {
+        return Err(format!("{path}.spec.containers must not be empty"));
+    }
+    Ok(())
+}
+
+/// Labels of an object made from a template: the owner's own labels, the
+/// template's, then ours (which win).
+fn merged_labels(
+    owner: &BTreeMap<String, String>,
+    template: Option<&SimpleObjectMeta>,
+    ours: &[(&str, &str)],
+) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> =
+        owner.iter().filter(|(k, _)| !k.starts_with("dask.org/")).map(|(k, v)| (k.clone(), v.clone())).collect();
+    if let Some(extra) = template.and_then(|m| m.labels.as_ref()) {
+        labels.extend(extra.clone());
+    }
+    labels.extend(ours.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    labels
+}
+
+fn template_annotations(template: Option<&SimpleObjectMeta>) -> Option<BTreeMap<String, String>> {
+    template.and_then(|m| m.annotations.clone())
+}
+
+/// Adds `vars` to every container that does not set them itself.
+fn inject_env(spec: &mut PodSpec, vars: &[(&str, String)]) {
+    for container in &mut spec.containers {
+        let env = container.env.get_or_insert_with(Vec::new);
+        for (name, value) in vars {
+            if !env.iter().any(|e| e.name == *name) {
+                env.push(EnvVar { name: name.to_string(), value: Some(value.clone()), value_from: None });
+            }
+        }
+    }
+}
+
+fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
+    owner.controller_owner_ref(&()).expect("reconciled objects have a name and uid")
+}
+
+fn service_port(service: &ServiceSpec, name: &str, default: i32) -> i32 {
+    let ports = service.ports.as_deref().unwrap_or_default();
+    ports.iter().find(|p| p.name.as_deref() == Some(name)).map(|p| p.port).unwrap_or(default)
+}
+
+/// Port of the scheduler's Dask comm, from the Service (`tcp-comm`).
+pub fn comm_port(cluster: &DaskCluster) -> i32 {
+    service_port(&cluster.spec.scheduler.service, "tcp-comm", DEFAULT_COMM_PORT)
+}
+
+/// Port of the scheduler's HTTP server (dashboard and /api/v1), from the Service (`http-dashboard`).
+pub fn dashboard_port(cluster: &DaskCluster) -> i32 {
+    service_port(&cluster.spec.scheduler.service, "http-dashboard", DEFAULT_DASHBOARD_PORT)
+}
+
+pub fn scheduler_address(cluster_name: &str, namespace: &str, domain: &str, port: i32) -> String {
+    format!("tcp://{}.{namespace}.svc.{domain}:{port}", scheduler_name(cluster_name))
+}
+
+fn scheduler_selector(cluster: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (CLUSTER_NAME.to_string(), cluster.to_string()),
+        (COMPONENT.to_string(), COMPONENT_SCHEDULER.to_string()),
+    ])
+}
+
+/// The scheduler runs as a one-replica Deployment with the Recreate strategy:
+/// a lost or evicted pod comes back on its own (workers reconnect through the
+/// Service), a changed template rolls out, and there are never two schedulers.
+pub fn scheduler_deployment(cluster: &DaskCluster) -> Deployment {
+    let name = cluster.name_any();
+    let labels = merged_labels(
+        cluster.labels(),
+        cluster.spec.scheduler.metadata.as_ref(),
+        &[(CLUSTER_NAME, &name), (COMPONENT, COMPONENT_SCHEDULER)],
+    );
+    let mut spec = cluster.spec.scheduler.spec.clone();
+    inject_env(&mut spec, &[("DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES", SCHEDULER_HTTP_ROUTES.to_string())]);
+    Deployment {
+        metadata: ObjectMeta {
+            name: Some(scheduler_name(&name)),
+            namespace: cluster.namespace(),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![owner_ref(cluster)]),
+            ..Default::default()
+        },
+        spec: Some(DeploymentSpec {
+            replicas: Some(1),
+            // Only our own labels: user labels may change, a selector may not.
+            selector: LabelSelector { match_labels: Some(scheduler_selector(&name)), ..Default::default() },
+            strategy: Some(DeploymentStrategy { type_: Some("Recreate".into()), ..Default::default() }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: template_annotations(cluster.spec.scheduler.metadata.as_ref()),
+                    ..Default::default()
+                }),
+                spec: Some(spec),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+/// The user's Service spec, with a selector for the scheduler when it has none.
+pub fn scheduler_service(cluster: &DaskCluster) -> Service {
+    let name = cluster.name_any();
+    let mut spec = cluster.spec.scheduler.service.clone();
+    if spec.selector.as_ref().is_none_or(|s| s.is_empty()) {
+        spec.selector = Some(scheduler_selector(&name));
+    }
+    Service {
+        metadata: ObjectMeta {
+            name: Some(scheduler_name(&name)),
+            namespace: cluster.namespace(),
+            labels: Some(merged_labels(cluster.labels(), None, &[(CLUSTER_NAME, &name), (COMPONENT, COMPONENT_SCHEDULER)])),
+            owner_references: Some(vec![owner_ref(cluster)]),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+/// The cluster's default worker group, carrying `spec.worker` (replicas included).
+pub fn default_worker_group(cluster: &DaskCluster) -> DaskWorkerGroup {
+    let name = cluster.name_any();
+    let mut group = DaskWorkerGroup::new(
+        &default_group_name(&name),
+        DaskWorkerGroupSpec { cluster: name.clone(), worker: cluster.spec.worker.clone() },
+    );
+    group.metadata.namespace = cluster.namespace();
+    group.metadata.labels =
+        Some(merged_labels(cluster.labels(), None, &[(CLUSTER_NAME, &name), (COMPONENT, COMPONENT_WORKER_GROUP)]));
+    group.metadata.owner_references = Some(vec![owner_ref(cluster)]);
+    group
+}
+
+/// Selector of a group's worker pods, as a string (the scale subresource's).
+pub fn worker_selector(group: &DaskWorkerGroup) -> String {
+    format!("{CLUSTER_NAME}={},{WORKER_GROUP_NAME}={}", group.spec.cluster, group.name_any())
+}
+
+/// A stable hash (FNV-1a) of what a worker pod is made from; stable across
+/// operator builds, unlike std's hasher, so an upgrade rolls nothing.
+pub fn template_hash(group: &DaskWorkerGroup, scheduler_address: &str) -> String {
+    let input = serde_json::to_string(&(&group.spec.worker.metadata, &group.spec.worker.spec, scheduler_address))
+        .expect("worker templates serialise");
+    let hash = input.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
+    format!("{:010x}", hash & 0xff_ffff_ffff)
+}
+
+/// One worker pod of a group. Its name is also its Dask worker name
+/// (DASK_WORKER_NAME), which is how the operator finds it in the scheduler.
+pub fn worker_pod(group: &DaskWorkerGroup, pod_name: &str, scheduler_address: &str, hash: &str) -> Pod {
+    let group_name = group.name_any();
+    let worker = &group.spec.worker;
+    let labels = merged_labels(
+        group.labels(),
+        worker.metadata.as_ref(),
+        &[
+            (CLUSTER_NAME, &group.spec.cluster),
+            (WORKER_GROUP_NAME, &group_name),
+            (COMPONENT, COMPONENT_WORKER),
+            (TEMPLATE_HASH, hash),
+        ],
+    );
+    let mut spec = worker.spec.clone();
+    inject_env(
+        &mut spec,
+        &[("DASK_WORKER_NAME", pod_name.to_string()), ("DASK_SCHEDULER_ADDRESS", scheduler_address.to_string())],
+    );
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(pod_name.to_string()),
+            namespace: group.namespace(),
+            labels: Some(labels),
+            annotations: template_annotations(worker.metadata.as_ref()),
+            owner_references: Some(vec![owner_ref(group)]),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
+/// A fresh worker pod name: unique, so a re-created group never meets an old pod.
+pub fn new_worker_name(group: &str) -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{group}-worker-{}", &id[..10])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> DaskCluster {
+        let text = include_str!("../../crds/tests/fixtures/simplecluster.yaml");
+        let mut cluster: DaskCluster = serde_yaml::from_str(text).unwrap();
+        cluster.metadata.uid = Some("uid-1".into());
+        cluster.metadata.labels = Some(BTreeMap::from([("team".into(), "geo".into())]));
+        cluster
+    }
+
+    #[test]
+    fn scheduler_gets_the_api_routes_and_a_stable_selector() {
+        let deployment = scheduler_deployment(&fixture());
+        assert_eq!(deployment.metadata.name.as_deref(), Some("simple-scheduler"));
+        let spec = deployment.spec.unwrap();
+        assert_eq!(spec.selector.match_labels.unwrap(), scheduler_selector("simple"));
+        let template_labels = spec.template.metadata.unwrap().labels.unwrap();
+        assert_eq!(template_labels["team"], "geo");
+        let env = spec.template.spec.unwrap().containers[0].env.clone().unwrap();
+        assert!(env.iter().any(|e| e.name == "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES"));
+        assert!(env.iter().any(|e| e.name == "SCHEDULER_ENV"), "the user's env is kept");
+        let owner = &deployment.metadata.owner_references.unwrap()[0];
+        assert_eq!((owner.kind.as_str(), owner.controller), ("DaskCluster", Some(true)));
+    }
+
+    #[test]
+    fn worker_pods_know_their_name_and_scheduler() {
+        let mut group = default_worker_group(&fixture());
+        group.metadata.uid = Some("uid-2".into());
+        let address = scheduler_address("simple", "default", "example.org", 8786);
+        assert_eq!(address, "tcp://simple-scheduler.default.svc.example.org:8786");
+        let pod = worker_pod(&group, "simple-default-worker-abc", &address, "h1");
+        let labels = pod.metadata.labels.unwrap();
+        assert_eq!(labels[WORKER_GROUP_NAME], "simple-default");
+        assert_eq!(labels[COMPONENT], "worker");
+        let env = pod.spec.unwrap().containers[0].env.clone().unwrap();
+        let get = |n: &str| env.iter().find(|e| e.name == n).and_then(|e| e.value.clone());
+        assert_eq!(get("DASK_WORKER_NAME").as_deref(), Some("simple-default-worker-abc"));
+        assert_eq!(get("DASK_SCHEDULER_ADDRESS").as_deref(), Some(address.as_str()));
+    }
+
+    #[test]
+    fn template_hash_changes_with_the_image_only() {
+        let mut group = default_worker_group(&fixture());
+        let before = template_hash(&group, "a");
+        group.spec.worker.replicas = 7;
+        assert_eq!(before, template_hash(&group, "a"), "scaling must not roll workers");
+        group.spec.worker.spec.containers[0].image = Some("dask:new".into());
+        assert_ne!(before, template_hash(&group, "a"));
+    }
+
+    #[test]
+    fn invalid_clusters_are_named_precisely() {
+        let mut cluster = fixture();
+        cluster.metadata.name = Some("x".repeat(54));
+        assert!(validate_cluster(&cluster).unwrap_err().contains("metadata.name"));
+        let mut cluster = fixture();
+        cluster.spec.worker.replicas = -1;
+        assert!(validate_cluster(&cluster).unwrap_err().contains("spec.worker.replicas"));
+        assert!(validate_cluster(&fixture()).is_ok());
+    }
+}

@@ -1,0 +1,203 @@
+//! DaskCluster → scheduler Deployment + Service + default DaskWorkerGroup, and
+//! a status computed from them; `spec.idleTimeout` through the scheduler API.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crds::common::condition;
+use crds::{DaskCluster, DaskWorkerGroup, WorkloadStatus};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tracing::{info, instrument, warn};
+
+use crate::build;
+use crate::scheduler_api::SchedulerApi;
+use crate::{Context, Error, MANAGER, Result};
+
+const KIND: &str = "DaskCluster";
+
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let scheduler_children = watcher::Config::default().labels(&format!("{}", crds::labels::CLUSTER_NAME));
+    Controller::new(Api::<DaskCluster>::all(client.clone()), watcher::Config::default().any_semantic())
+        .owns(Api::<Deployment>::all(client.clone()), scheduler_children.clone())
+        .owns(Api::<Service>::all(client.clone()), scheduler_children.clone())
+        .owns(Api::<DaskWorkerGroup>::all(client), watcher::Config::default())
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+fn apply() -> PatchParams {
+    PatchParams::apply(MANAGER).force()
+}
+
+#[instrument(skip(cluster, ctx), fields(name = %cluster.name_any(), namespace = cluster.namespace().unwrap_or_default()))]
+async fn reconcile(cluster: Arc<DaskCluster>, ctx: Arc<Context>) -> Result<Action> {
+    let _timer = ctx.metrics.reconcile(KIND);
+    if cluster.meta().deletion_timestamp.is_some() {
+        // Children go by owner-reference garbage collection; nothing to do.
+        return Ok(Action::await_change());
+    }
+    let name = cluster.name_any();
+    let ns = cluster.namespace().unwrap_or_default();
+    let clusters: Api<DaskCluster> = Api::namespaced(ctx.client.clone(), &ns);
+
+    if let Err(reason) = build::validate_cluster(&cluster) {
+        return Err(Error::Invalid { kind: KIND, name, reason });
+    }
+
+    let first_time = cluster.status.as_ref().and_then(|s| s.phase.as_deref()).is_none();
+    let service: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    service.patch(&build::scheduler_name(&name), &apply(), &Patch::Apply(build::scheduler_service(&cluster))).await?;
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let deployment = deployments
+        .patch(&build::scheduler_name(&name), &apply(), &Patch::Apply(build::scheduler_deployment(&cluster)))
+        .await?;
+    let groups: Api<DaskWorkerGroup> = Api::namespaced(ctx.client.clone(), &ns);
+    let group = groups
+        .patch(&build::default_group_name(&name), &apply(), &Patch::Apply(build::default_worker_group(&cluster)))
+        .await?;
+    if first_time {
+        publish(&ctx, &*cluster, EventType::Normal, "Created", "Created the scheduler, its Service and the default worker group").await;
+    }
+
+    let scheduler_ready = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) >= 1;
+    let status = cluster_status(&cluster, &group, scheduler_ready);
+    let running = status.phase.as_deref() == Some("Running");
+    if status_changed(&cluster, &status) {
+        let body = json!({ "apiVersion": "kubernetes.dask.org/v1", "kind": KIND, "status": status });
+        clusters.patch_status(&name, &apply(), &Patch::Apply(body)).await?;
+    }
+
+    if running && cluster.spec.idle_timeout > 0 {
+        return check_idle(&cluster, &ctx).await;
+    }
+    Ok(Action::requeue(Duration::from_secs(if running { 300 } else { 15 })))
+}
+
+/// Status from what exists: Running only when the scheduler really is ready.
+fn cluster_status(cluster: &DaskCluster, group: &DaskWorkerGroup, scheduler_ready: bool) -> WorkloadStatus {
+    let generation = cluster.metadata.generation;
+    let group_status = group.status.clone().unwrap_or_default();
+    let desired = cluster.spec.worker.replicas;
+    let ready = group_status.ready_replicas.unwrap_or(0);
+    let replicas = group_status.replicas.unwrap_or(0);
+    let settled = scheduler_ready && ready == desired && replicas == desired;
+    let conditions = vec![
+        condition(
+            "Ready",
+            settled,
+            if !scheduler_ready { "SchedulerNotReady" } else if settled { "AllReady" } else { "WorkersNotReady" },
+            format!("scheduler ready: {scheduler_ready}; workers ready: {ready}/{desired}"),
+            generation,
+        ),
+        condition(
+            "Progressing",
+            !settled,
+            if settled { "Settled" } else { "Reconciling" },
+            format!("{replicas} worker pods for {desired} wanted"),
+            generation,
+        ),
+        condition("Degraded", false, "Valid", "", generation),
+    ];
+    WorkloadStatus {
+        phase: Some(if scheduler_ready { "Running" } else { "Pending" }.into()),
+        replicas: Some(replicas),
+        ready_replicas: Some(ready),
+        selector: Some(build::worker_selector(group)),
+        observed_generation: generation,
+        conditions,
+    }
+}
+
+/// Status writes are skipped when nothing but timestamps would change, so a
+/// settled cluster costs no writes.
+fn status_changed(cluster: &DaskCluster, new: &WorkloadStatus) -> bool {
+    let Some(old) = cluster.status.as_ref() else { return true };
+    let strip = |s: &WorkloadStatus| {
+        let mut s = s.clone();
+        for c in &mut s.conditions {
+            c.last_transition_time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        }
+        s
+    };
+    strip(old) != strip(new)
+}
+
+/// Deletes the cluster once its scheduler has been idle for `spec.idleTimeout`.
+async fn check_idle(cluster: &DaskCluster, ctx: &Context) -> Result<Action> {
+    let ns = cluster.namespace().unwrap_or_default();
+    let base = SchedulerApi::base_url(&cluster.name_any(), &ns, &ctx.cluster_domain, build::dashboard_port(cluster));
+    let timeout = cluster.spec.idle_timeout as f64;
+    let poll = Action::requeue(Duration::from_secs_f64(timeout.clamp(1.0, 30.0)));
+    let idle_since = match ctx.scheduler.idle_since(&base).await {
+        Ok(since) => since,
+        Err(e) => {
+            warn!(error = %e, "could not ask the scheduler whether it is idle");
+            return Ok(poll);
+        }
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
+    match idle_since {
+        Some(since) if now - since > timeout => {
+            info!(idle_for = now - since, "idle timeout reached; deleting the cluster");
+            let note = format!("Scheduler idle for {:.0}s (idleTimeout {}s)", now - since, cluster.spec.idle_timeout);
+            publish(ctx, cluster, EventType::Normal, "IdleTimeout", &note).await;
+            let api: Api<DaskCluster> = Api::namespaced(ctx.client.clone(), &ns);
+            api.delete(&cluster.name_any(), &DeleteParams::background()).await?;
+            Ok(Action::await_change())
+        }
+        _ => Ok(poll),
+    }
+}
+
+pub async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(error = %e, "could not publish an event");
+    }
+}
+
+fn error_policy(cluster: Arc<DaskCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.failure(KIND, error);
+    warn!(name = %cluster.name_any(), %error, "reconcile failed");
+    match error {
+        // An invalid spec waits for the user to change it: no retry storm.
+        Error::Invalid { reason, .. } => {
+            let (ctx, cluster, reason) = (ctx.clone(), cluster.clone(), reason.clone());
+            tokio::spawn(async move { report_invalid(&ctx, &cluster, &reason).await });
+            Action::await_change()
+        }
+        _ => Action::requeue(Duration::from_secs(5)),
+    }
+}
+
+async fn report_invalid(ctx: &Context, cluster: &DaskCluster, reason: &str) {
+    publish(ctx, cluster, EventType::Warning, "InvalidSpec", reason).await;
+    let status = WorkloadStatus {
+        phase: Some("Error".into()),
+        observed_generation: cluster.metadata.generation,
+        conditions: vec![condition("Degraded", true, "InvalidSpec", reason, cluster.metadata.generation)],
+        ..Default::default()
+    };
+    let body = json!({ "apiVersion": "kubernetes.dask.org/v1", "kind": KIND, "status": status });
+    let api: Api<DaskCluster> = Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    if let Err(e) = api.patch_status(&cluster.name_any(), &apply(), &Patch::Apply(body)).await {
+        warn!(error = %e, "could not write the error status");
+    }
+}

@@ -1,0 +1,79 @@
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use clap::Parser;
+use dask_operator::metrics::Metrics;
+use dask_operator::scheduler_api::SchedulerApi;
+use dask_operator::{Context, autoscaler, cluster, leader, server, workergroup};
+use tracing::info;
+
+/// Reconciles kubernetes.dask.org/v1 DaskCluster, DaskWorkerGroup and
+/// DaskAutoscaler resources into Dask scheduler and worker pods.
+#[derive(Parser, Debug)]
+#[command(version)]
+struct Args {
+    /// DNS domain of the Kubernetes cluster, used in DASK_SCHEDULER_ADDRESS.
+    #[arg(long, env = "DASK_OPERATOR_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Address of the /metrics and /healthz endpoints.
+    #[arg(long, env = "DASK_OPERATOR_METRICS_ADDR", default_value = "127.0.0.1:8080")]
+    metrics_addr: SocketAddr,
+    /// Log format: text or json.
+    #[arg(long, env = "DASK_OPERATOR_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+    /// Name of the Lease for leader election; none means no election (a single replica).
+    #[arg(long, env = "DASK_OPERATOR_LEASE_NAME")]
+    lease_name: Option<String>,
+    /// Namespace of the Lease (in a pod: its own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Development and tests only: resolve every scheduler's Service name to
+    /// this address (schedulers running on the host's loopback).
+    #[arg(long)]
+    resolve_schedulers_to: Option<IpAddr>,
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" { builder.json().init() } else { builder.init() }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_tracing(&args.log_format);
+    let client = kube::Client::try_default().await?;
+    let metrics = Arc::new(Metrics::default());
+    let healthy = server::spawn_health_probe(client.clone());
+    let http = tokio::spawn(server::serve(args.metrics_addr, metrics.clone(), healthy));
+
+    let mut leadership = None;
+    if let Some(lease) = &args.lease_name {
+        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("dask-operator-{}", std::process::id()));
+        leadership = Some(leader::acquire(client.clone(), &args.lease_namespace, lease, &identity).await?);
+    }
+    let ctx = Arc::new(Context::new(client, metrics, SchedulerApi::new(args.resolve_schedulers_to), args.cluster_domain));
+    info!("starting controllers");
+    let controllers = async {
+        tokio::join!(cluster::run(ctx.clone()), workergroup::run(ctx.clone()), autoscaler::run(ctx.clone()));
+    };
+    tokio::select! {
+        _ = controllers => info!("controllers stopped"),
+        _ = lost(leadership) => anyhow::bail!("lost the leader lease; exiting so a restart starts clean"),
+        res = http => anyhow::bail!("the metrics server stopped: {res:?}"),
+    }
+    Ok(())
+}
+
+/// Resolves when leadership, if any, is lost.
+async fn lost(leadership: Option<tokio::sync::watch::Receiver<bool>>) {
+    match leadership {
+        Some(mut rx) => while *rx.borrow_and_update() {
+            if rx.changed().await.is_err() {
+                return;
+            }
+        },
+        None => std::future::pending().await,
+    }
+}
