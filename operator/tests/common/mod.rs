@@ -1,0 +1,226 @@
+//! Harness for the operator's integration tests: a real API server (the test
+//! control plane, `tests/k8s/cluster up sim`), the operator binary as a child
+//! process, a namespace per test, and real `dask scheduler` processes.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crds::DaskCluster;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+
+pub async fn client() -> Client {
+    let client = Client::try_default()
+        .await
+        .expect("no Kubernetes API: run `tests/k8s/cluster up sim` and `eval \"$(tests/k8s/cluster env)\"`");
+    install_crds(&client).await;
+    client
+}
+
+async fn install_crds(client: &Client) {
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    for (_, crd) in crds::all_crds() {
+        crds.patch(&crd.name_any(), &PatchParams::apply("dask-operator-tests").force(), &Patch::Apply(&crd))
+            .await
+            .expect("CRDs apply");
+    }
+    for (_, crd) in crds::all_crds() {
+        let name = crd.name_any();
+        eventually(30, "CRDs established", || {
+            let crds = crds.clone();
+            let name = name.clone();
+            async move {
+                let crd = crds.get(&name).await.ok()?;
+                let conditions = crd.status?.conditions?;
+                conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+            }
+        })
+        .await;
+    }
+}
+
+/// A fresh namespace, deleted when the guard drops.
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub async fn new(client: &Client, prefix: &str) -> Self {
+        let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
+        let ns: Namespace = serde_json::from_value(serde_json::json!({ "metadata": { "name": name } })).unwrap();
+        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
+        Self { name }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // On a thread and runtime of its own, with a client of its own: the
+        // test's client belongs to the test's runtime, which is blocked here.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let client = Client::try_default().await.ok()?;
+                Api::<Namespace>::all(client).delete(&name, &DeleteParams::default()).await.ok()
+            });
+        })
+        .join()
+        .ok();
+    }
+}
+
+/// The operator binary, running until dropped.
+pub struct Operator(Child);
+
+impl Operator {
+    pub fn start() -> Self {
+        let bin = env!("CARGO_BIN_EXE_dask-operator");
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["--resolve-schedulers-to", "127.0.0.1", "--metrics-addr", &format!("127.0.0.1:{port}")])
+            .env("RUST_LOG", "warn,dask_operator=info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the operator binary starts");
+        Operator(child)
+    }
+
+    pub fn kill(mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `check` every 250 ms until it yields a value or `secs` pass.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {secs}s waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A DaskCluster in the shape of dask-kubernetes' simplecluster.yaml.
+pub fn cluster(name: &str, replicas: i32, comm_port: u16, dashboard_port: u16) -> DaskCluster {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "kubernetes.dask.org/v1",
+        "kind": "DaskCluster",
+        "metadata": { "name": name, "labels": { "team": "tests" } },
+        "spec": {
+            "worker": { "replicas": replicas, "spec": { "containers": [{
+                "name": "worker", "image": "ghcr.io/dask/dask:latest",
+                "args": ["dask", "worker", "--name", "$(DASK_WORKER_NAME)"],
+                "env": [{ "name": "WORKER_ENV", "value": "kept" }] }] } },
+            "scheduler": {
+                "spec": { "containers": [{ "name": "scheduler", "image": "ghcr.io/dask/dask:latest", "args": ["dask", "scheduler"] }] },
+                "service": { "type": "ClusterIP",
+                    "selector": { "dask.org/cluster-name": name, "dask.org/component": "scheduler" },
+                    "ports": [
+                        { "name": "tcp-comm", "port": comm_port, "targetPort": "tcp-comm" },
+                        { "name": "http-dashboard", "port": dashboard_port, "targetPort": "http-dashboard" } ] }
+            }
+        }
+    }))
+    .unwrap()
+}
+
+pub async fn worker_pods(client: &Client, ns: &str, cluster: &str) -> Vec<Pod> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let selector = format!("dask.org/cluster-name={cluster},dask.org/component=worker");
+    let list = pods.list(&ListParams::default().labels(&selector)).await.unwrap();
+    list.items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
+}
+
+/// Waits until the cluster has exactly `n` live worker pods and reports them.
+pub async fn wait_workers(client: &Client, ns: &str, cluster: &str, n: usize) -> Vec<Pod> {
+    let api: Api<DaskCluster> = Api::namespaced(client.clone(), ns);
+    eventually(60, &format!("{n} worker pods and status.replicas={n}"), || async {
+        let pods = worker_pods(client, ns, cluster).await;
+        let status = api.get(cluster).await.ok()?.status?;
+        (pods.len() == n && status.replicas == Some(n as i32) && status.ready_replicas == Some(n as i32)).then_some(pods)
+    })
+    .await
+}
+
+/// A real `dask scheduler` on 127.0.0.1 with the HTTP API routes the operator
+/// injects in pods, from the test venv ($DASK_RS_VENV or tests/python/env).
+pub struct DaskProcess(Child);
+
+impl Drop for DaskProcess {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+pub fn dask_bin() -> String {
+    let venv = std::env::var("DASK_RS_VENV").unwrap_or_else(|_| {
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python/env")).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    });
+    format!("{venv}/bin/dask")
+}
+
+pub fn start_scheduler(comm_port: u16, dashboard_port: u16) -> DaskProcess {
+    let child = Command::new(dask_bin())
+        .args(["scheduler", "--host", "127.0.0.1", "--port", &comm_port.to_string()])
+        .args(["--dashboard-address", &format!("127.0.0.1:{dashboard_port}"), "--no-show"])
+        .env("DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES", dask_operator::build::SCHEDULER_HTTP_ROUTES)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dask scheduler starts");
+    DaskProcess(child)
+}
+
+pub fn start_worker(comm_port: u16, name: &str) -> DaskProcess {
+    let child = Command::new(dask_bin())
+        .args(["worker", &format!("tcp://127.0.0.1:{comm_port}"), "--name", name, "--host", "127.0.0.1"])
+        .args(["--nthreads", "1", "--no-dashboard", "--memory-limit", "256MiB"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("dask worker starts");
+    DaskProcess(child)
+}
+
+/// The scheduler's view of its workers: (name, address).
+pub async fn scheduler_workers(dashboard_port: u16) -> Option<Vec<(String, String)>> {
+    let url = format!("http://127.0.0.1:{dashboard_port}/api/v1/get_workers");
+    let body: serde_json::Value = reqwest::get(url).await.ok()?.json().await.ok()?;
+    Some(
+        body["workers"]
+            .as_array()?
+            .iter()
+            .map(|w| (w["name"].as_str().unwrap_or_default().to_string(), w["address"].as_str().unwrap_or_default().to_string()))
+            .collect(),
+    )
+}

@@ -1,0 +1,162 @@
+//! The operator against a real API server (sim tier: kwok nodes make pods
+//! Running/Ready without containers).
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use crds::{DaskCluster, DaskWorkerGroup};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Event, Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::ResourceExt;
+use serde_json::json;
+
+#[tokio::test]
+async fn manifest_becomes_scheduler_service_and_workers() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "op-children").await;
+    let _operator = Operator::start();
+    let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
+    let created = clusters.create(&PostParams::default(), &cluster("simple", 2, 8786, 8787)).await.unwrap();
+    let pods = wait_workers(&client, &ns.name, "simple", 2).await;
+
+    let status = clusters.get("simple").await.unwrap().status.unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Running"));
+    assert_eq!(status.selector.as_deref(), Some("dask.org/cluster-name=simple,dask.org/workergroup-name=simple-default"));
+    assert!(status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+
+    let deployment = Api::<Deployment>::namespaced(client.clone(), &ns.name).get("simple-scheduler").await.unwrap();
+    let owner = &deployment.owner_references()[0];
+    assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("DaskCluster", created.uid().unwrap().as_str()));
+    assert_eq!(deployment.labels()["dask.org/component"], "scheduler");
+    assert_eq!(deployment.labels()["team"], "tests", "the cluster's labels propagate");
+    let service = Api::<Service>::namespaced(client.clone(), &ns.name).get("simple-scheduler").await.unwrap();
+    assert_eq!(service.spec.unwrap().ports.unwrap().len(), 2);
+    let group = Api::<DaskWorkerGroup>::namespaced(client.clone(), &ns.name).get("simple-default").await.unwrap();
+    assert_eq!(group.owner_references()[0].uid, created.uid().unwrap());
+
+    for pod in &pods {
+        let labels = pod.labels();
+        assert_eq!(labels["dask.org/workergroup-name"], "simple-default");
+        assert_eq!(labels["dask.org/cluster-name"], "simple");
+        assert_eq!(pod.owner_references()[0].kind, "DaskWorkerGroup");
+        let env = pod.spec.as_ref().unwrap().containers[0].env.clone().unwrap();
+        let get = |n: &str| env.iter().find(|e| e.name == n).and_then(|e| e.value.clone());
+        assert_eq!(get("DASK_WORKER_NAME"), Some(pod.name_any()));
+        let address = format!("tcp://simple-scheduler.{}.svc.cluster.local:8786", ns.name);
+        assert_eq!(get("DASK_SCHEDULER_ADDRESS"), Some(address));
+        assert_eq!(get("WORKER_ENV").as_deref(), Some("kept"));
+    }
+
+    // Deleting the cluster removes everything, by owner references alone.
+    clusters.delete("simple", &DeleteParams::foreground()).await.unwrap();
+    eventually(60, "the cluster's pods to be garbage-collected", || async {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+        let left = pods.list(&ListParams::default().labels("dask.org/cluster-name=simple")).await.ok()?;
+        left.items.is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn scales_replaces_and_rolls_workers() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "op-scale").await;
+    let _operator = Operator::start();
+    let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
+    clusters.create(&PostParams::default(), &cluster("c", 1, 8786, 8787)).await.unwrap();
+    wait_workers(&client, &ns.name, "c", 1).await;
+
+    // The scale subresource, as `kubectl scale daskcluster c --replicas=3` uses it.
+    let scale = |n: i32| {
+        let clusters = clusters.clone();
+        async move {
+            clusters.patch_scale("c", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "replicas": n } }))).await.unwrap();
+        }
+    };
+    scale(3).await;
+    let pods = wait_workers(&client, &ns.name, "c", 3).await;
+    let scale_status = clusters.get_scale("c").await.unwrap();
+    assert_eq!(scale_status.status.unwrap().replicas, 3);
+    scale(1).await;
+    wait_workers(&client, &ns.name, "c", 1).await;
+
+    // A lost worker pod is replaced by a new one.
+    let lost = worker_pods(&client, &ns.name, "c").await.remove(0).name_any();
+    Api::<Pod>::namespaced(client.clone(), &ns.name).delete(&lost, &DeleteParams::default()).await.unwrap();
+    let replaced = eventually(60, "a replacement worker", || async {
+        let pods = worker_pods(&client, &ns.name, "c").await;
+        (pods.len() == 1 && pods[0].name_any() != lost).then_some(pods)
+    })
+    .await;
+    assert!(!pods.iter().any(|p| p.name_any() == replaced[0].name_any()));
+
+    // A new worker image rolls out to every worker.
+    let patch = json!([{ "op": "replace", "path": "/spec/worker/spec/containers/0/image", "value": "dask:next" }]);
+    clusters.patch("c", &PatchParams::default(), &Patch::<()>::Json(serde_json::from_value(patch).unwrap())).await.unwrap();
+    eventually(60, "workers running the new image", || async {
+        let pods = worker_pods(&client, &ns.name, "c").await;
+        let images: BTreeSet<_> = pods.iter().map(|p| p.spec.as_ref().unwrap().containers[0].image.clone().unwrap()).collect();
+        (pods.len() == 1 && images == BTreeSet::from(["dask:next".to_string()])).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn invalid_cluster_reports_an_error_and_spares_the_others() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "op-invalid").await;
+    let _operator = Operator::start();
+    let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
+    let mut bad = cluster("bad", 1, 8786, 8787);
+    bad.spec.worker.spec.containers.clear();
+    clusters.create(&PostParams::default(), &bad).await.unwrap();
+    clusters.create(&PostParams::default(), &cluster("good", 2, 8786, 8787)).await.unwrap();
+
+    wait_workers(&client, &ns.name, "good", 2).await;
+    let status = eventually(30, "an Error status on the invalid cluster", || async {
+        let status = clusters.get("bad").await.ok()?.status?;
+        (status.phase.as_deref() == Some("Error")).then_some(status)
+    })
+    .await;
+    let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert!(degraded.message.contains("spec.worker.spec.containers"), "{}", degraded.message);
+    eventually(30, "an InvalidSpec event", || async {
+        let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.iter().any(|e| e.reason.as_deref() == Some("InvalidSpec") && e.involved_object.name.as_deref() == Some("bad")).then_some(())
+    })
+    .await;
+    assert!(worker_pods(&client, &ns.name, "bad").await.is_empty());
+}
+
+#[tokio::test]
+async fn operator_restarts_leave_no_duplicate_or_orphan_pods() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "op-restart").await;
+    let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
+    for i in 0..5 {
+        clusters.create(&PostParams::default(), &cluster(&format!("r{i}"), 3, 8786, 8787)).await.unwrap();
+    }
+    // Kill the operator 20 times while it is reconciling, changing replicas in between.
+    for round in 0..20 {
+        let operator = Operator::start();
+        tokio::time::sleep(std::time::Duration::from_millis(150 + 40 * (round % 5))).await;
+        let replicas = 2 + (round % 3) as i32;
+        let name = format!("r{}", round % 5);
+        clusters.patch_scale(&name, &PatchParams::default(), &Patch::Merge(json!({ "spec": { "replicas": replicas } }))).await.unwrap();
+        operator.kill();
+    }
+    let _operator = Operator::start();
+    for i in 0..5 {
+        let name = format!("r{i}");
+        let want = clusters.get(&name).await.unwrap().spec.worker.replicas as usize;
+        wait_workers(&client, &ns.name, &name, want).await;
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    for pod in pods.list(&ListParams::default().labels("dask.org/component=worker")).await.unwrap().items {
+        assert_eq!(pod.owner_references().len(), 1, "{} has no owner", pod.name_any());
+    }
+}
