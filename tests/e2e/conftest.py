@@ -32,19 +32,11 @@ def release(kubectl):
     """The chart, installed once per session into its own namespace."""
     ns = f"dask-rs-{uuid.uuid4().hex[:6]}"
     operator_repo, operator_tag = image_ref("DASK_RS_OPERATOR_IMAGE")
-    worker_repo, worker_tag = image_ref("DASK_RS_WORKER_IMAGE")
     args = [
         "helm", "install", "dr", str(ROOT / "charts" / "dask-rs"), "--namespace", ns, "--create-namespace",
         "--set", f"operator.image.repository={operator_repo}", "--set", f"operator.image.tag={operator_tag}",
         "--set", "operator.image.pullPolicy=Never",
-        "--set", f"gateway.workerImage.repository={worker_repo}", "--set", f"gateway.workerImage.tag={worker_tag}",
     ]
-    if os.environ.get("DASK_RS_GATEWAY_IMAGE"):
-        gateway_repo, gateway_tag = image_ref("DASK_RS_GATEWAY_IMAGE")
-        args += ["--set", f"gateway.image.repository={gateway_repo}", "--set", f"gateway.image.tag={gateway_tag}",
-                 "--set", "gateway.image.pullPolicy=Never"]
-    else:
-        args += ["--set", "gateway.enabled=false"]
     subprocess.run([*args, "--wait", "--timeout", "180s"], check=True, capture_output=True, text=True)
     yield ns
     subprocess.run(["helm", "uninstall", "dr", "--namespace", ns, "--wait"], capture_output=True)
