@@ -4,7 +4,6 @@ tests/images/build (tests/run builds them and exports their paths)."""
 
 import os
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
@@ -29,15 +28,18 @@ def worker_image():
 
 @pytest.fixture(scope="session")
 def release(kubectl):
-    """The chart, installed once per session into its own namespace."""
-    ns = f"dask-rs-{uuid.uuid4().hex[:6]}"
+    """The chart, installed once per session. Always the same release and
+    namespace: the CRDs outlive an uninstall (resource-policy keep), and Helm
+    re-adopts them only into the release that made them."""
+    ns = "dask-system"
     operator_repo, operator_tag = image_ref("DASK_RS_OPERATOR_IMAGE")
     args = [
         "helm", "install", "dr", str(ROOT / "charts" / "dask-rs"), "--namespace", ns, "--create-namespace",
         "--set", f"operator.image.repository={operator_repo}", "--set", f"operator.image.tag={operator_tag}",
         "--set", "operator.image.pullPolicy=Never",
     ]
-    subprocess.run([*args, "--wait", "--timeout", "180s"], check=True, capture_output=True, text=True)
+    proc = subprocess.run([*args, "--wait", "--timeout", "180s"], capture_output=True, text=True)
+    assert proc.returncode == 0, f"helm install failed: {proc.stderr}"
     yield ns
     subprocess.run(["helm", "uninstall", "dr", "--namespace", ns, "--wait"], capture_output=True)
-    kubectl.run("delete", "namespace", ns, "--wait=false", check=False)
+    kubectl.run("delete", "namespace", ns, "--timeout=120s", check=False)

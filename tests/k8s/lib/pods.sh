@@ -21,6 +21,9 @@ setup_netns() {
     nsrun ip addr add "$BRIDGE_IP/16" dev "$BRIDGE"
   fi
   nsrun ip link set "$BRIDGE" up
+  # Service IPs exist only as kube-proxy's iptables rules; a route lets
+  # processes in the namespace (not only pods) reach them.
+  nsrun ip route replace "$SERVICE_CIDR" dev "$BRIDGE"
   nsrun sysctl -qw net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 2>/dev/null || true
 }
 
