@@ -19,6 +19,12 @@ pub const SCHEDULER_HTTP_ROUTES: &str = r#"["distributed.http.scheduler.promethe
 /// changed template (image, env, args, resources) is rolled out.
 pub const TEMPLATE_HASH: &str = "dask.org/template-hash";
 
+/// Annotation on a default worker group: the cluster's `spec.worker.replicas`
+/// last written to it. A group whose replicas differ from it was scaled
+/// directly (dask-kubernetes' `KubeCluster.scale` does that), and the cluster
+/// takes the new count over instead of undoing it.
+pub const PROPAGATED_REPLICAS: &str = "kubernetes.dask.org/cluster-replicas";
+
 pub const DEFAULT_COMM_PORT: i32 = 8786;
 pub const DEFAULT_DASHBOARD_PORT: i32 = 8787;
 
@@ -190,7 +196,16 @@ pub fn default_worker_group(cluster: &DaskCluster) -> DaskWorkerGroup {
     group.metadata.labels =
         Some(merged_labels(cluster.labels(), None, &[(CLUSTER_NAME, &name), (COMPONENT, COMPONENT_WORKER_GROUP)]));
     group.metadata.owner_references = Some(vec![owner_ref(cluster)]);
+    group.metadata.annotations =
+        Some(BTreeMap::from([(PROPAGATED_REPLICAS.to_string(), cluster.spec.worker.replicas.to_string())]));
     group
+}
+
+/// The replicas someone set on the default group directly, if they did.
+pub fn directly_scaled_replicas(group: &DaskWorkerGroup, cluster: &DaskCluster) -> Option<i32> {
+    let propagated: i32 = group.annotations().get(PROPAGATED_REPLICAS)?.parse().ok()?;
+    let replicas = group.spec.worker.replicas;
+    (replicas != propagated && cluster.spec.worker.replicas == propagated).then_some(replicas)
 }
 
 /// Selector of a group's worker pods, as a string (the scale subresource's).
@@ -298,6 +313,18 @@ mod tests {
         assert_eq!(before, template_hash(&group, "a"), "scaling must not roll workers");
         group.spec.worker.spec.containers[0].image = Some("dask:new".into());
         assert_ne!(before, template_hash(&group, "a"));
+    }
+
+    #[test]
+    fn a_directly_scaled_default_group_is_detected() {
+        let cluster = fixture();
+        let mut group = default_worker_group(&cluster);
+        assert_eq!(directly_scaled_replicas(&group, &cluster), None);
+        group.spec.worker.replicas = 5;
+        assert_eq!(directly_scaled_replicas(&group, &cluster), Some(5));
+        let mut rescaled = cluster.clone();
+        rescaled.spec.worker.replicas = 3;
+        assert_eq!(directly_scaled_replicas(&group, &rescaled), None, "a newer cluster count wins");
     }
 
     #[test]

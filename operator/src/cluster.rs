@@ -63,6 +63,14 @@ async fn reconcile(cluster: Arc<DaskCluster>, ctx: Arc<Context>) -> Result<Actio
         .patch(&build::scheduler_name(&name), &apply(), &Patch::Apply(build::scheduler_deployment(&cluster)))
         .await?;
     let groups: Api<DaskWorkerGroup> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(existing) = groups.get_opt(&build::default_group_name(&name)).await? {
+        if let Some(replicas) = build::directly_scaled_replicas(&existing, &cluster) {
+            info!(replicas, "the default worker group was scaled directly; the cluster follows");
+            let scale = json!({ "spec": { "replicas": replicas } });
+            clusters.patch_scale(&name, &PatchParams::default(), &Patch::Merge(scale)).await?;
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+    }
     let group = groups
         .patch(&build::default_group_name(&name), &apply(), &Patch::Apply(build::default_worker_group(&cluster)))
         .await?;

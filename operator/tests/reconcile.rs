@@ -83,6 +83,15 @@ async fn scales_replaces_and_rolls_workers() {
     scale(1).await;
     wait_workers(&client, &ns.name, "c", 1).await;
 
+    // Scaling the default group directly (as KubeCluster.scale does) sticks,
+    // and the cluster's own count follows it.
+    let groups: Api<DaskWorkerGroup> = Api::namespaced(client.clone(), &ns.name);
+    groups.patch_scale("c-default", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "replicas": 2 } }))).await.unwrap();
+    wait_workers(&client, &ns.name, "c", 2).await;
+    assert_eq!(clusters.get("c").await.unwrap().spec.worker.replicas, 2);
+    scale(1).await;
+    wait_workers(&client, &ns.name, "c", 1).await;
+
     // A lost worker pod is replaced by a new one.
     let lost = worker_pods(&client, &ns.name, "c").await.remove(0).name_any();
     Api::<Pod>::namespaced(client.clone(), &ns.name).delete(&lost, &DeleteParams::default()).await.unwrap();
