@@ -18,8 +18,8 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use crate::build;
-use crate::cluster::publish;
 use crate::scheduler_api::SchedulerApi;
+use crate::context::{on_error, publish};
 use crate::{Context, Error, MANAGER, Result};
 
 const KIND: &str = "DaskAutoscaler";
@@ -81,20 +81,22 @@ async fn reconcile(scaler: Arc<DaskAutoscaler>, ctx: Arc<Context>) -> Result<Act
             .patch_scale(&spec.cluster, &PatchParams::default(), &Patch::Merge(json!({ "spec": { "replicas": next } })))
             .await?;
         publish(&ctx, &cluster, EventType::Normal, "Autoscaled", &format!("{current} -> {next} workers (adaptive target {target})")).await;
-        let status = DaskAutoscalerStatus { desired_workers: Some(next), last_scale_time: Some(Timestamp::now().to_string()) };
-        let body = json!({ "apiVersion": "kubernetes.dask.org/v1", "kind": KIND, "status": status });
-        Api::<DaskAutoscaler>::namespaced(ctx.client.clone(), &ns)
-            .patch_status(&scaler.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(body))
-            .await?;
+        record_scale(&ctx, &scaler, next).await?;
     } else if status.last_scale_time.is_none() {
         // Start the window at the first observation, so a fresh scaler does not scale down at once.
-        let status = DaskAutoscalerStatus { desired_workers: Some(current), last_scale_time: Some(Timestamp::now().to_string()) };
-        let body = json!({ "apiVersion": "kubernetes.dask.org/v1", "kind": KIND, "status": status });
-        Api::<DaskAutoscaler>::namespaced(ctx.client.clone(), &ns)
-            .patch_status(&scaler.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(body))
-            .await?;
+        record_scale(&ctx, &scaler, current).await?;
     }
     Ok(Action::requeue(PERIOD))
+}
+
+/// Status: the count now wanted, and the time it was set (the window's start).
+async fn record_scale(ctx: &Context, scaler: &DaskAutoscaler, workers: i32) -> Result<()> {
+    let status = DaskAutoscalerStatus { desired_workers: Some(workers), last_scale_time: Some(Timestamp::now().to_string()) };
+    let body = json!({ "apiVersion": "kubernetes.dask.org/v1", "kind": KIND, "status": status });
+    Api::<DaskAutoscaler>::namespaced(ctx.client.clone(), &scaler.namespace().unwrap_or_default())
+        .patch_status(&scaler.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(body))
+        .await?;
+    Ok(())
 }
 
 /// The autoscaler goes with its cluster (a plain owner reference, not a controller one).
@@ -113,16 +115,7 @@ async fn adopt(ctx: &Context, scaler: &DaskAutoscaler, cluster: &DaskCluster) ->
 }
 
 fn error_policy(scaler: Arc<DaskAutoscaler>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failure(KIND, error);
-    warn!(name = %scaler.name_any(), %error, "reconcile failed");
-    match error {
-        Error::Invalid { reason, .. } => {
-            let reason = reason.clone();
-            tokio::spawn(async move { publish(&ctx, &*scaler, EventType::Warning, "InvalidSpec", &reason).await });
-            Action::await_change()
-        }
-        _ => Action::requeue(PERIOD),
-    }
+    on_error(scaler, error, ctx, KIND, PERIOD)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -19,6 +19,7 @@ use tracing::{info, instrument, warn};
 
 use crate::build;
 use crate::scheduler_api::SchedulerApi;
+use crate::context::{on_error, publish};
 use crate::{Context, Error, MANAGER, Result};
 
 const KIND: &str = "DaskCluster";
@@ -168,35 +169,16 @@ async fn check_idle(cluster: &DaskCluster, ctx: &Context) -> Result<Action> {
     }
 }
 
-pub async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, type_: EventType, reason: &str, note: &str) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: reason.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
-        warn!(error = %e, "could not publish an event");
-    }
-}
-
 fn error_policy(cluster: Arc<DaskCluster>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failure(KIND, error);
-    warn!(name = %cluster.name_any(), %error, "reconcile failed");
-    match error {
-        // An invalid spec waits for the user to change it: no retry storm.
-        Error::Invalid { reason, .. } => {
-            let (ctx, cluster, reason) = (ctx.clone(), cluster.clone(), reason.clone());
-            tokio::spawn(async move { report_invalid(&ctx, &cluster, &reason).await });
-            Action::await_change()
-        }
-        _ => Action::requeue(Duration::from_secs(5)),
+    if let Error::Invalid { reason, .. } = error {
+        // Beyond the Event: the cluster's status says what is wrong.
+        let (ctx, cluster, reason) = (ctx.clone(), cluster.clone(), reason.clone());
+        tokio::spawn(async move { report_invalid(&ctx, &cluster, &reason).await });
     }
+    on_error(cluster, error, ctx, KIND, Duration::from_secs(5))
 }
 
 async fn report_invalid(ctx: &Context, cluster: &DaskCluster, reason: &str) {
-    publish(ctx, cluster, EventType::Warning, "InvalidSpec", reason).await;
     let status = WorkloadStatus {
         phase: Some("Error".into()),
         observed_generation: cluster.metadata.generation,

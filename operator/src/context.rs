@@ -2,8 +2,10 @@
 
 use std::sync::Arc;
 
-use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+use tracing::warn;
 
 use crate::metrics::Metrics;
 use crate::scheduler_api::SchedulerApi;
@@ -44,5 +46,38 @@ impl Context {
     pub fn new(client: Client, metrics: Arc<Metrics>, scheduler: SchedulerApi, cluster_domain: String) -> Self {
         let reporter = Reporter { controller: crate::MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
         Self { recorder: Recorder::new(client.clone(), reporter), client, metrics, scheduler, cluster_domain }
+    }
+}
+
+/// Publishes a Kubernetes Event about `obj`; a failure to do so is logged, never fatal.
+pub async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        warn!(error = %e, "could not publish an event");
+    }
+}
+
+/// The shared part of every controller's error policy: count the failure; an
+/// invalid spec is reported (Event) and waits for the user to change it, with
+/// no retry storm; anything else is retried after `retry`.
+pub fn on_error<K>(obj: Arc<K>, error: &Error, ctx: Arc<Context>, kind: &'static str, retry: std::time::Duration) -> Action
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+{
+    ctx.metrics.failure(kind, error);
+    warn!(kind, name = obj.meta().name.as_deref().unwrap_or_default(), %error, "reconcile failed");
+    match error {
+        Error::Invalid { reason, .. } => {
+            let reason = reason.clone();
+            tokio::spawn(async move { publish(&ctx, &*obj, EventType::Warning, "InvalidSpec", &reason).await });
+            Action::await_change()
+        }
+        _ => Action::requeue(retry),
     }
 }

@@ -19,8 +19,8 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use crate::build::{self, TEMPLATE_HASH};
-use crate::cluster::publish;
 use crate::scheduler_api::SchedulerApi;
+use crate::context::{on_error, publish};
 use crate::{Context, Error, MANAGER, Result};
 
 const KIND: &str = "DaskWorkerGroup";
@@ -182,14 +182,5 @@ async fn retire(ctx: &Context, base: &str, pods: &[&Pod]) -> Result<usize> {
 }
 
 fn error_policy(group: Arc<DaskWorkerGroup>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failure(KIND, error);
-    warn!(name = %group.name_any(), %error, "reconcile failed");
-    match error {
-        Error::Invalid { reason, .. } => {
-            let reason = reason.clone();
-            tokio::spawn(async move { publish(&ctx, &*group, EventType::Warning, "InvalidSpec", &reason).await });
-            Action::await_change()
-        }
-        _ => Action::requeue(Duration::from_secs(5)),
-    }
+    on_error(group, error, ctx, KIND, Duration::from_secs(5))
 }

