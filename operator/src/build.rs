@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crds::labels::*;
-use crds::{DaskCluster, DaskWorker, DaskWorkerGroup, DaskWorkerGroupSpec, SimpleObjectMeta};
+use crds::{DaskCluster, DaskJob, DaskWorker, DaskWorkerGroup, DaskWorkerGroupSpec, SimpleObjectMeta};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{EnvVar, Pod, PodSpec, PodTemplateSpec, Service, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -262,6 +262,44 @@ pub fn new_worker_name(group: &str) -> String {
     format!("{group}-worker-{}", &id[..10])
 }
 
+/// A DaskJob's cluster: named like the job (as dask-kubernetes does), owned by it.
+pub fn job_cluster(job: &DaskJob) -> DaskCluster {
+    let mut cluster = DaskCluster::new(&job.name_any(), job.spec.cluster.spec.clone());
+    cluster.metadata.namespace = job.namespace();
+    let template = job.spec.cluster.metadata.as_ref();
+    cluster.metadata.labels = Some(merged_labels(job.labels(), template, &[]));
+    cluster.metadata.annotations = template_annotations(template);
+    cluster.metadata.owner_references = Some(vec![owner_ref(job)]);
+    cluster
+}
+
+/// The runner's name carries the job's uid: a job deleted and created again
+/// under the same name never meets its predecessor's pod (dask-kubernetes #829).
+pub fn runner_name(job: &DaskJob) -> String {
+    let uid = job.uid().unwrap_or_default().replace('-', "");
+    format!("{}-runner-{}", job.name_any(), &uid[..uid.len().min(8)])
+}
+
+pub fn runner_pod(job: &DaskJob, name: &str, scheduler_address: &str) -> Pod {
+    let job_name = job.name_any();
+    let template = job.spec.job.metadata.as_ref();
+    let mut spec = job.spec.job.spec.clone();
+    spec.restart_policy.get_or_insert_with(|| "OnFailure".into());
+    inject_env(&mut spec, &[("DASK_SCHEDULER_ADDRESS", scheduler_address.to_string())]);
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            namespace: job.namespace(),
+            labels: Some(merged_labels(job.labels(), template, &[(CLUSTER_NAME, &job_name), (COMPONENT, COMPONENT_JOB_RUNNER)])),
+            annotations: template_annotations(template),
+            owner_references: Some(vec![owner_ref(job)]),
+            ..Default::default()
+        },
+        spec: Some(spec),
+        status: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -325,6 +363,24 @@ mod tests {
         let mut rescaled = cluster.clone();
         rescaled.spec.worker.replicas = 3;
         assert_eq!(directly_scaled_replicas(&group, &rescaled), None, "a newer cluster count wins");
+    }
+
+    #[test]
+    fn job_runner_names_differ_across_recreations() {
+        let text = include_str!("../../crds/tests/fixtures/simplejob.yaml");
+        let mut job: DaskJob = serde_yaml::from_str(text).unwrap();
+        job.metadata.uid = Some("0b1c2d3e-0000-0000-0000-000000000001".into());
+        let first = runner_name(&job);
+        job.metadata.uid = Some("9f8e7d6c-0000-0000-0000-000000000002".into());
+        assert_ne!(first, runner_name(&job));
+        assert_eq!(first, "simple-job-runner-0b1c2d3e");
+        let pod = runner_pod(&job, &first, "tcp://simple-job-scheduler.default.svc.cluster.local:8786");
+        let spec = pod.spec.unwrap();
+        assert_eq!(spec.restart_policy.as_deref(), Some("OnFailure"));
+        assert!(spec.containers[0].env.as_ref().unwrap().iter().any(|e| e.name == "DASK_SCHEDULER_ADDRESS"));
+        let cluster = job_cluster(&job);
+        assert_eq!(cluster.name_any(), "simple-job");
+        assert_eq!(cluster.owner_references()[0].kind, "DaskJob");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod autoscaler;
 pub mod build;
 pub mod cluster;
 pub mod context;
+pub mod job;
 pub mod leader;
 pub mod metrics;
 pub mod scheduler_api;

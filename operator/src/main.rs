@@ -4,11 +4,11 @@ use std::sync::Arc;
 use clap::Parser;
 use dask_operator::metrics::Metrics;
 use dask_operator::scheduler_api::SchedulerApi;
-use dask_operator::{Context, autoscaler, cluster, leader, server, workergroup};
+use dask_operator::{Context, autoscaler, cluster, job, leader, server, workergroup};
 use tracing::info;
 
-/// Reconciles kubernetes.dask.org/v1 DaskCluster, DaskWorkerGroup and
-/// DaskAutoscaler resources into Dask scheduler and worker pods.
+/// Reconciles kubernetes.dask.org/v1 DaskCluster, DaskWorkerGroup,
+/// DaskAutoscaler and DaskJob resources into Dask scheduler and worker pods.
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
@@ -56,7 +56,12 @@ async fn main() -> anyhow::Result<()> {
     let ctx = Arc::new(Context::new(client, metrics, SchedulerApi::new(args.resolve_schedulers_to), args.cluster_domain));
     info!("starting controllers");
     let controllers = async {
-        tokio::join!(cluster::run(ctx.clone()), workergroup::run(ctx.clone()), autoscaler::run(ctx.clone()));
+        tokio::join!(
+            cluster::run(ctx.clone()),
+            workergroup::run(ctx.clone()),
+            autoscaler::run(ctx.clone()),
+            job::run(ctx.clone())
+        );
     };
     tokio::select! {
         _ = controllers => info!("controllers stopped"),

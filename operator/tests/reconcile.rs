@@ -169,3 +169,28 @@ async fn operator_restarts_leave_no_duplicate_or_orphan_pods() {
         assert_eq!(pod.owner_references().len(), 1, "{} has no owner", pod.name_any());
     }
 }
+
+#[tokio::test]
+async fn daskjob_creates_its_cluster_then_a_uniquely_named_runner() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "op-job").await;
+    let _operator = Operator::start();
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/tests/fixtures/simplejob.yaml")).unwrap();
+    let mut job: crds::DaskJob = serde_yaml::from_str(&text).unwrap();
+    job.metadata.namespace = Some(ns.name.clone());
+    let jobs: Api<crds::DaskJob> = Api::namespaced(client.clone(), &ns.name);
+    let created = jobs.create(&PostParams::default(), &job).await.unwrap();
+
+    let status = eventually(60, "the job to be Running", || async {
+        let status = jobs.get("simple-job").await.ok()?.status?;
+        (status.job_status.as_deref() == Some("Running")).then_some(status)
+    })
+    .await;
+    let cluster = Api::<DaskCluster>::namespaced(client.clone(), &ns.name).get("simple-job").await.unwrap();
+    assert_eq!(cluster.owner_references()[0].uid, created.uid().unwrap());
+    let runner = status.job_runner_pod_name.unwrap();
+    assert!(runner.starts_with("simple-job-runner-") && runner.len() > "simple-job-runner-".len());
+    let pod = Api::<Pod>::namespaced(client.clone(), &ns.name).get(&runner).await.unwrap();
+    assert_eq!(pod.labels()["dask.org/component"], "job-runner");
+    assert!(status.start_time.is_some());
+}
