@@ -28,7 +28,7 @@ const PERIOD: Duration = Duration::from_secs(5);
 const SCALE_DOWN_WINDOW: Duration = Duration::from_secs(30);
 
 pub async fn run(ctx: Arc<Context>) {
-    Controller::new(Api::<DaskAutoscaler>::all(ctx.client.clone()), watcher::Config::default().any_semantic())
+    Controller::new(ctx.watched::<DaskAutoscaler>(), watcher::Config::default().any_semantic())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

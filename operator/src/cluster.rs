@@ -25,12 +25,11 @@ use crate::{Context, Error, MANAGER, Result};
 const KIND: &str = "DaskCluster";
 
 pub async fn run(ctx: Arc<Context>) {
-    let client = ctx.client.clone();
     let scheduler_children = watcher::Config::default().labels(&format!("{}", crds::labels::CLUSTER_NAME));
-    Controller::new(Api::<DaskCluster>::all(client.clone()), watcher::Config::default().any_semantic())
-        .owns(Api::<Deployment>::all(client.clone()), scheduler_children.clone())
-        .owns(Api::<Service>::all(client.clone()), scheduler_children.clone())
-        .owns(Api::<DaskWorkerGroup>::all(client), watcher::Config::default())
+    Controller::new(ctx.watched::<DaskCluster>(), watcher::Config::default().any_semantic())
+        .owns(ctx.watched::<Deployment>(), scheduler_children.clone())
+        .owns(ctx.watched::<Service>(), scheduler_children.clone())
+        .owns(ctx.watched::<DaskWorkerGroup>(), watcher::Config::default())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

@@ -4,7 +4,8 @@ use std::sync::Arc;
 
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Client, Resource};
+use k8s_openapi::NamespaceResourceScope;
+use kube::{Api, Client, Resource};
 use tracing::warn;
 
 use crate::metrics::Metrics;
@@ -40,12 +41,32 @@ pub struct Context {
     pub scheduler: SchedulerApi,
     /// DNS domain of the cluster (for DASK_SCHEDULER_ADDRESS), usually cluster.local.
     pub cluster_domain: String,
+    /// The one namespace watched, or all of them.
+    pub namespace: Option<String>,
 }
 
 impl Context {
     pub fn new(client: Client, metrics: Arc<Metrics>, scheduler: SchedulerApi, cluster_domain: String) -> Self {
         let reporter = Reporter { controller: crate::MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
-        Self { recorder: Recorder::new(client.clone(), reporter), client, metrics, scheduler, cluster_domain }
+        Self { recorder: Recorder::new(client.clone(), reporter), client, metrics, scheduler, cluster_domain, namespace: None }
+    }
+
+    /// Limits the operator to one namespace (a namespaced install, and tests
+    /// that run side by side without seeing each other's clusters).
+    pub fn watching(mut self, namespace: Option<String>) -> Self {
+        self.namespace = namespace;
+        self
+    }
+
+    /// The API the controllers watch: every namespace, or the one watched.
+    pub fn watched<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+    {
+        match &self.namespace {
+            Some(ns) => Api::namespaced(self.client.clone(), ns),
+            None => Api::all(self.client.clone()),
+        }
     }
 }
 

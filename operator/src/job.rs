@@ -25,11 +25,10 @@ use crate::{Context, Error, MANAGER, Result};
 const KIND: &str = "DaskJob";
 
 pub async fn run(ctx: Arc<Context>) {
-    let client = ctx.client.clone();
     let runners = watcher::Config::default().labels(&format!("{COMPONENT}={COMPONENT_JOB_RUNNER}"));
-    Controller::new(Api::<DaskJob>::all(client.clone()), watcher::Config::default().any_semantic())
-        .owns(Api::<Pod>::all(client.clone()), runners)
-        .owns(Api::<DaskCluster>::all(client), watcher::Config::default())
+    Controller::new(ctx.watched::<DaskJob>(), watcher::Config::default().any_semantic())
+        .owns(ctx.watched::<Pod>(), runners)
+        .owns(ctx.watched::<DaskCluster>(), watcher::Config::default())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

@@ -27,6 +27,9 @@ struct Args {
     /// Namespace of the Lease (in a pod: its own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "DASK_OPERATOR_NAMESPACE")]
+    namespace: Option<String>,
     /// Development and tests only: resolve every scheduler's Service name to
     /// this address (schedulers running on the host's loopback).
     #[arg(long)]
@@ -45,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
     init_tracing(&args.log_format);
     let client = kube::Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
-    let healthy = server::spawn_health_probe(client.clone());
+    let healthy = server::spawn_health_probe(client.clone(), args.namespace.clone());
     let http = tokio::spawn(server::serve(args.metrics_addr, metrics.clone(), healthy));
 
     let mut leadership = None;
@@ -53,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
         let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("dask-operator-{}", std::process::id()));
         leadership = Some(leader::acquire(client.clone(), &args.lease_namespace, lease, &identity).await?);
     }
-    let ctx = Arc::new(Context::new(client, metrics, SchedulerApi::new(args.resolve_schedulers_to), args.cluster_domain));
+    let ctx = Arc::new(Context::new(client, metrics, SchedulerApi::new(args.resolve_schedulers_to), args.cluster_domain).watching(args.namespace));
     info!("starting controllers");
     let controllers = async {
         tokio::join!(

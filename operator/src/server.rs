@@ -22,11 +22,14 @@ struct AppState {
 
 /// Probes the API server every 10 s with a cheap list; `/healthz` fails when
 /// the operator can no longer see its resources, so a stuck process restarts.
-pub fn spawn_health_probe(client: Client) -> Arc<AtomicBool> {
+pub fn spawn_health_probe(client: Client, namespace: Option<String>) -> Arc<AtomicBool> {
     let healthy = Arc::new(AtomicBool::new(true));
     let flag = healthy.clone();
     tokio::spawn(async move {
-        let api: Api<DaskCluster> = Api::all(client);
+        let api: Api<DaskCluster> = match namespace {
+            Some(ns) => Api::namespaced(client, &ns),
+            None => Api::all(client),
+        };
         loop {
             let ok = tokio::time::timeout(Duration::from_secs(10), api.list_metadata(&ListParams::default().limit(1)))
                 .await

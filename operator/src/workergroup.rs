@@ -26,10 +26,9 @@ use crate::{Context, Error, MANAGER, Result};
 const KIND: &str = "DaskWorkerGroup";
 
 pub async fn run(ctx: Arc<Context>) {
-    let client = ctx.client.clone();
     let worker_pods = watcher::Config::default().labels(&format!("{COMPONENT}={COMPONENT_WORKER}"));
-    Controller::new(Api::<DaskWorkerGroup>::all(client.clone()), watcher::Config::default().any_semantic())
-        .owns(Api::<Pod>::all(client), worker_pods)
+    Controller::new(ctx.watched::<DaskWorkerGroup>(), watcher::Config::default().any_semantic())
+        .owns(ctx.watched::<Pod>(), worker_pods)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

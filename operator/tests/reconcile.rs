@@ -17,7 +17,7 @@ use serde_json::json;
 async fn manifest_becomes_scheduler_service_and_workers() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "op-children").await;
-    let _operator = Operator::start();
+    let _operator = Operator::start(&ns.name);
     let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
     let created = clusters.create(&PostParams::default(), &cluster("simple", 2, 8786, 8787)).await.unwrap();
     let pods = wait_workers(&client, &ns.name, "simple", 2).await;
@@ -64,7 +64,7 @@ async fn manifest_becomes_scheduler_service_and_workers() {
 async fn scales_replaces_and_rolls_workers() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "op-scale").await;
-    let _operator = Operator::start();
+    let _operator = Operator::start(&ns.name);
     let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
     clusters.create(&PostParams::default(), &cluster("c", 1, 8786, 8787)).await.unwrap();
     wait_workers(&client, &ns.name, "c", 1).await;
@@ -117,7 +117,7 @@ async fn scales_replaces_and_rolls_workers() {
 async fn invalid_cluster_reports_an_error_and_spares_the_others() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "op-invalid").await;
-    let _operator = Operator::start();
+    let _operator = Operator::start(&ns.name);
     let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
     let mut bad = cluster("bad", 1, 8786, 8787);
     bad.spec.worker.spec.containers.clear();
@@ -151,14 +151,14 @@ async fn operator_restarts_leave_no_duplicate_or_orphan_pods() {
     }
     // Kill the operator 20 times while it is reconciling, changing replicas in between.
     for round in 0..20 {
-        let operator = Operator::start();
+        let operator = Operator::start(&ns.name);
         tokio::time::sleep(std::time::Duration::from_millis(150 + 40 * (round % 5))).await;
         let replicas = 2 + (round % 3) as i32;
         let name = format!("r{}", round % 5);
         clusters.patch_scale(&name, &PatchParams::default(), &Patch::Merge(json!({ "spec": { "replicas": replicas } }))).await.unwrap();
         operator.kill();
     }
-    let _operator = Operator::start();
+    let _operator = Operator::start(&ns.name);
     for i in 0..5 {
         let name = format!("r{i}");
         let want = clusters.get(&name).await.unwrap().spec.worker.replicas as usize;
@@ -174,7 +174,7 @@ async fn operator_restarts_leave_no_duplicate_or_orphan_pods() {
 async fn daskjob_creates_its_cluster_then_a_uniquely_named_runner() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "op-job").await;
-    let _operator = Operator::start();
+    let _operator = Operator::start(&ns.name);
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../crds/tests/fixtures/simplejob.yaml")).unwrap();
     let mut job: crds::DaskJob = serde_yaml::from_str(&text).unwrap();
     job.metadata.namespace = Some(ns.name.clone());

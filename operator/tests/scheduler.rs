@@ -18,7 +18,7 @@ async fn scale_down_retires_exactly_the_removed_workers() {
     let ns = TestNamespace::new(&client, "op-retire").await;
     let (comm, dashboard) = (free_port(), free_port());
     let _scheduler = start_scheduler(comm, dashboard);
-    let _operator = Operator::start();
+    let _operator = Operator::start(&ns.name);
     let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
     clusters.create(&PostParams::default(), &cluster("rt", 2, comm, dashboard)).await.unwrap();
     let pods = wait_workers(&client, &ns.name, "rt", 2).await;
@@ -47,7 +47,7 @@ async fn autoscaler_follows_the_scheduler_target_within_bounds() {
     let ns = TestNamespace::new(&client, "op-adapt").await;
     let (comm, dashboard) = (free_port(), free_port());
     let _scheduler = start_scheduler(comm, dashboard);
-    let _operator = Operator::start();
+    let _operator = Operator::start(&ns.name);
     let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
     clusters.create(&PostParams::default(), &cluster("ad", 0, comm, dashboard)).await.unwrap();
     eventually(60, "the cluster to run", || async {
@@ -83,7 +83,7 @@ async fn idle_cluster_is_deleted_after_its_timeout() {
     let ns = TestNamespace::new(&client, "op-idle").await;
     let (comm, dashboard) = (free_port(), free_port());
     let _scheduler = start_scheduler(comm, dashboard);
-    let _operator = Operator::start();
+    let _operator = Operator::start(&ns.name);
     let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
     let mut idle = cluster("idle", 1, comm, dashboard);
     idle.spec.idle_timeout = 3;

@@ -76,33 +76,47 @@ impl Drop for TestNamespace {
     }
 }
 
-/// The operator binary, running until dropped.
-pub struct Operator(Child);
+/// The operator binary, watching the test's namespace only (so tests that
+/// run side by side never act on each other's clusters), running until
+/// dropped. Its log goes to a file, printed if the test fails.
+pub struct Operator {
+    child: Child,
+    log: std::path::PathBuf,
+}
 
 impl Operator {
-    pub fn start() -> Self {
+    pub fn start(namespace: &str) -> Self {
         let bin = env!("CARGO_BIN_EXE_dask-operator");
-        let port = free_port();
+        let log = std::env::temp_dir().join(format!("dask-operator-{namespace}-{}.log", uuid::Uuid::new_v4().simple()));
+        let file = std::fs::File::create(&log).expect("the operator's log file");
         let child = Command::new(bin)
-            .args(["--resolve-schedulers-to", "127.0.0.1", "--metrics-addr", &format!("127.0.0.1:{port}")])
+            .args(["--namespace", namespace, "--resolve-schedulers-to", "127.0.0.1", "--metrics-addr", "127.0.0.1:0"])
             .env("RUST_LOG", "warn,dask_operator=info")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(file)
             .spawn()
             .expect("the operator binary starts");
-        Operator(child)
+        Operator { child, log }
     }
 
-    pub fn kill(mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
+    /// Stops the operator now (as a crash would: no graceful shutdown).
+    pub fn kill(self) {
+        drop(self)
     }
 }
 
 impl Drop for Operator {
     fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
+        self.child.kill().ok();
+        self.child.wait().ok();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- operator log ({}), last lines ---", self.log.display());
+            tail.iter().rev().for_each(|line| eprintln!("{line}"));
+        } else {
+            std::fs::remove_file(&self.log).ok();
+        }
     }
 }
 
