@@ -1,0 +1,305 @@
+//! Who is asking. The dask-gateway client sends each request bare first and
+//! its credentials only after a 401, then lives on the session cookie it is
+//! given; so a login costs one password check (or Hub call) per session.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, COOKIE};
+use base64::Engine;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::{AuthConfig, AuthKind};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub admin: bool,
+}
+
+impl User {
+    /// Owners act on their clusters; admins on all of them.
+    pub fn may_access(&self, owner: &str) -> bool {
+        self.admin || self.name == owner
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("Authentication required")]
+    Required,
+    #[error("Authentication failed")]
+    Failed,
+    #[error("JupyterHub: {0}")]
+    Hub(String),
+    #[error("JupyterHub unreachable: {0}")]
+    HubUnreachable(String),
+}
+
+/// The users file: `[users.<name>]` with an argon2 `password` hash (PHC
+/// string, from `dask-gateway hash-password`) and an optional `admin` flag.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersFile {
+    users: HashMap<String, UserEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserEntry {
+    password: String,
+    #[serde(default)]
+    admin: bool,
+}
+
+struct Session {
+    user: User,
+    expires: Instant,
+}
+
+pub struct Authenticator {
+    kind: AuthKind,
+    shared_password: Option<[u8; 32]>,
+    users: HashMap<String, UserEntry>,
+    hub_url: Option<String>,
+    http: reqwest::Client,
+    /// (user, SHA-256 of the token).
+    tokens: Vec<(String, [u8; 32])>,
+    admins: HashSet<String>,
+    cookie_name: String,
+    max_age: Duration,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    Sha256::digest(data).into()
+}
+
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+    let salt = SaltString::generate(&mut OsRng);
+    Ok(Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|e| anyhow::anyhow!("{e}"))?.to_string())
+}
+
+impl Authenticator {
+    pub fn new(config: &AuthConfig) -> anyhow::Result<Self> {
+        let users = match &config.users_file {
+            Some(path) => load_users(path)?,
+            None => HashMap::new(),
+        };
+        let mut tokens = Vec::new();
+        for token in &config.tokens {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(&token.sha256, &mut digest)?;
+            tokens.push((token.user.clone(), digest));
+        }
+        Ok(Self {
+            kind: config.kind,
+            shared_password: config.password.as_deref().map(|p| sha256(p.as_bytes())),
+            users,
+            hub_url: config.jupyterhub_api_url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
+            tokens,
+            admins: config.admins.iter().cloned().collect(),
+            cookie_name: config.cookie_name.clone(),
+            max_age: Duration::from_secs(config.cookie_max_age),
+            sessions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The `WWW-Authenticate` scheme that makes the client send credentials.
+    pub fn challenge(&self) -> &'static str {
+        match self.kind {
+            AuthKind::Simple | AuthKind::Basic => "Basic",
+            AuthKind::Jupyterhub => "jupyterhub",
+        }
+    }
+
+    /// The user, and a `Set-Cookie` value when a new session was opened.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<(User, Option<String>), AuthError> {
+        if let Some(user) = self.session(headers) {
+            return Ok((user, None));
+        }
+        let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or(AuthError::Required)?;
+        let (scheme, credentials) = header.split_once(' ').ok_or(AuthError::Failed)?;
+        let credentials = credentials.trim();
+        let user = match scheme.to_ascii_lowercase().as_str() {
+            "basic" => self.basic(credentials)?,
+            "bearer" | "token" | "jupyterhub" => match self.static_token(credentials) {
+                Some(user) => user,
+                None if self.kind == AuthKind::Jupyterhub => self.hub_user(credentials).await?,
+                None => return Err(AuthError::Failed),
+            },
+            _ => return Err(AuthError::Failed),
+        };
+        Ok((user.clone(), Some(self.open_session(user))))
+    }
+
+    fn with_role(&self, name: String, admin: bool) -> User {
+        let admin = admin || self.admins.contains(&name);
+        User { name, admin }
+    }
+
+    fn basic(&self, credentials: &str) -> Result<User, AuthError> {
+        let decoded = base64::engine::general_purpose::STANDARD.decode(credentials).map_err(|_| AuthError::Failed)?;
+        let decoded = String::from_utf8(decoded).map_err(|_| AuthError::Failed)?;
+        let (name, password) = decoded.split_once(':').unwrap_or((&decoded, ""));
+        if name.is_empty() {
+            return Err(AuthError::Failed);
+        }
+        match self.kind {
+            AuthKind::Simple => {
+                let ok = self.shared_password.is_none_or(|expected| bool::from(sha256(password.as_bytes()).ct_eq(&expected)));
+                ok.then(|| self.with_role(name.into(), false)).ok_or(AuthError::Failed)
+            }
+            AuthKind::Basic => {
+                let entry = self.users.get(name).ok_or(AuthError::Failed)?;
+                let hash = PasswordHash::new(&entry.password).map_err(|_| AuthError::Failed)?;
+                Argon2::default().verify_password(password.as_bytes(), &hash).map_err(|_| AuthError::Failed)?;
+                Ok(self.with_role(name.into(), entry.admin))
+            }
+            AuthKind::Jupyterhub => Err(AuthError::Failed),
+        }
+    }
+
+    fn static_token(&self, token: &str) -> Option<User> {
+        let digest = sha256(token.as_bytes());
+        // Every entry is compared, in constant time, so timing tells nothing.
+        let mut found = None;
+        for (user, expected) in &self.tokens {
+            if bool::from(digest.ct_eq(expected)) {
+                found = Some(user.clone());
+            }
+        }
+        found.map(|name| self.with_role(name, false))
+    }
+
+    async fn hub_user(&self, token: &str) -> Result<User, AuthError> {
+        #[derive(Deserialize)]
+        struct HubUser {
+            name: String,
+            #[serde(default)]
+            kind: Option<String>,
+            #[serde(default)]
+            admin: bool,
+        }
+        let url = format!("{}/user", self.hub_url.as_deref().unwrap_or_default());
+        let resp = self
+            .http
+            .get(&url)
+            .header(AUTHORIZATION, format!("token {token}"))
+            .send()
+            .await
+            .map_err(|e| AuthError::HubUnreachable(e.without_url().to_string()))?;
+        match resp.status().as_u16() {
+            200 => {
+                let user: HubUser = resp.json().await.map_err(|e| AuthError::Hub(e.without_url().to_string()))?;
+                let name = match user.kind.as_deref() {
+                    None | Some("user") => user.name,
+                    Some(kind) => format!("{kind}:{}", user.name),
+                };
+                Ok(self.with_role(name, user.admin))
+            }
+            401 | 404 => Err(AuthError::Failed),
+            code if code >= 500 => Err(AuthError::HubUnreachable(format!("the Hub answered {code}"))),
+            code => Err(AuthError::Hub(format!("the Hub answered {code}"))),
+        }
+    }
+
+    fn session(&self, headers: &HeaderMap) -> Option<User> {
+        let prefix = format!("{}=", self.cookie_name);
+        let value = headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|c| c.trim().strip_prefix(prefix.as_str()))?;
+        let sessions = self.sessions.lock().expect("sessions lock");
+        let session = sessions.get(value)?;
+        (session.expires > Instant::now()).then(|| session.user.clone())
+    }
+
+    fn open_session(&self, user: User) -> String {
+        let value = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        let now = Instant::now();
+        if sessions.len() >= 1024 && sessions.len().is_power_of_two() {
+            sessions.retain(|_, s| s.expires > now);
+        }
+        sessions.insert(value.clone(), Session { user, expires: now + self.max_age });
+        format!("{}={value}; Max-Age={}; Path=/; HttpOnly; SameSite=Lax", self.cookie_name, self.max_age.as_secs())
+    }
+}
+
+fn load_users(path: &Path) -> anyhow::Result<HashMap<String, UserEntry>> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("auth.users_file {}: {e}", path.display()))?;
+    let file: UsersFile = toml::from_str(&text).map_err(|e| anyhow::anyhow!("auth.users_file {}: {e}", path.display()))?;
+    for (name, entry) in &file.users {
+        PasswordHash::new(&entry.password)
+            .map_err(|e| anyhow::anyhow!("auth.users_file {}: users.{name}.password is not an argon2 hash: {e}", path.display()))?;
+    }
+    Ok(file.users)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StaticToken;
+    use axum::http::HeaderValue;
+
+    fn headers(auth: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_str(auth).unwrap());
+        h
+    }
+
+    fn basic(user: &str, password: &str) -> HeaderMap {
+        headers(&format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))))
+    }
+
+    #[tokio::test]
+    async fn users_file_checks_hashed_passwords_and_opens_a_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("users.toml");
+        let hash = hash_password("s3cret").unwrap();
+        std::fs::write(&file, format!("[users.alice]\npassword = \"{hash}\"\nadmin = true\n")).unwrap();
+        let config = AuthConfig { kind: AuthKind::Basic, users_file: Some(file), ..Default::default() };
+        let auth = Authenticator::new(&config).unwrap();
+        assert!(matches!(auth.authenticate(&basic("alice", "wrong")).await, Err(AuthError::Failed)));
+        assert!(matches!(auth.authenticate(&basic("mallory", "s3cret")).await, Err(AuthError::Failed)));
+        assert!(matches!(auth.authenticate(&HeaderMap::new()).await, Err(AuthError::Required)));
+        let (user, cookie) = auth.authenticate(&basic("alice", "s3cret")).await.unwrap();
+        assert_eq!(user, User { name: "alice".into(), admin: true });
+        // The cookie alone is enough afterwards.
+        let mut h = HeaderMap::new();
+        h.insert(COOKIE, HeaderValue::from_str(cookie.unwrap().split(';').next().unwrap()).unwrap());
+        assert_eq!(auth.authenticate(&h).await.unwrap(), (user, None));
+    }
+
+    #[tokio::test]
+    async fn static_tokens_are_matched_by_hash() {
+        let token = "tok-123";
+        let config = AuthConfig {
+            tokens: vec![StaticToken { user: "bot".into(), sha256: hex::encode(sha256(token.as_bytes())) }],
+            ..Default::default()
+        };
+        let auth = Authenticator::new(&config).unwrap();
+        assert_eq!(auth.authenticate(&headers("Bearer tok-123")).await.unwrap().0.name, "bot");
+        assert!(auth.authenticate(&headers("Bearer tok-124")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn simple_auth_takes_any_name_and_the_shared_password() {
+        let config = AuthConfig { password: Some("pw".into()), admins: vec!["root".into()], ..Default::default() };
+        let auth = Authenticator::new(&config).unwrap();
+        assert_eq!(auth.authenticate(&basic("bob", "pw")).await.unwrap().0, User { name: "bob".into(), admin: false });
+        assert!(auth.authenticate(&basic("root", "pw")).await.unwrap().0.admin);
+        assert!(auth.authenticate(&basic("bob", "nope")).await.is_err());
+    }
+}

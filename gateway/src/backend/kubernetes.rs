@@ -1,0 +1,352 @@
+//! Clusters as `kubernetes.dask.org/v1` DaskClusters for the operator. The
+//! gateway keeps no state of its own: owner, options and settings are
+//! annotations on the DaskCluster, token and TLS pair a Secret it owns, and
+//! both are read from watch caches (never one API call per request), so a
+//! restarted gateway serves every cluster again.
+//!
+//! A cluster named `<hex>` by the gateway is the DaskCluster `dask-<hex>`
+//! (Service names must start with a letter); its scheduler runs the
+//! dask-gateway preload and reports to `api_url`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use crds::DaskCluster;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::{Backend, BackendError};
+use crate::config::{Config, KubernetesConfig};
+use crate::models::{Addresses, Cluster, ClusterStatus, Heartbeat};
+
+const MANAGER: &str = "dask-gateway";
+const INSTANCE: &str = "gateway.dask.org/instance";
+const CLUSTER: &str = "gateway.dask.org/cluster";
+const USER: &str = "gateway.dask.org/user";
+const OPTIONS: &str = "gateway.dask.org/options";
+const SETTINGS: &str = "gateway.dask.org/config";
+const FAILED: &str = "gateway.dask.org/failed";
+const CREDENTIALS: &str = "/etc/dask-credentials";
+const COMM_PORT: i32 = 8786;
+const DASHBOARD_PORT: i32 = 8787;
+const API_PORT: i32 = 8788;
+
+fn resource_name(cluster: &str) -> String {
+    format!("dask-{cluster}")
+}
+
+fn secret_name(cluster: &str) -> String {
+    format!("dask-{cluster}-gateway")
+}
+
+pub struct KubernetesBackend {
+    client: Client,
+    namespace: String,
+    settings: KubernetesConfig,
+    adaptive_period: f64,
+    clusters: Store<DaskCluster>,
+    secrets: Store<Secret>,
+    changed: Arc<watch::Sender<u64>>,
+}
+
+impl KubernetesBackend {
+    /// Starts the watch caches and waits until they have listed once.
+    pub async fn start(client: Client, settings: &KubernetesConfig, config: &Config) -> anyhow::Result<Self> {
+        let namespace = settings
+            .namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        let (changed, _) = watch::channel(0u64);
+        let changed = Arc::new(changed);
+        let selector = format!("{INSTANCE}={}", settings.instance);
+        let clusters = cache(Api::<DaskCluster>::namespaced(client.clone(), &namespace), &selector, changed.clone());
+        let secrets = cache(Api::<Secret>::namespaced(client.clone(), &namespace), &selector, changed.clone());
+        clusters.wait_until_ready().await?;
+        secrets.wait_until_ready().await?;
+        info!(%namespace, instance = %settings.instance, clusters = clusters.state().len(), "kubernetes backend ready");
+        let backend = Self {
+            client,
+            namespace,
+            settings: settings.clone(),
+            adaptive_period: config.cluster.adaptive_period,
+            clusters,
+            secrets,
+            changed,
+        };
+        backend.spawn_start_timeout(Duration::from_secs_f64(config.cluster.start_timeout));
+        Ok(backend)
+    }
+
+    fn api(&self) -> Api<DaskCluster> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn scheduler_host(&self, cluster: &str) -> String {
+        format!("{}-scheduler.{}.svc.{}", resource_name(cluster), self.namespace, self.settings.cluster_domain)
+    }
+
+    /// The gateway's view of a DaskCluster and its Secret.
+    fn to_cluster(&self, dc: &DaskCluster) -> Option<Cluster> {
+        let name = dc.labels().get(CLUSTER)?.clone();
+        let annotations = dc.annotations();
+        let secret = self.secrets.get(&reflector::ObjectRef::new(&secret_name(&name)).within(&self.namespace));
+        let data = |key: &str| {
+            let bytes = secret.as_ref()?.data.as_ref()?.get(key)?;
+            String::from_utf8(bytes.0.clone()).ok()
+        };
+        let phase = dc.status.as_ref().and_then(|s| s.phase.as_deref());
+        let status = if dc.meta().deletion_timestamp.is_some() {
+            ClusterStatus::Stopping
+        } else if annotations.contains_key(FAILED) {
+            ClusterStatus::Failed
+        } else if phase == Some("Running") && secret.is_some() {
+            ClusterStatus::Running
+        } else {
+            ClusterStatus::Pending
+        };
+        let host = self.scheduler_host(&name);
+        Some(Cluster {
+            username: annotations.get(USER).cloned().unwrap_or_default(),
+            token: data("api-token").unwrap_or_default(),
+            options: annotations.get(OPTIONS).and_then(|o| serde_json::from_str(o).ok()).unwrap_or_default(),
+            config: annotations.get(SETTINGS).and_then(|c| serde_json::from_str(c).ok())?,
+            status,
+            start_time: dc.creation_timestamp().map(|t| t.0.as_millisecond()).unwrap_or_default(),
+            stop_time: None,
+            tls_cert: data("dask.crt").unwrap_or_default(),
+            tls_key: data("dask.pem").unwrap_or_default(),
+            addresses: Some(Addresses {
+                scheduler: format!("tls://{host}:{COMM_PORT}"),
+                dashboard: format!("http://{host}:{DASHBOARD_PORT}"),
+                api: format!("http://{host}:{API_PORT}"),
+            }),
+            workers: dc.spec.worker.replicas.max(0) as u32,
+            name,
+        })
+    }
+
+    /// PENDING clusters past the start timeout become FAILED, with the reason
+    /// on the resource (an annotation) and in the log; their workers go.
+    fn spawn_start_timeout(&self, timeout: Duration) {
+        let (store, api) = (self.clusters.clone(), self.api());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let now = k8s_openapi::jiff::Timestamp::now();
+                for dc in store.state() {
+                    let started = dc.creation_timestamp().map(|t| t.0).unwrap_or(now);
+                    let running = dc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+                    let overdue = now.duration_since(started).as_secs_f64() > timeout.as_secs_f64();
+                    if running || !overdue || dc.annotations().contains_key(FAILED) || dc.meta().deletion_timestamp.is_some() {
+                        continue;
+                    }
+                    let reason = format!("the scheduler did not become ready within {}s", timeout.as_secs());
+                    warn!(cluster = %dc.name_any(), %reason, phase = ?dc.status.as_ref().and_then(|s| s.phase.clone()), "cluster failed");
+                    let patch = json!({ "metadata": { "annotations": { FAILED: reason } }, "spec": { "worker": { "replicas": 0 } } });
+                    if let Err(e) = api.patch(&dc.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+                        warn!(error = %e, "could not mark the cluster failed");
+                    }
+                }
+            }
+        });
+    }
+
+    fn container_env(&self, cluster: &Cluster) -> Vec<Value> {
+        let mut env = vec![
+            json!({ "name": "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "value": "True" }),
+            json!({ "name": "DASK_DISTRIBUTED__COMM__TLS__CA_FILE", "value": format!("{CREDENTIALS}/dask.crt") }),
+        ];
+        for role in ["SCHEDULER", "WORKER"] {
+            env.push(json!({ "name": format!("DASK_DISTRIBUTED__COMM__TLS__{role}__CERT"), "value": format!("{CREDENTIALS}/dask.crt") }));
+            env.push(json!({ "name": format!("DASK_DISTRIBUTED__COMM__TLS__{role}__KEY"), "value": format!("{CREDENTIALS}/dask.pem") }));
+        }
+        env.extend(cluster.config.environment.iter().map(|(k, v)| json!({ "name": k, "value": v })));
+        env
+    }
+
+    fn dask_cluster(&self, cluster: &Cluster) -> Value {
+        let name = &cluster.name;
+        let image = cluster.config.image.clone().unwrap_or_else(|| self.settings.image.clone());
+        let resources = json!({
+            "requests": { "cpu": format!("{:.3}", cluster.config.worker_cores), "memory": cluster.config.worker_memory.to_string() },
+            "limits": { "cpu": format!("{:.3}", cluster.config.worker_cores), "memory": cluster.config.worker_memory.to_string() },
+        });
+        let volume = json!([{ "name": "dask-credentials", "secret": { "secretName": secret_name(name) } }]);
+        let mount = json!([{ "name": "dask-credentials", "mountPath": CREDENTIALS, "readOnly": true }]);
+        let mut scheduler_env = self.container_env(cluster);
+        scheduler_env.extend([
+            json!({ "name": "DASK_GATEWAY_API_URL", "value": self.settings.api_url }),
+            json!({ "name": "DASK_GATEWAY_API_TOKEN", "value": format!("{CREDENTIALS}/api-token") }),
+            json!({ "name": "DASK_GATEWAY_CLUSTER_NAME", "value": name }),
+        ]);
+        let scheduler_address = format!("tls://{}:{COMM_PORT}", self.scheduler_host(name));
+        let labels: BTreeMap<&str, &str> =
+            [("app.kubernetes.io/name", "dask-gateway"), (INSTANCE, self.settings.instance.as_str()), (CLUSTER, name.as_str())].into();
+        json!({
+            "apiVersion": "kubernetes.dask.org/v1",
+            "kind": "DaskCluster",
+            "metadata": {
+                "name": resource_name(name),
+                "labels": labels,
+                "annotations": {
+                    USER: cluster.username,
+                    OPTIONS: serde_json::to_string(&cluster.options).unwrap_or_default(),
+                    SETTINGS: serde_json::to_string(&cluster.config).unwrap_or_default(),
+                },
+            },
+            "spec": {
+                "worker": {
+                    "replicas": 0,
+                    "spec": {
+                        "containers": [{
+                            "name": "worker", "image": image, "env": self.container_env(cluster),
+                            "args": ["dask", "worker", scheduler_address, "--name", "$(DASK_WORKER_NAME)", "--dashboard-address", ":8787",
+                                     "--nthreads", cluster.config.worker_threads.to_string(),
+                                     "--memory-limit", cluster.config.worker_memory.to_string()],
+                            "resources": resources, "volumeMounts": mount,
+                        }],
+                        "volumes": volume,
+                    }
+                },
+                "scheduler": {
+                    "spec": {
+                        "containers": [{
+                            "name": "scheduler", "image": image, "env": scheduler_env,
+                            "args": ["dask", "scheduler", "--protocol", "tls", "--port", COMM_PORT.to_string(),
+                                     "--dashboard-address", format!(":{DASHBOARD_PORT}"),
+                                     "--preload", "dask_gateway.scheduler_preload", "--dg-api-address", format!(":{API_PORT}"),
+                                     "--dg-heartbeat-period", "0", "--dg-adaptive-period", self.adaptive_period.to_string(),
+                                     "--dg-idle-timeout", cluster.config.idle_timeout.to_string()],
+                            "ports": [
+                                { "name": "tcp-comm", "containerPort": COMM_PORT },
+                                { "name": "http-dashboard", "containerPort": DASHBOARD_PORT },
+                                { "name": "http-gateway", "containerPort": API_PORT },
+                            ],
+                            // Ready once the preload's API answers: then heartbeats and orders work.
+                            "readinessProbe": { "httpGet": { "port": API_PORT, "path": "/api/health" }, "periodSeconds": 2 },
+                            "volumeMounts": mount,
+                        }],
+                        "volumes": volume,
+                    },
+                    "service": {
+                        "type": "ClusterIP",
+                        "ports": [
+                            { "name": "tcp-comm", "port": COMM_PORT, "targetPort": "tcp-comm" },
+                            { "name": "http-dashboard", "port": DASHBOARD_PORT, "targetPort": "http-dashboard" },
+                            { "name": "http-gateway", "port": API_PORT, "targetPort": "http-gateway" },
+                        ]
+                    }
+                }
+            }
+        })
+    }
+
+    fn secret(&self, cluster: &Cluster, owner: &DaskCluster) -> anyhow::Result<Secret> {
+        let owner_ref = OwnerReference {
+            api_version: DaskCluster::api_version(&()).into(),
+            kind: DaskCluster::kind(&()).into(),
+            name: owner.name_any(),
+            uid: owner.uid().ok_or_else(|| anyhow::anyhow!("the DaskCluster has no uid"))?,
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        };
+        Ok(serde_json::from_value(json!({
+            "metadata": {
+                "name": secret_name(&cluster.name),
+                "labels": { INSTANCE: self.settings.instance, CLUSTER: cluster.name, "app.kubernetes.io/component": "credentials" },
+                "ownerReferences": [owner_ref],
+            },
+            "type": "Opaque",
+            "stringData": { "api-token": cluster.token, "dask.crt": cluster.tls_cert, "dask.pem": cluster.tls_key },
+        }))?)
+    }
+
+    fn find(&self, name: &str) -> Option<Arc<DaskCluster>> {
+        self.clusters.get(&reflector::ObjectRef::new(&resource_name(name)).within(&self.namespace))
+    }
+}
+
+/// A watch cache of `api` (objects with `selector`) that bumps `changed` on every event.
+fn cache<K>(api: Api<K>, selector: &str, changed: Arc<watch::Sender<u64>>) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default().labels(selector)).default_backoff().reflect(writer);
+    tokio::spawn(stream.for_each(move |event| {
+        if let Err(e) = event {
+            warn!(error = %e, "watch error (retrying)");
+        }
+        changed.send_modify(|n| *n += 1);
+        futures::future::ready(())
+    }));
+    reader
+}
+
+#[async_trait]
+impl Backend for KubernetesBackend {
+    async fn create(&self, cluster: Cluster) -> Result<(), BackendError> {
+        let dc: DaskCluster = serde_json::from_value(self.dask_cluster(&cluster)).map_err(anyhow::Error::from)?;
+        let created = self.api().create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &dc).await;
+        let created = created.map_err(anyhow::Error::from)?;
+        let secret = self.secret(&cluster, &created)?;
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        if let Err(e) = secrets.create(&PostParams::default(), &secret).await {
+            // No half-created cluster: without its credentials it could never start.
+            self.api().delete(&created.name_any(), &DeleteParams::background()).await.ok();
+            return Err(anyhow::anyhow!("could not create the cluster's credentials: {e}").into());
+        }
+        Ok(())
+    }
+
+    async fn get(&self, name: &str) -> Option<Cluster> {
+        self.find(name).and_then(|dc| self.to_cluster(&dc))
+    }
+
+    async fn list(&self) -> Vec<Cluster> {
+        self.clusters.state().iter().filter_map(|dc| self.to_cluster(dc)).collect()
+    }
+
+    async fn stop(&self, name: &str) -> Result<(), BackendError> {
+        // Owner references take the scheduler, workers and Secret with it.
+        match self.api().delete(&resource_name(name), &DeleteParams::background()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(anyhow::Error::from(e).into()),
+        }
+    }
+
+    async fn heartbeat(&self, name: &str, beat: Heartbeat) -> Result<(), BackendError> {
+        let dc = self.find(name).ok_or_else(|| BackendError::NotFound(name.into()))?;
+        let wanted = beat.count.max(0) as i32;
+        if dc.spec.worker.replicas != wanted {
+            info!(cluster = name, workers = wanted, "the scheduler asks for a new worker count");
+            let patch = json!({ "spec": { "replicas": wanted } });
+            self.api().patch_scale(&dc.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await.map_err(anyhow::Error::from)?;
+        }
+        Ok(())
+    }
+
+    async fn fail(&self, name: &str, reason: &str) {
+        warn!(cluster = name, reason, "cluster failed");
+        let patch = json!({ "metadata": { "annotations": { FAILED: reason } } });
+        if let Err(e) = self.api().patch(&resource_name(name), &PatchParams::default(), &Patch::Merge(patch)).await {
+            warn!(error = %e, "could not mark the cluster failed");
+        }
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+}

@@ -1,0 +1,365 @@
+//! The embedded default backend: each cluster is a `dask scheduler` process
+//! with the dask-gateway preload plus `dask worker` processes on this
+//! machine, supervised by one task per cluster and driven by the scheduler's
+//! heartbeats (it reports how many workers it wants and which it retires).
+//! State is this process's: a restarted gateway starts with no clusters
+//! (the processes die with it). Use the Kubernetes backend for durability.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::process::{Child, Command};
+use tokio::sync::{RwLock, mpsc, watch};
+use tokio::time::Instant;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use super::{Backend, BackendError};
+use crate::config::{ClusterDefaults, LocalConfig};
+use crate::models::{Cluster, ClusterStatus, Heartbeat, now_ms};
+
+/// How the local backend starts and watches processes.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub dask: PathBuf,
+    pub state_dir: PathBuf,
+    /// Where schedulers send heartbeats: this gateway's `/api`.
+    pub api_url: String,
+    pub start_timeout: Duration,
+    pub heartbeat_period: Duration,
+    pub adaptive_period: f64,
+    pub max_workers: Option<u32>,
+}
+
+impl Settings {
+    pub fn new(local: &LocalConfig, defaults: &ClusterDefaults, api_url: String, max_workers: Option<u32>) -> Self {
+        Self {
+            dask: local.dask.clone(),
+            state_dir: local.state_dir.clone(),
+            api_url,
+            start_timeout: Duration::from_secs_f64(defaults.start_timeout),
+            heartbeat_period: Duration::from_secs_f64(defaults.heartbeat_period.max(1.0)),
+            adaptive_period: defaults.adaptive_period,
+            max_workers,
+        }
+    }
+}
+
+enum Order {
+    Heartbeat(Heartbeat),
+    Fail(String),
+    Stop,
+}
+
+struct Entry {
+    cluster: Cluster,
+    commands: mpsc::UnboundedSender<Order>,
+}
+
+/// The cluster table, shared by the API and the supervisors.
+#[derive(Clone)]
+struct Table {
+    clusters: Arc<RwLock<HashMap<String, Entry>>>,
+    changed: Arc<watch::Sender<u64>>,
+}
+
+impl Table {
+    async fn update(&self, name: &str, change: impl FnOnce(&mut Cluster)) {
+        if let Some(entry) = self.clusters.write().await.get_mut(name) {
+            change(&mut entry.cluster);
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+pub struct LocalBackend {
+    settings: Arc<Settings>,
+    table: Table,
+}
+
+impl LocalBackend {
+    pub fn new(settings: Settings) -> Self {
+        let (changed, _) = watch::channel(0);
+        Self { settings: Arc::new(settings), table: Table { clusters: Default::default(), changed: Arc::new(changed) } }
+    }
+
+    async fn send(&self, name: &str, command: Order) -> Result<(), BackendError> {
+        let clusters = self.table.clusters.read().await;
+        let entry = clusters.get(name).ok_or_else(|| BackendError::NotFound(name.into()))?;
+        // A finished supervisor has dropped its receiver: nothing left to do.
+        entry.commands.send(command).ok();
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    async fn create(&self, cluster: Cluster) -> Result<(), BackendError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let name = cluster.name.clone();
+        let supervisor = Supervisor {
+            settings: self.settings.clone(),
+            table: self.table.clone(),
+            dir: self.settings.state_dir.join("clusters").join(&name),
+            cluster: cluster.clone(),
+            workers: HashMap::new(),
+        };
+        self.table.clusters.write().await.insert(name.clone(), Entry { cluster, commands: tx });
+        self.table.changed.send_modify(|n| *n += 1);
+        let span = info_span!("cluster", cluster = %name);
+        tokio::spawn(supervisor.run(rx).instrument(span));
+        Ok(())
+    }
+
+    async fn get(&self, name: &str) -> Option<Cluster> {
+        self.table.clusters.read().await.get(name).map(|e| e.cluster.clone())
+    }
+
+    async fn list(&self) -> Vec<Cluster> {
+        self.table.clusters.read().await.values().map(|e| e.cluster.clone()).collect()
+    }
+
+    async fn stop(&self, name: &str) -> Result<(), BackendError> {
+        match self.send(name, Order::Stop).await {
+            Err(BackendError::NotFound(_)) => return Ok(()),
+            other => other?,
+        }
+        // STOPPING at once, so a list right after the DELETE says so.
+        self.table.update(name, |c| if c.status.is_active() { c.status = ClusterStatus::Stopping }).await;
+        Ok(())
+    }
+
+    async fn heartbeat(&self, name: &str, beat: Heartbeat) -> Result<(), BackendError> {
+        self.send(name, Order::Heartbeat(beat)).await
+    }
+
+    async fn fail(&self, name: &str, reason: &str) {
+        self.send(name, Order::Fail(reason.into())).await.ok();
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.table.changed.subscribe()
+    }
+}
+
+/// Owns one cluster's processes from start to stop.
+struct Supervisor {
+    settings: Arc<Settings>,
+    table: Table,
+    dir: PathBuf,
+    cluster: Cluster,
+    /// Worker processes by Dask worker name.
+    workers: HashMap<String, Child>,
+}
+
+impl Supervisor {
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Order>) {
+        let (status, reason) = match self.prepare().await.and_then(|_| self.spawn_scheduler()) {
+            Ok(scheduler) => self.supervise(scheduler, &mut commands).await,
+            Err(e) => (ClusterStatus::Failed, Some(format!("could not start the scheduler: {e}"))),
+        };
+        commands.close();
+        self.table.update(&self.cluster.name, |c| c.status = ClusterStatus::Stopping).await;
+        let workers: Vec<Child> = self.workers.drain().map(|(_, child)| child).collect();
+        futures::future::join_all(workers.into_iter().map(terminate)).await;
+        // The key is a secret: it does not outlive the cluster. Logs of a
+        // failed cluster stay for the post-mortem.
+        for secret in ["dask.pem", "dask.crt"] {
+            tokio::fs::remove_file(self.dir.join(secret)).await.ok();
+        }
+        match &reason {
+            Some(reason) => {
+                let log = tail(&self.dir.join("scheduler.log"), 20).await;
+                error!(reason, scheduler_log = %log, "cluster failed");
+            }
+            None => {
+                tokio::fs::remove_dir_all(&self.dir).await.ok();
+                info!("cluster stopped");
+            }
+        }
+        self.table
+            .update(&self.cluster.name, |c| {
+                c.status = status;
+                c.stop_time = Some(now_ms());
+                c.addresses = None;
+            })
+            .await;
+    }
+
+    async fn supervise(&mut self, mut scheduler: Child, commands: &mut mpsc::UnboundedReceiver<Order>) -> (ClusterStatus, Option<String>) {
+        let start_timeout = self.settings.start_timeout;
+        // A scheduler that misses two heartbeats (and some slack) is gone.
+        let liveness = (self.settings.heartbeat_period * 2).max(Duration::from_secs(30));
+        let mut deadline = Instant::now() + start_timeout;
+        let mut running = false;
+        let mut reap = tokio::time::interval(Duration::from_secs(1));
+        let outcome = loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Order::Heartbeat(beat)) => {
+                        deadline = Instant::now() + liveness;
+                        if !running {
+                            running = true;
+                            let addresses = beat.addresses();
+                            info!(scheduler = %addresses.scheduler, dashboard = %addresses.dashboard, "cluster running");
+                            self.table.update(&self.cluster.name, |c| {
+                                c.status = ClusterStatus::Running;
+                                c.addresses = Some(addresses);
+                            }).await;
+                        }
+                        let wanted = beat.count.max(0) as u32;
+                        self.table.update(&self.cluster.name, |c| c.workers = wanted).await;
+                        self.apply(&beat);
+                    }
+                    Some(Order::Fail(reason)) => break (ClusterStatus::Failed, Some(reason)),
+                    Some(Order::Stop) | None => break (ClusterStatus::Stopped, None),
+                },
+                exit = scheduler.wait() => {
+                    let exit = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                    break (ClusterStatus::Failed, Some(format!("the scheduler exited ({exit})")));
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    let reason = if running {
+                        format!("no heartbeat from the scheduler for {}s", liveness.as_secs())
+                    } else {
+                        format!("the scheduler did not start within {}s", start_timeout.as_secs())
+                    };
+                    break (ClusterStatus::Failed, Some(reason));
+                }
+                _ = reap.tick() => self.reap_workers(),
+            }
+        };
+        terminate(scheduler).await;
+        outcome
+    }
+
+    /// Writes the cluster's credentials where its processes read them.
+    async fn prepare(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        tokio::fs::create_dir_all(&self.dir).await?;
+        for (file, pem) in [("dask.crt", &self.cluster.tls_cert), ("dask.pem", &self.cluster.tls_key)] {
+            let path = self.dir.join(file);
+            tokio::fs::write(&path, pem).await?;
+            tokio::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).await?;
+        }
+        Ok(())
+    }
+
+    fn command(&self, log: &str) -> std::io::Result<Command> {
+        let log = std::fs::File::create(self.dir.join(log))?;
+        let (cert, key) = (self.dir.join("dask.crt"), self.dir.join("dask.pem"));
+        let mut cmd = Command::new(&self.settings.dask);
+        cmd.current_dir(&self.dir)
+            .envs(&self.cluster.config.environment)
+            .env("DASK_GATEWAY_API_URL", &self.settings.api_url)
+            .env("DASK_GATEWAY_API_TOKEN", &self.cluster.token)
+            .env("DASK_GATEWAY_CLUSTER_NAME", &self.cluster.name)
+            .env("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "True")
+            .env("DASK_DISTRIBUTED__COMM__TLS__CA_FILE", &cert)
+            .env("DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__CERT", &cert)
+            .env("DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__KEY", &key)
+            .env("DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT", &cert)
+            .env("DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY", &key)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to
+        // SIGTERM the child if the gateway dies, so no Dask process outlives it.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(std::io::Error::from)
+            });
+        }
+        Ok(cmd)
+    }
+
+    fn spawn_scheduler(&self) -> std::io::Result<Child> {
+        let mut cmd = self.command("scheduler.log")?;
+        cmd.args(["scheduler", "--protocol", "tls", "--port", "0", "--host", "127.0.0.1"])
+            .args(["--dashboard-address", "127.0.0.1:0", "--preload", "dask_gateway.scheduler_preload"])
+            .args(["--dg-api-address", "127.0.0.1:0"])
+            .args(["--dg-heartbeat-period", &self.settings.heartbeat_period.as_secs_f64().to_string()])
+            .args(["--dg-adaptive-period", &self.settings.adaptive_period.to_string()])
+            .args(["--dg-idle-timeout", &self.cluster.config.idle_timeout.to_string()]);
+        info!(dask = %self.settings.dask.display(), "starting the scheduler");
+        cmd.spawn().map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.settings.dask.display())))
+    }
+
+    fn spawn_worker(&mut self, scheduler: &str) {
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        let config = &self.cluster.config;
+        let spawned = self.command(&format!("worker-{name}.log")).and_then(|mut cmd| {
+            cmd.args(["worker", scheduler, "--dashboard-address", "127.0.0.1:0", "--name", &name])
+                .args(["--nthreads", &config.worker_threads.to_string()])
+                .args(["--memory-limit", &config.worker_memory.to_string()])
+                .spawn()
+        });
+        match spawned {
+            Ok(child) => {
+                info!(worker = %name, "starting a worker");
+                self.workers.insert(name, child);
+            }
+            Err(e) => warn!(error = %e, "could not start a worker"),
+        }
+    }
+
+    /// Brings the worker processes in line with what the scheduler asks for.
+    fn apply(&mut self, beat: &Heartbeat) {
+        for closed in &beat.closed_workers {
+            // Dropping a Child kills and reaps it (it has usually exited already).
+            self.workers.remove(closed);
+        }
+        let active: HashSet<&String> = beat.active_workers.iter().collect();
+        let closing: HashSet<&String> = beat.closing_workers.iter().collect();
+        let pending: Vec<String> =
+            self.workers.keys().filter(|n| !active.contains(n) && !closing.contains(n)).cloned().collect();
+        let limit = self.settings.max_workers.map(i64::from).unwrap_or(i64::MAX);
+        let wanted = beat.count.clamp(0, limit);
+        let missing = wanted - active.len() as i64 - pending.len() as i64;
+        if missing > 0 {
+            for _ in 0..missing {
+                self.spawn_worker(&beat.scheduler_address);
+            }
+        } else {
+            // Workers still starting are the cheapest to give up.
+            for name in pending.iter().take((-missing) as usize) {
+                info!(worker = %name, "stopping a worker that is no longer wanted");
+                self.workers.remove(name);
+            }
+        }
+    }
+
+    fn reap_workers(&mut self) {
+        self.workers.retain(|name, child| match child.try_wait() {
+            Ok(None) => true,
+            Ok(Some(status)) => {
+                if !status.success() {
+                    warn!(worker = %name, %status, "worker exited");
+                }
+                false
+            }
+            Err(_) => false,
+        });
+    }
+}
+
+/// SIGTERM, then SIGKILL if the process has not exited within 5 s.
+async fn terminate(mut child: Child) {
+    if let Some(pid) = child.id() {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM).ok();
+        if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_ok() {
+            return;
+        }
+    }
+    child.kill().await.ok();
+}
+
+async fn tail(path: &Path, lines: usize) -> String {
+    let text = tokio::fs::read_to_string(path).await.unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

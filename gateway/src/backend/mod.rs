@@ -1,0 +1,38 @@
+//! Where clusters run. The API speaks to one [`Backend`]; each keeps the
+//! clusters' state where it belongs (the local backend in this process, the
+//! Kubernetes backend in DaskCluster resources).
+
+pub mod kubernetes;
+pub mod local;
+
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+use crate::models::{Cluster, Heartbeat};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("Cluster {0} not found")]
+    NotFound(String),
+    #[error("cluster {0} is not running")]
+    NotRunning(String),
+    #[error("{0}")]
+    Other(#[from] anyhow::Error),
+}
+
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Starts a new cluster (PENDING until its scheduler's first heartbeat).
+    async fn create(&self, cluster: Cluster) -> Result<(), BackendError>;
+    async fn get(&self, name: &str) -> Option<Cluster>;
+    /// Every known cluster, stopped ones included; callers filter.
+    async fn list(&self) -> Vec<Cluster>;
+    /// Stops a cluster; stopping a stopped or unknown one is no error.
+    async fn stop(&self, name: &str) -> Result<(), BackendError>;
+    /// A heartbeat from the cluster's scheduler (already authenticated).
+    async fn heartbeat(&self, name: &str, beat: Heartbeat) -> Result<(), BackendError>;
+    /// Marks the cluster FAILED and stops it, e.g. when its scheduler stopped answering.
+    async fn fail(&self, name: &str, reason: &str);
+    /// Bumped on every change of any cluster, for the `?wait` long poll.
+    fn changes(&self) -> watch::Receiver<u64>;
+}

@@ -1,0 +1,295 @@
+//! The gateway's configuration file (TOML). Every table rejects unknown keys,
+//! so a typo fails at start-up with the key's name instead of being ignored.
+//! With no file, [`Config::default`] is the embedded development setup:
+//! loopback, simple auth, the local backend and the three profiles.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::options::{FieldConfig, Profile};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The one port: REST API, dashboards and scheduler TLS (by SNI).
+    pub listen: SocketAddr,
+    /// Path prefix the gateway is served under (e.g. `/services/dask-gateway`).
+    pub prefix: String,
+    /// Log format: `text` or `json`.
+    pub log_format: LogFormat,
+    pub auth: AuthConfig,
+    pub options: OptionsConfig,
+    pub limits: Limits,
+    pub cluster: ClusterDefaults,
+    pub backend: BackendConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `simple` (any user name, an optional shared password: development),
+    /// `basic` (the users file) or `jupyterhub` (tokens checked by the Hub).
+    #[serde(rename = "type")]
+    pub kind: AuthKind,
+    /// Shared password for `simple`; none accepts any password.
+    pub password: Option<String>,
+    /// TOML file of users with argon2 password hashes, for `basic`.
+    pub users_file: Option<PathBuf>,
+    /// The Hub's API, e.g. `http://hub:8081/hub/api`, for `jupyterhub`.
+    pub jupyterhub_api_url: Option<String>,
+    /// Static API tokens, sent as `Authorization: Bearer|token <token>`;
+    /// only their SHA-256 (hex) is stored here.
+    pub tokens: Vec<StaticToken>,
+    /// User names with the admin role: they see and manage every cluster.
+    pub admins: Vec<String>,
+    /// Name of the session cookie set after a successful login.
+    pub cookie_name: String,
+    /// How long a session cookie stays valid, in seconds.
+    pub cookie_max_age: u64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    #[default]
+    Simple,
+    Basic,
+    Jupyterhub,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticToken {
+    pub user: String,
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptionsConfig {
+    /// The profiles offered as the `profile` option, in this order; the
+    /// first is the default.
+    pub profiles: Vec<Profile>,
+    /// Further user options, after `profile`.
+    pub fields: Vec<FieldConfig>,
+}
+
+/// Per-user and per-cluster limits; none means unlimited.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub user_max_clusters: Option<u32>,
+    pub user_max_cores: Option<f64>,
+    pub user_max_memory: Option<crate::options::Memory>,
+    pub cluster_max_workers: Option<u32>,
+}
+
+/// Settings of every cluster that options do not change.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterDefaults {
+    /// Seconds a cluster may take from creation to its first heartbeat.
+    pub start_timeout: f64,
+    /// Seconds between scheduler heartbeats (local backend).
+    pub heartbeat_period: f64,
+    /// Seconds between the scheduler's adaptive scaling decisions.
+    pub adaptive_period: f64,
+    /// Seconds of inactivity after which a cluster shuts down; 0 disables.
+    pub idle_timeout: f64,
+    /// Environment of every scheduler and worker.
+    pub environment: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
+pub enum BackendConfig {
+    /// Schedulers and workers as processes on this machine.
+    Local(LocalConfig),
+    /// DaskCluster resources for the operator.
+    Kubernetes(KubernetesConfig),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalConfig {
+    /// The `dask` executable (from `distributed`, with `dask-gateway` installed).
+    pub dask: PathBuf,
+    /// Where each cluster's certificate, key and logs go.
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesConfig {
+    /// Namespace of the DaskClusters (the gateway's own by default).
+    pub namespace: Option<String>,
+    /// Scheduler and worker image.
+    pub image: String,
+    /// Label value that tells this gateway's clusters from another's.
+    pub instance: String,
+    /// URL the schedulers send heartbeats to, e.g. `http://dask-gateway.ns:8000/api`.
+    pub api_url: String,
+    /// DNS domain of the cluster.
+    pub cluster_domain: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8000".parse().expect("a valid address"),
+            prefix: String::new(),
+            log_format: LogFormat::Text,
+            auth: AuthConfig::default(),
+            options: OptionsConfig::default(),
+            limits: Limits::default(),
+            cluster: ClusterDefaults::default(),
+            backend: BackendConfig::Local(LocalConfig::default()),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            kind: AuthKind::Simple,
+            password: None,
+            users_file: None,
+            jupyterhub_api_url: None,
+            tokens: vec![],
+            admins: vec![],
+            cookie_name: "dask-gateway".into(),
+            cookie_max_age: 600,
+        }
+    }
+}
+
+impl Default for OptionsConfig {
+    fn default() -> Self {
+        let profile = |name: &str, cores: f64, gib: u64| Profile {
+            name: name.into(),
+            worker_cores: cores,
+            worker_memory: crate::options::Memory(gib << 30),
+            worker_threads: None,
+        };
+        Self { profiles: vec![profile("small", 0.5, 1), profile("medium", 2.0, 2), profile("larger", 4.0, 4)], fields: vec![] }
+    }
+}
+
+impl Default for ClusterDefaults {
+    fn default() -> Self {
+        Self { start_timeout: 60.0, heartbeat_period: 15.0, adaptive_period: 3.0, idle_timeout: 0.0, environment: BTreeMap::new() }
+    }
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        let state = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+            .unwrap_or_else(std::env::temp_dir);
+        Self { dask: "dask".into(), state_dir: state.join("dask-gateway-rs") }
+    }
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            image: "dask-rs/worker:latest".into(),
+            instance: "dask-gateway".into(),
+            api_url: "http://dask-gateway:8000/api".into(),
+            cluster_domain: "cluster.local".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks a config file; the error names the file and the bad key.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let config: Config = toml::from_str(text)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks that serde cannot express.
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(!self.options.profiles.is_empty(), "options.profiles: at least one profile is needed");
+        for (i, p) in self.options.profiles.iter().enumerate() {
+            anyhow::ensure!(p.worker_cores > 0.0, "options.profiles[{i}].worker_cores: must be positive");
+            anyhow::ensure!(p.worker_memory.0 > 0, "options.profiles[{i}].worker_memory: must be positive");
+        }
+        for f in &self.options.fields {
+            f.check()?;
+        }
+        anyhow::ensure!(
+            self.prefix.is_empty() || (self.prefix.starts_with('/') && !self.prefix.ends_with('/')),
+            "prefix: must start with '/' and not end with it, e.g. \"/services/dask-gateway\""
+        );
+        if self.auth.kind == AuthKind::Basic {
+            anyhow::ensure!(self.auth.users_file.is_some(), "auth.users_file: required with auth.type = \"basic\"");
+        }
+        if self.auth.kind == AuthKind::Jupyterhub {
+            anyhow::ensure!(self.auth.jupyterhub_api_url.is_some(), "auth.jupyterhub_api_url: required with auth.type = \"jupyterhub\"");
+        }
+        for (i, t) in self.auth.tokens.iter().enumerate() {
+            anyhow::ensure!(
+                t.sha256.len() == 64 && t.sha256.chars().all(|c| c.is_ascii_hexdigit()),
+                "auth.tokens[{i}].sha256: must be 64 hex digits (sha256sum of the token)"
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_offers_the_three_profiles() {
+        let names: Vec<_> = Config::default().options.profiles.iter().map(|p| p.name.clone()).collect();
+        assert_eq!(names, ["small", "medium", "larger"]);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = Config::parse("[limits]\nuser_max_clusterz = 3\n").unwrap_err().to_string();
+        assert!(err.contains("user_max_clusterz"), "{err}");
+        let err = Config::parse("[auth]\ntype = \"basic\"\n").unwrap_err().to_string();
+        assert!(err.contains("auth.users_file"), "{err}");
+    }
+
+    #[test]
+    fn profiles_and_backend_parse() {
+        let config = Config::parse(
+            r#"
+            listen = "127.0.0.1:9000"
+            [[options.profiles]]
+            name = "tiny"
+            worker_cores = 1
+            worker_memory = "512 MiB"
+            [backend]
+            type = "kubernetes"
+            image = "img:1"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.options.profiles[0].worker_memory.0, 512 << 20);
+        assert!(matches!(config.backend, BackendConfig::Kubernetes(ref k) if k.image == "img:1"));
+    }
+}

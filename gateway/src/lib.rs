@@ -1,0 +1,72 @@
+//! A dask-gateway compatible server: the REST API the Python client speaks,
+//! authentication, per-user limits, one port for the API, the dashboards and
+//! the schedulers' TLS, and backends that run the clusters.
+
+pub mod api;
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod dashboard;
+pub mod limits;
+pub mod listener;
+pub mod metrics;
+pub mod models;
+pub mod openapi;
+pub mod options;
+pub mod scheduler;
+pub mod sni;
+pub mod tls;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::any;
+
+use crate::auth::Authenticator;
+use crate::backend::Backend;
+use crate::config::{ClusterDefaults, Config, Limits};
+use crate::options::OptionsSpec;
+use crate::scheduler::SchedulerControl;
+
+/// The dask-gateway protocol version reported at `/api/version`.
+pub const PROTOCOL_VERSION: &str = "2026.3.0";
+
+/// Everything a request handler needs.
+pub struct Gateway {
+    pub backend: Arc<dyn Backend>,
+    pub auth: Authenticator,
+    pub options: OptionsSpec,
+    pub defaults: ClusterDefaults,
+    pub limits: Limits,
+    pub scheduler: SchedulerControl,
+    pub proxy: dashboard::ProxyClient,
+    pub metrics: metrics::Metrics,
+}
+
+impl Gateway {
+    pub fn new(config: &Config, backend: Arc<dyn Backend>) -> anyhow::Result<Self> {
+        Ok(Self {
+            backend,
+            auth: Authenticator::new(&config.auth)?,
+            options: OptionsSpec::new(config.options.profiles.clone(), config.options.fields.clone()),
+            defaults: config.cluster.clone(),
+            limits: config.limits.clone(),
+            scheduler: SchedulerControl::default(),
+            proxy: dashboard::client(),
+            metrics: metrics::Metrics::default(),
+        })
+    }
+}
+
+/// The HTTP side of the port: API and dashboards under `prefix`, `/metrics` at the root.
+pub fn router(gateway: Arc<Gateway>, prefix: &str) -> Router {
+    let routes = api::routes(gateway.clone())
+        .route("/clusters/{name}", any(dashboard::root))
+        .route("/clusters/{name}/", any(dashboard::root))
+        .route("/clusters/{name}/{*rest}", any(dashboard::path));
+    let routes = if prefix.is_empty() { routes } else { Router::new().nest(prefix, routes) };
+    routes
+        .route("/metrics", axum::routing::get(metrics::render))
+        .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), metrics::track))
+        .with_state(gateway)
+}

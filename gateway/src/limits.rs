@@ -1,0 +1,114 @@
+//! Per-cluster and per-user limits. Going over a worker limit is not an
+//! error: the request is clamped and the client shows the message as a
+//! warning, as dask-gateway does for `cluster_max_workers`.
+
+use crate::config::Limits;
+use crate::models::Cluster;
+
+pub struct Clamped {
+    pub value: u32,
+    pub message: Option<String>,
+}
+
+/// A new cluster is refused only for the number of clusters (it starts with no workers).
+pub fn check_new_cluster(limits: &Limits, user: &str, active: &[Cluster]) -> Result<(), String> {
+    match limits.user_max_clusters {
+        Some(max) if active.len() as u32 >= max => {
+            Err(format!("User {user} already has {} active clusters, the limit is {max}; stop one first", active.len()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The most workers `cluster` may have, and the limit that sets it.
+fn worker_limit(limits: &Limits, cluster: &Cluster, others: &[Cluster]) -> Option<(u32, String)> {
+    let mut best: Option<(u32, String)> = limits.cluster_max_workers.map(|max| (max, format!("resource limit of {max} workers")));
+    let mut consider = |workers: u32, why: String| {
+        if best.as_ref().is_none_or(|(b, _)| workers < *b) {
+            best = Some((workers, why));
+        }
+    };
+    if let Some(max) = limits.user_max_cores {
+        let used: f64 = others.iter().map(|c| c.workers as f64 * c.config.worker_cores).sum();
+        let room = ((max - used) / cluster.config.worker_cores).floor().max(0.0) as u32;
+        consider(room, format!("the limit of {max} cores for user {}", cluster.username));
+    }
+    if let Some(max) = limits.user_max_memory {
+        let used: u64 = others.iter().map(|c| c.workers as u64 * c.config.worker_memory).sum();
+        let room = (max.0.saturating_sub(used) / cluster.config.worker_memory.max(1)) as u32;
+        consider(room, format!("the limit of {} GiB of memory for user {}", max.0 as f64 / (1u64 << 30) as f64, cluster.username));
+    }
+    best
+}
+
+pub fn clamp_scale(limits: &Limits, cluster: &Cluster, others: &[Cluster], count: u32) -> Clamped {
+    match worker_limit(limits, cluster, others) {
+        Some((max, why)) if count > max => Clamped {
+            value: max,
+            message: Some(format!("Scale request of {count} workers would exceed {why}. Scaling to {max} instead.")),
+        },
+        _ => Clamped { value: count, message: None },
+    }
+}
+
+/// With a limit, an open maximum becomes the limit and an open minimum 0.
+pub fn clamp_adapt(
+    limits: &Limits,
+    cluster: &Cluster,
+    others: &[Cluster],
+    minimum: Option<u32>,
+    maximum: Option<u32>,
+) -> (Option<u32>, Option<u32>, Option<String>) {
+    let Some((max, why)) = worker_limit(limits, cluster, others) else { return (minimum, maximum, None) };
+    let (lo, hi) = (minimum.unwrap_or(0), maximum.unwrap_or(max));
+    let (new_lo, new_hi) = (lo.min(max), hi.min(max));
+    let message = (new_lo != lo || new_hi != hi).then(|| {
+        format!(
+            "Adapt with `maximum={hi}, minimum={lo}` workers would exceed {why}. Using `maximum={new_hi}, minimum={new_lo}` instead."
+        )
+    });
+    (Some(new_lo), Some(new_hi), message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::ClusterStatus;
+    use crate::models::tests::sample;
+    use crate::options::Memory;
+
+    #[test]
+    fn cluster_max_workers_clamps_with_the_reference_message() {
+        let limits = Limits { cluster_max_workers: Some(3), ..Default::default() };
+        let c = sample("a", "alice", ClusterStatus::Running);
+        let clamped = clamp_scale(&limits, &c, &[], 5);
+        assert_eq!(clamped.value, 3);
+        assert_eq!(clamped.message.unwrap(), "Scale request of 5 workers would exceed resource limit of 3 workers. Scaling to 3 instead.");
+        assert!(clamp_scale(&limits, &c, &[], 2).message.is_none());
+        let (lo, hi, msg) = clamp_adapt(&limits, &c, &[], Some(1), Some(10));
+        assert_eq!((lo, hi), (Some(1), Some(3)));
+        assert_eq!(
+            msg.unwrap(),
+            "Adapt with `maximum=10, minimum=1` workers would exceed resource limit of 3 workers. Using `maximum=3, minimum=1` instead."
+        );
+    }
+
+    #[test]
+    fn user_cores_and_memory_count_the_other_clusters() {
+        let limits = Limits { user_max_cores: Some(4.0), user_max_memory: Some(Memory(8 << 30)), ..Default::default() };
+        let c = sample("a", "alice", ClusterStatus::Running); // 1 core, 1 GiB per worker
+        let mut other = sample("b", "alice", ClusterStatus::Running);
+        other.workers = 3;
+        let clamped = clamp_scale(&limits, &c, &[other], 4);
+        assert_eq!(clamped.value, 1);
+        assert!(clamped.message.unwrap().contains("the limit of 4 cores for user alice"));
+    }
+
+    #[test]
+    fn cluster_count_is_limited_per_user() {
+        let limits = Limits { user_max_clusters: Some(1), ..Default::default() };
+        assert!(check_new_cluster(&limits, "alice", &[]).is_ok());
+        let err = check_new_cluster(&limits, "alice", &[sample("a", "alice", ClusterStatus::Running)]).unwrap_err();
+        assert!(err.contains("limit is 1"), "{err}");
+    }
+}
