@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 
 use crate::options::ClusterConfig;
 
-/// The client's `ClusterStatus`, in order: "active" means before STOPPED.
+/// The client's `ClusterStatus`, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum ClusterStatus {
@@ -37,8 +37,10 @@ impl ClusterStatus {
             .ok_or_else(|| format!("'{name}' is not a valid ClusterStatus"))
     }
 
+    /// Pending or running: what a list shows by default and limits count
+    /// (a cluster asked to stop is no longer the user's, as in dask-gateway).
     pub fn is_active(self) -> bool {
-        self < Self::Stopped
+        self <= Self::Running
     }
 }
 

@@ -75,7 +75,7 @@ pub fn document() -> Value {
             "/api/v1/clusters/": {
                 "get": { "summary": "The caller's clusters (all clusters for admins)",
                     "parameters": [{ "name": "status", "in": "query", "schema": { "type": "string" },
-                                     "description": "comma-separated statuses; default: PENDING,RUNNING,STOPPING" }],
+                                     "description": "comma-separated statuses; default: PENDING,RUNNING" }],
                     "responses": { "200": ok("clusters by name", json!({ "type": "object", "additionalProperties": cluster })),
                                    "401": error("authentication required"), "422": error("unknown status") } },
                 "post": { "summary": "Create a cluster",

@@ -1,0 +1,102 @@
+"""The Kubernetes backend against the real API server (`sim` tier, kwok
+nodes) with the real operator: DaskClusters with the right spec, a Secret
+owned by each, per-user listing, heartbeats scaling workers, a restart that
+loses nothing, and stop."""
+
+import base64
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def operator(kubectl, namespace, tmp_path):
+    kubectl("apply", "--server-side", "-f", str(ROOT / "crds/yaml"))
+    default = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/dask-rs/target")) / "debug/dask-operator"
+    log = open(tmp_path / "operator.log", "wb")
+    proc = subprocess.Popen([os.environ.get("DASK_OPERATOR_BIN", str(default)), "--namespace", namespace, "--metrics-addr", "127.0.0.1:0"],
+                            stdout=log, stderr=subprocess.STDOUT)
+    yield proc
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+def k8s_gateway(start_gateway, namespace, operator):
+    backend = (f'[backend]\ntype = "kubernetes"\nnamespace = "{namespace}"\nimage = "dask-rs/worker:test"\n'
+               f'api_url = "http://dask-gateway.{namespace}:8000/api"\ninstance = "test-{namespace}"\n')
+    return lambda: start_gateway("[cluster]\nstart_timeout = 120\n", backend=backend)
+
+
+def wait_for(check, what, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.timeout(180)
+def test_kubernetes_backend_lifecycle(kubectl, namespace, k8s_gateway):
+    gw = k8s_gateway()
+    status, body, _ = gw.request("POST", "/api/v1/clusters/", "alice", {"cluster_options": {"profile": "small"}})
+    assert status == 201
+    name = body["name"]
+
+    dc = kubectl.json("get", "daskcluster", f"dask-{name}", "-n", namespace)
+    assert dc["metadata"]["labels"]["gateway.dask.org/cluster"] == name
+    assert dc["metadata"]["annotations"]["gateway.dask.org/user"] == "alice"
+    assert json.loads(dc["metadata"]["annotations"]["gateway.dask.org/options"]) == {"profile": "small"}
+    scheduler = dc["spec"]["scheduler"]["spec"]["containers"][0]
+    assert scheduler["args"][:4] == ["dask", "scheduler", "--protocol", "tls"]
+    assert "dask_gateway.scheduler_preload" in scheduler["args"]
+    env = {e["name"]: e.get("value") for e in scheduler["env"]}
+    assert env["DASK_GATEWAY_CLUSTER_NAME"] == name and env["DASK_GATEWAY_API_TOKEN"] == "/etc/dask-credentials/api-token"
+    worker = dc["spec"]["worker"]["spec"]["containers"][0]
+    assert worker["resources"] == {"requests": {"cpu": "0.500", "memory": "1073741824"},
+                                   "limits": {"cpu": "0.500", "memory": "1073741824"}}
+    assert worker["args"][:3] == ["dask", "worker", f"tls://dask-{name}-scheduler.{namespace}.svc.cluster.local:8786"]
+
+    secret = kubectl.json("get", "secret", f"dask-{name}-gateway", "-n", namespace)
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == dc["metadata"]["uid"]
+    token = base64.b64decode(secret["data"]["api-token"]).decode()
+
+    # The operator and kwok make the scheduler ready: RUNNING, with credentials.
+    cluster = wait_for(lambda: (c := gw.request("GET", f"/api/v1/clusters/{name}?wait", "alice")[1])["status"] == "RUNNING" and c,
+                       "the cluster to run", 90)
+    assert cluster["tls_cert"].startswith("-----BEGIN CERTIFICATE-----")
+    assert cluster["dashboard_route"] == f"/clusters/{name}/status"
+    assert gw.request("GET", "/api/v1/clusters/", "bob")[1] == {}
+    assert gw.request("GET", f"/api/v1/clusters/{name}", "bob")[0] == 403
+
+    # A heartbeat asking for 2 workers scales the DaskCluster; the operator
+    # makes pods with the small profile's resources.
+    beat = {"scheduler_address": "tls://10.0.0.1:8786", "api_address": "http://10.0.0.1:8788", "count": 2}
+    assert gw.request("POST", f"/api/v1/clusters/{name}/heartbeat", body=beat, headers={"Authorization": f"token {token}"})[0] == 200
+    selector = f"dask.org/cluster-name=dask-{name},dask.org/component=worker"
+    pods = wait_for(lambda: (p := kubectl.json("get", "pods", "-n", namespace, "-l", selector)["items"]) and len(p) == 2 and p,
+                    "two worker pods")
+    for pod in pods:
+        resources = pod["spec"]["containers"][0]["resources"]
+        assert resources["requests"]["cpu"] == "500m" and resources["limits"]["memory"] in ("1073741824", "1Gi")
+
+    # A restarted gateway has lost nothing: the state is in Kubernetes.
+    gw.stop()
+    gw.start()
+    restarted = gw.request("GET", "/api/v1/clusters/", "alice")[1]
+    assert list(restarted) == [name] and restarted[name]["status"] == "RUNNING"
+    assert restarted[name]["tls_cert"] == cluster["tls_cert"]
+
+    assert gw.request("DELETE", f"/api/v1/clusters/{name}", "alice")[0] == 204
+    wait_for(lambda: kubectl.run("get", "daskcluster", f"dask-{name}", "-n", namespace, check=False).returncode != 0,
+             "the DaskCluster to be deleted")
+    wait_for(lambda: gw.request("GET", "/api/v1/clusters/", "alice")[1] == {}, "the cluster to leave the list")
+    wait_for(lambda: not kubectl.json("get", "pods", "-n", namespace, "-l", selector)["items"], "the worker pods to go")

@@ -1,0 +1,70 @@
+"""The notebook flow with the real PyPI dask-gateway client against the
+gateway's local backend: options, new_cluster, scale, compute through the
+TLS/SNI splice, the dashboard (HTTP and websocket) through the proxy,
+list, connect, shutdown."""
+
+import asyncio
+import time
+import urllib.request
+
+import aiohttp
+import dask.array as da
+import pytest
+from dask_gateway import Gateway
+from dask_gateway.auth import BasicAuth
+
+GIB = 1 << 30
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("profile,threads,memory", [("small", 1, 1 * GIB), ("medium", 2, 2 * GIB)])
+def test_notebook_flow(gateway, profile, threads, memory):
+    client_gateway = Gateway(gateway.address, auth=BasicAuth("alice", ""))
+    opts = client_gateway.cluster_options()
+    assert opts.profile == "small"
+    assert list(opts._fields["profile"].options) == ["small", "medium", "larger"]
+    opts.profile = profile
+
+    cluster = client_gateway.new_cluster(opts)
+    try:
+        cluster.scale(2)
+        client = cluster.get_client()
+        client.wait_for_workers(2, timeout=60)
+        workers = client.scheduler_info()["workers"].values()
+        assert [(w["nthreads"], w["memory_limit"]) for w in workers] == [(threads, memory)] * 2
+
+        x = da.arange(1_000_000, chunks=100_000)
+        assert x.mean().compute() == pytest.approx(499_999.5)
+
+        assert cluster.dashboard_link == f"{gateway.address}/clusters/{cluster.name}/status"
+        with urllib.request.urlopen(cluster.dashboard_link, timeout=30) as resp:
+            assert resp.status == 200 and b"bokeh" in resp.read().lower()
+        assert asyncio.run(websocket_opens(f"{gateway.address}/clusters/{cluster.name}/eventstream"))
+
+        assert [c.name for c in client_gateway.list_clusters()] == [cluster.name]
+        again = client_gateway.connect(cluster.name)
+        assert again.status == "running"
+        client.close()
+    finally:
+        cluster.shutdown()
+    assert client_gateway.list_clusters() == []
+    stopped = wait_for(lambda: client_gateway.list_clusters(status="STOPPED"))
+    assert [c.name for c in stopped] == [cluster.name]
+    client_gateway.close()
+
+
+async def websocket_opens(url):
+    """The dashboard's event stream websocket, through the proxy."""
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=10)) as ws:
+            return not ws.closed
+
+
+def wait_for(check, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("timed out")
