@@ -2,20 +2,12 @@
 (installed with the chart) into real scheduler and worker pods that compute."""
 
 import json
-import time
 import uuid
 
 import pytest
+from testlib import poll
 
 
-def poll(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def dask_cluster(name, image, replicas):

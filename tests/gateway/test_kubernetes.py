@@ -7,10 +7,10 @@ import base64
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
+from testlib import poll
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,13 +35,7 @@ def k8s_gateway(start_gateway, namespace, operator):
 
 
 def wait_for(check, what, timeout=60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+    return poll(check, timeout, what)
 
 
 @pytest.mark.timeout(180)

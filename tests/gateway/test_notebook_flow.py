@@ -4,12 +4,12 @@ TLS/SNI splice, the dashboard (HTTP and websocket) through the proxy,
 list, connect, shutdown."""
 
 import asyncio
-import time
 import urllib.request
 
 import aiohttp
 import dask.array as da
 import pytest
+from testlib import poll
 from dask_gateway import Gateway
 from dask_gateway.auth import BasicAuth
 
@@ -48,7 +48,7 @@ def test_notebook_flow(gateway, profile, threads, memory):
     finally:
         cluster.shutdown()
     assert client_gateway.list_clusters() == []
-    stopped = wait_for(lambda: client_gateway.list_clusters(status="STOPPED"))
+    stopped = poll(lambda: client_gateway.list_clusters(status="STOPPED"), 30, "the cluster to stop")
     assert [c.name for c in stopped] == [cluster.name]
     client_gateway.close()
 
@@ -58,13 +58,3 @@ async def websocket_opens(url):
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=10)) as ws:
             return not ws.closed
-
-
-def wait_for(check, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError("timed out")
