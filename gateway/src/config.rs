@@ -213,6 +213,15 @@ impl Default for KubernetesConfig {
     }
 }
 
+impl BackendConfig {
+    pub fn name(&self) -> &'static str {
+        match self {
+            BackendConfig::Local(_) => "local",
+            BackendConfig::Kubernetes(_) => "kubernetes",
+        }
+    }
+}
+
 impl Config {
     /// Reads and checks a config file; the error names the file and the bad key.
     pub fn load(path: &Path) -> anyhow::Result<Self> {

@@ -35,6 +35,8 @@ struct Args {
 enum Command {
     /// Reads a password on stdin and prints its argon2 hash for the users file.
     HashPassword,
+    /// Checks the config (file and flags) and exits: 0 when it is valid.
+    CheckConfig,
 }
 
 fn load(args: &Args) -> anyhow::Result<Config> {
@@ -76,6 +78,10 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let config = load(&args)?;
+    if let Some(Command::CheckConfig) = args.command {
+        println!("config ok: {} profile(s), {} backend", config.options.profiles.len(), config.backend.name());
+        return Ok(());
+    }
     init_tracing(config.log_format);
 
     let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| anyhow::anyhow!("listen {}: {e}", config.listen))?;

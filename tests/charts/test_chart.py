@@ -37,6 +37,22 @@ def test_values_schema_rejects_bad_values():
     assert bad.returncode != 0 and "logFormat" in bad.stderr
     bad = helm("template", "t", str(CHART), "--set", "operator.bogus=1", check=False)
     assert bad.returncode != 0 and "bogus" in bad.stderr
+    bad = helm("template", "t", str(CHART), "--set", "gateway.auth.type=ldap", check=False)
+    assert bad.returncode != 0 and "type" in bad.stderr
+    bad = helm("template", "t", str(CHART), "--set", "gateway.profiles[0].workerCores=0", check=False)
+    assert bad.returncode != 0 and "workerCores" in bad.stderr
+
+
+def test_rendered_gateway_config_is_accepted_by_the_gateway(tmp_path):
+    from gatewaylib import gateway_bin
+    for extra in [(), ("--set", "gateway.limits.userMaxClusters=2", "--set", "gateway.auth.admins={alice,bob}",
+                       "--set", "gateway.auth.type=basic", "--set", "gateway.auth.usersSecret=users")]:
+        config = next(d for d in render(*extra) if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-gateway"))
+        path = tmp_path / "gateway.toml"
+        path.write_text(config["data"]["gateway.toml"])
+        proc = subprocess.run([gateway_bin(), "--config", str(path), "check-config"], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert "config ok: 3 profile(s), kubernetes backend" in proc.stdout
 
 
 def test_crds_in_chart_match_generated_crds():
@@ -67,7 +83,7 @@ def release(kubectl):
     ns = f"chart-{uuid.uuid4().hex[:6]}"
     name = "dr"
     helm("install", name, str(CHART), "--namespace", ns, "--create-namespace",
-         "--set", "operator.nodeSelector.type=kwok",
+         "--set", "operator.nodeSelector.type=kwok", "--set", "gateway.nodeSelector.type=kwok",
          # The CRDs are shared with the other suites on this control plane; the
          # end-to-end suite installs them through the chart on a fresh one.
          "--set", "crds.install=false",
@@ -86,7 +102,7 @@ def can_i(kubectl, sa, ns, verb, resource, where=None):
 def test_install_runs_and_grants_least_privilege(kubectl, release):
     name, ns = release
     deployments = kubectl.json("-n", ns, "get", "deployments")["items"]
-    assert {d["metadata"]["name"] for d in deployments} == {f"{name}-dask-rs-operator"}
+    assert {d["metadata"]["name"] for d in deployments} == {f"{name}-dask-rs-operator", f"{name}-dask-rs-gateway"}
     assert all(d["status"].get("readyReplicas") == 1 for d in deployments)
 
     operator = f"{name}-dask-rs-operator"
@@ -96,3 +112,11 @@ def test_install_runs_and_grants_least_privilege(kubectl, release):
     assert not can_i(kubectl, operator, ns, "delete", "nodes")
     assert can_i(kubectl, operator, ns, "update", "leases.coordination.k8s.io/" + operator, ns)
     assert not can_i(kubectl, operator, ns, "update", "leases.coordination.k8s.io/someone-else", ns)
+
+    gateway = f"{name}-dask-rs-gateway"
+    assert can_i(kubectl, gateway, ns, "create", "daskclusters.kubernetes.dask.org", ns)
+    assert can_i(kubectl, gateway, ns, "patch", "daskclusters.kubernetes.dask.org/scale", ns)
+    assert can_i(kubectl, gateway, ns, "create", "secrets", ns)
+    assert not can_i(kubectl, gateway, ns, "get", "secrets", "anywhere")
+    assert not can_i(kubectl, gateway, ns, "create", "pods", ns)
+    assert not can_i(kubectl, gateway, ns, "delete", "secrets", ns)
