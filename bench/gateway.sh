@@ -8,7 +8,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dask-rs/target}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --release --locked -p dask-gateway
+cargo build --release --locked -p dask-gateway-rs
 VENV=$(tests/python/env)
 export PATH=$VENV/bin:$PATH
 out=$(mktemp -d)
@@ -26,7 +26,7 @@ bench() {
 
 BENCH_PY_PORT=18100 bench python http://127.0.0.1:18100 dask-gateway-server -f "$root/bench/dask_gateway_config.py"
 bench dask-rs http://127.0.0.1:18200 "$CARGO_TARGET_DIR/release/dask-gateway" \
-  --listen 127.0.0.1:18200 --auth simple --dask-bin "$VENV/bin/dask"
+  --listen 127.0.0.1:18200 --dask "$VENV/bin/dask"
 
 python - "$out/python.json" "$out/dask-rs.json" <<'PY'
 import json, sys

@@ -63,6 +63,13 @@ struct Session {
     expires: Instant,
 }
 
+/// Sessions by cookie value, and each user's current cookie.
+#[derive(Default)]
+struct Sessions {
+    by_cookie: HashMap<String, Session>,
+    by_user: HashMap<String, String>,
+}
+
 pub struct Authenticator {
     kind: AuthKind,
     shared_password: Option<[u8; 32]>,
@@ -74,7 +81,7 @@ pub struct Authenticator {
     admins: HashSet<String>,
     cookie_name: String,
     max_age: Duration,
-    sessions: Mutex<HashMap<String, Session>>,
+    sessions: Mutex<Sessions>,
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {
@@ -109,7 +116,7 @@ impl Authenticator {
             admins: config.admins.iter().cloned().collect(),
             cookie_name: config.cookie_name.clone(),
             max_age: Duration::from_secs(config.cookie_max_age),
-            sessions: Mutex::new(HashMap::new()),
+            sessions: Mutex::new(Sessions::default()),
         })
     }
 
@@ -221,18 +228,28 @@ impl Authenticator {
             .flat_map(|v| v.split(';'))
             .find_map(|c| c.trim().strip_prefix(prefix.as_str()))?;
         let sessions = self.sessions.lock().expect("sessions lock");
-        let session = sessions.get(value)?;
+        let session = sessions.by_cookie.get(value)?;
         (session.expires > Instant::now()).then(|| session.user.clone())
     }
 
+    /// One session per user, as in dask-gateway: clients that ignore cookies
+    /// (scripts, load tests) reuse it instead of filling memory with new ones.
     fn open_session(&self, user: User) -> String {
-        let value = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
         let mut sessions = self.sessions.lock().expect("sessions lock");
         let now = Instant::now();
-        if sessions.len() >= 1024 && sessions.len().is_power_of_two() {
-            sessions.retain(|_, s| s.expires > now);
-        }
-        sessions.insert(value.clone(), Session { user, expires: now + self.max_age });
+        let fresh = |s: &Session| s.user == user && s.expires > now + self.max_age / 2;
+        let value = match sessions.by_user.get(&user.name).filter(|v| sessions.by_cookie.get(*v).is_some_and(fresh)) {
+            Some(value) => value.clone(),
+            None => {
+                if let Some(old) = sessions.by_user.remove(&user.name) {
+                    sessions.by_cookie.remove(&old);
+                }
+                let value = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+                sessions.by_user.insert(user.name.clone(), value.clone());
+                sessions.by_cookie.insert(value.clone(), Session { user, expires: now + self.max_age });
+                value
+            }
+        };
         format!("{}={value}; Max-Age={}; Path=/; HttpOnly; SameSite=Lax", self.cookie_name, self.max_age.as_secs())
     }
 }

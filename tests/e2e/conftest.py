@@ -33,10 +33,15 @@ def release(kubectl):
     re-adopts them only into the release that made them."""
     ns = "dask-system"
     operator_repo, operator_tag = image_ref("DASK_RS_OPERATOR_IMAGE")
+    gateway_repo, gateway_tag = image_ref("DASK_RS_GATEWAY_IMAGE")
+    worker_repo, worker_tag = image_ref("DASK_RS_WORKER_IMAGE")
     args = [
         "helm", "install", "dr", str(ROOT / "charts" / "dask-rs"), "--namespace", ns, "--create-namespace",
         "--set", f"operator.image.repository={operator_repo}", "--set", f"operator.image.tag={operator_tag}",
         "--set", "operator.image.pullPolicy=Never",
+        "--set", f"gateway.image.repository={gateway_repo}", "--set", f"gateway.image.tag={gateway_tag}",
+        "--set", "gateway.image.pullPolicy=Never",
+        "--set", f"gateway.workerImage.repository={worker_repo}", "--set", f"gateway.workerImage.tag={worker_tag}",
     ]
     proc = subprocess.run([*args, "--wait", "--timeout", "180s"], capture_output=True, text=True)
     assert proc.returncode == 0, f"helm install failed: {proc.stderr}"

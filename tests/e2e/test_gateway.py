@@ -1,0 +1,71 @@
+"""The notebook flow through the gateway installed by the chart, on real
+pods: the real dask-gateway client, via the gateway's Service, gets a small
+cluster, scales it to two worker pods, computes, opens the dashboard, and
+shutdown removes every pod."""
+
+import time
+import urllib.request
+
+import dask.array as da
+import pytest
+from dask_gateway import Gateway
+from dask_gateway.auth import BasicAuth
+from testlib import poll
+
+
+def cluster_pods(kubectl, ns, name, component):
+    selector = f"dask.org/cluster-name=dask-{name},dask.org/component={component}"
+    return kubectl.json("get", "pods", "-n", ns, "-l", selector)["items"]
+
+
+def answers(url):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+def running(pods):
+    return [p for p in pods if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+
+
+@pytest.mark.timeout(600)
+def test_notebook_flow_through_the_gateway(kubectl, release):
+    ns = release
+    service = kubectl.json("get", "service", "dr-dask-rs-gateway", "-n", ns)
+    address = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+    # kube-proxy programs the new Service a moment after the pod is ready.
+    poll(lambda: answers(address + "/api/health"), 60, "the gateway Service to answer")
+    gateway = Gateway(address, auth=BasicAuth("alice", ""))
+
+    opts = gateway.cluster_options()
+    assert list(opts._fields["profile"].options) == ["small", "medium", "larger"]
+    start = time.monotonic()
+    cluster = gateway.new_cluster(profile="small")
+    try:
+        started = time.monotonic() - start
+        cluster.scale(2)
+        workers = poll(lambda: len(p := running(cluster_pods(kubectl, ns, cluster.name, "worker"))) == 2 and p, 300,
+                       "two worker pods Running")
+        print(f"\nnew_cluster: {started:.1f}s; new_cluster to two workers Running: {time.monotonic() - start:.1f}s")
+        for pod in workers:
+            resources = pod["spec"]["containers"][0]["resources"]
+            assert resources["requests"]["cpu"] == "500m" and resources["limits"]["cpu"] == "500m"
+            assert resources["limits"]["memory"] in ("1Gi", "1073741824")
+
+        client = cluster.get_client()
+        client.wait_for_workers(2, timeout=120)
+        assert {w["nthreads"] for w in client.scheduler_info()["workers"].values()} == {1}
+        assert da.arange(1_000_000, chunks=100_000).mean().compute() == pytest.approx(499_999.5)
+
+        with urllib.request.urlopen(cluster.dashboard_link, timeout=30) as resp:
+            assert resp.status == 200
+        assert [c.name for c in gateway.list_clusters()] == [cluster.name]
+        client.close()
+    finally:
+        cluster.shutdown()
+    poll(lambda: not cluster_pods(kubectl, ns, cluster.name, "worker") and not cluster_pods(kubectl, ns, cluster.name, "scheduler"),
+         180, "every pod of the cluster to go")
+    assert gateway.list_clusters() == []
+    gateway.close()
