@@ -213,7 +213,9 @@ impl Authenticator {
                 };
                 Ok(self.with_role(name, user.admin))
             }
-            401 | 404 => Err(AuthError::Failed),
+            // JupyterHub answers 403 (or 401/404 in older versions) for a
+            // token it does not know: that is a failed login, not a server error.
+            401 | 403 | 404 => Err(AuthError::Failed),
             code if code >= 500 => Err(AuthError::HubUnreachable(format!("the Hub answered {code}"))),
             code => Err(AuthError::Hub(format!("the Hub answered {code}"))),
         }

@@ -1,0 +1,58 @@
+"""JupyterHub token auth: the gateway asks the Hub's REST API who a token
+belongs to (`GET <hub>/user` with `Authorization: token <t>`). The Hub here
+is a minimal HTTP server answering that one endpoint as JupyterHub 5 does;
+the client is the real dask-gateway client with its `jupyterhub` auth."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from dask_gateway import Gateway
+from dask_gateway.auth import JupyterHubAuth
+
+TOKENS = {
+    "alice-token": {"kind": "user", "name": "alice", "admin": False, "groups": [], "scopes": ["access:services"]},
+    "svc-token": {"kind": "service", "name": "cron", "admin": False, "scopes": []},
+    "root-token": {"kind": "user", "name": "root", "admin": True, "groups": [], "scopes": []},
+}
+
+
+class HubAPI(BaseHTTPRequestHandler):
+    def do_GET(self):
+        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+        user = TOKENS.get(token) if scheme == "token" and self.path == "/hub/api/user" else None
+        body = json.dumps(user or {"status": 403, "message": "Forbidden"}).encode()
+        self.send_response(200 if user else 403)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hub():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HubAPI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/hub/api"
+    server.shutdown()
+
+
+def test_hub_tokens_identify_users_kinds_and_admins(start_gateway, hub):
+    gw = start_gateway(f'[auth]\ntype = "jupyterhub"\njupyterhub_api_url = "{hub}"\n')
+    status, body, headers = gw.request("GET", "/api/v1/clusters/")
+    assert (status, headers["WWW-Authenticate"]) == (401, "jupyterhub")
+    assert gw.request("GET", "/api/v1/clusters/", headers={"Authorization": "jupyterhub nobody-token"})[0] == 401
+
+    client = Gateway(gw.address, auth=JupyterHubAuth(api_token="alice-token"))
+    assert client.list_clusters() == []
+    name = gw.request("POST", "/api/v1/clusters/", headers={"Authorization": "jupyterhub svc-token"}, body={})[1]["name"]
+    # A service's cluster belongs to "service:cron": alice may not see it, the Hub admin may.
+    assert gw.request("GET", f"/api/v1/clusters/{name}", headers={"Authorization": "jupyterhub alice-token"})[:2] == (
+        403, {"error": f"User alice lacks permissions to view cluster {name}"})
+    assert name in gw.request("GET", "/api/v1/clusters/", headers={"Authorization": "jupyterhub root-token"})[1]
+    gw.request("DELETE", f"/api/v1/clusters/{name}", headers={"Authorization": "jupyterhub svc-token"})
+    client.close()
