@@ -11,5 +11,6 @@ eval "$(tests/k8s/cluster env)"
 kubectl apply --server-side --force-conflicts -f crds/yaml/ >/dev/null
 VENV=$(tests/python/env)
 # The operator never contacts a simulated pod's fake address.
-export DASK_OPERATOR_CMD="$CARGO_TARGET_DIR/release/dask-operator --resolve-schedulers-to 127.0.0.1"
+# Watching one namespace, as kopf does with --namespace.
+export DASK_OPERATOR_CMD="$CARGO_TARGET_DIR/release/dask-operator --namespace bench-rs --resolve-schedulers-to 127.0.0.1"
 exec "$VENV/bin/python" bench/operator_bench.py "$@"
