@@ -59,6 +59,14 @@ def test_notebook_flow_through_the_gateway(kubectl, release):
         assert {w["nthreads"] for w in client.scheduler_info()["workers"].values()} == {1}
         assert da.arange(1_000_000, chunks=100_000).mean().compute() == pytest.approx(499_999.5)
 
+        # Scale-down: the scheduler retires one worker; exactly one pod stays.
+        cluster.scale(1)
+        poll(lambda: len(client.scheduler_info()["workers"]) == 1, 120, "the scheduler to retire a worker")
+        poll(lambda: len(running(cluster_pods(kubectl, ns, cluster.name, "worker"))) == 1
+             and len(cluster_pods(kubectl, ns, cluster.name, "worker")) == 1, 120, "one worker pod left")
+        assert len(client.scheduler_info()["workers"]) == 1
+        assert da.arange(1000, chunks=100).sum().compute() == 499_500
+
         with urllib.request.urlopen(cluster.dashboard_link, timeout=30) as resp:
             assert resp.status == 200
         assert [c.name for c in gateway.list_clusters()] == [cluster.name]

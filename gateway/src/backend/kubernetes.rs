@@ -40,6 +40,8 @@ const CREDENTIALS: &str = "/etc/dask-credentials";
 const COMM_PORT: i32 = 8786;
 const DASHBOARD_PORT: i32 = 8787;
 const API_PORT: i32 = 8788;
+/// Seconds between heartbeats: they also report retired workers as gone.
+const HEARTBEAT_PERIOD: &str = "5";
 
 fn resource_name(cluster: &str) -> String {
     format!("dask-{cluster}")
@@ -226,7 +228,7 @@ impl KubernetesBackend {
                             "args": ["dask", "scheduler", "--protocol", "tls", "--port", COMM_PORT.to_string(),
                                      "--dashboard-address", format!(":{DASHBOARD_PORT}"),
                                      "--preload", "dask_gateway.scheduler_preload", "--dg-api-address", format!(":{API_PORT}"),
-                                     "--dg-heartbeat-period", "0", "--dg-adaptive-period", self.adaptive_period.to_string(),
+                                     "--dg-heartbeat-period", HEARTBEAT_PERIOD, "--dg-adaptive-period", self.adaptive_period.to_string(),
                                      "--dg-idle-timeout", cluster.config.idle_timeout.to_string()],
                             "ports": [
                                 { "name": "tcp-comm", "containerPort": COMM_PORT },
@@ -329,7 +331,10 @@ impl Backend for KubernetesBackend {
 
     async fn heartbeat(&self, name: &str, beat: Heartbeat) -> Result<(), BackendError> {
         let dc = self.find(name).ok_or_else(|| BackendError::NotFound(name.into()))?;
-        let wanted = beat.count.max(0) as i32;
+        // Workers the scheduler is retiring keep their pods until they have
+        // left: lowering replicas at once would make the operator retire
+        // workers of its own choosing as well.
+        let wanted = beat.count.max(0) as i32 + beat.closing_workers.len() as i32;
         if dc.spec.worker.replicas != wanted {
             info!(cluster = name, workers = wanted, "the scheduler asks for a new worker count");
             let patch = json!({ "spec": { "replicas": wanted } });
