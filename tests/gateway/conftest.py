@@ -11,8 +11,8 @@ from gatewaylib import Gateway
 def start_gateway(tmp_path):
     started = []
 
-    def start(config="", env=None, backend=None):
-        gw = Gateway(tmp_path, config, env, backend)
+    def start(config="", env=None, backend=None, dask=None):
+        gw = Gateway(tmp_path, config, env, backend, dask)
         started.append(gw)
         return gw
 
