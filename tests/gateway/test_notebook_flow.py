@@ -58,3 +58,20 @@ async def websocket_opens(url):
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=10)) as ws:
             return not ws.closed
+
+
+@pytest.mark.timeout(120)
+def test_adaptive_cluster_keeps_its_minimum_and_computes(gateway):
+    client_gateway = Gateway(gateway.address, auth=BasicAuth("alice", ""))
+    cluster = client_gateway.new_cluster()
+    try:
+        cluster.adapt(minimum=1, maximum=2)
+        client = cluster.get_client()
+        client.wait_for_workers(1, timeout=60)
+        assert da.ones((2000, 2000), chunks=250).sum().compute() == 4_000_000
+        # Adaptive scaling stays within its bounds.
+        assert 1 <= len(client.scheduler_info()["workers"]) <= 2
+        client.close()
+    finally:
+        cluster.shutdown()
+    client_gateway.close()
