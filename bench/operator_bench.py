@@ -87,6 +87,9 @@ def run(label, cmd, ns):
         now = time.monotonic() - t0
         if created is None and pods >= N * (WORKERS + 1):
             created = now
+        if ready >= N and created is None:
+            # Every cluster became Running between the two counts above.
+            created = now
         if ready >= N:
             running = now
             break

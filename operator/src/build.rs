@@ -81,7 +81,15 @@ fn merged_labels(
 }
 
 fn template_annotations(template: Option<&SimpleObjectMeta>) -> Option<BTreeMap<String, String>> {
-    template.and_then(|m| m.annotations.clone())
+    template.and_then(|m| m.annotations.clone()).and_then(non_empty)
+}
+
+/// An empty map in a server-side apply is never a no-op: the API server
+/// stores no empty map, so every apply "adds" it again and writes a new
+/// resourceVersion, which wakes every watcher (a DaskJob re-applying its
+/// cluster looped on it). Absent, not empty.
+fn non_empty(map: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
+    (!map.is_empty()).then_some(map)
 }
 
 /// Adds `vars` to every container that does not set them itself.
@@ -218,8 +226,12 @@ pub fn worker_selector(group: &DaskWorkerGroup) -> String {
 pub fn template_hash(group: &DaskWorkerGroup, scheduler_address: &str) -> String {
     let input = serde_json::to_string(&(&group.spec.worker.metadata, &group.spec.worker.spec, scheduler_address))
         .expect("worker templates serialise");
-    let hash = input.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3));
-    format!("{:010x}", hash & 0xff_ffff_ffff)
+    format!("{:010x}", fnv1a(&input) & 0xff_ffff_ffff)
+}
+
+/// FNV-1a of a string: tiny, and the same in every build and process.
+pub fn fnv1a(input: &str) -> u64 {
+    input.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }
 
 /// One worker pod of a group. Its name is also its Dask worker name
@@ -267,7 +279,7 @@ pub fn job_cluster(job: &DaskJob) -> DaskCluster {
     let mut cluster = DaskCluster::new(&job.name_any(), job.spec.cluster.spec.clone());
     cluster.metadata.namespace = job.namespace();
     let template = job.spec.cluster.metadata.as_ref();
-    cluster.metadata.labels = Some(merged_labels(job.labels(), template, &[]));
+    cluster.metadata.labels = non_empty(merged_labels(job.labels(), template, &[]));
     cluster.metadata.annotations = template_annotations(template);
     cluster.metadata.owner_references = Some(vec![owner_ref(job)]);
     cluster
@@ -381,6 +393,8 @@ mod tests {
         let cluster = job_cluster(&job);
         assert_eq!(cluster.name_any(), "simple-job");
         assert_eq!(cluster.owner_references()[0].kind, "DaskJob");
+        // An unlabelled job's cluster carries no empty label map (see `non_empty`).
+        assert!(!serde_json::to_string(&cluster).unwrap().contains("{}"));
     }
 
     #[test]

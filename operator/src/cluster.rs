@@ -6,42 +6,79 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crds::common::condition;
 use crds::{DaskCluster, DaskWorkerGroup, WorkloadStatus};
-use futures::StreamExt;
+use std::fmt::Debug;
+
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use serde::de::DeserializeOwned;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
+use crate::applied::Applied;
 use crate::build;
 use crate::scheduler_api::SchedulerApi;
-use crate::context::{on_error, publish};
+use crate::context::{controller_config, on_error, publish};
 use crate::{Context, Error, MANAGER, Result};
 
 const KIND: &str = "DaskCluster";
 
+/// What the cluster controller knows of its children: watch caches (which are
+/// also its triggers) and what it last applied to them.
+struct Children {
+    deployments: Store<Deployment>,
+    services: Store<Service>,
+    groups: Store<DaskWorkerGroup>,
+    applied: Arc<Applied>,
+}
+
+struct State {
+    ctx: Arc<Context>,
+    children: Children,
+}
+
 pub async fn run(ctx: Arc<Context>) {
-    let scheduler_children = watcher::Config::default().labels(&format!("{}", crds::labels::CLUSTER_NAME));
+    let scheduler_children = watcher::Config::default().labels(crds::labels::CLUSTER_NAME);
+    let (deployments, deployment_events) = cached(ctx.watched::<Deployment>(), scheduler_children.clone());
+    let (services, service_events) = cached(ctx.watched::<Service>(), scheduler_children);
+    let (groups, group_events) = cached(ctx.watched::<DaskWorkerGroup>(), watcher::Config::default());
+    let state = Arc::new(State { ctx: ctx.clone(), children: Children { deployments, services, groups, applied: Arc::default() } });
     Controller::new(ctx.watched::<DaskCluster>(), watcher::Config::default().any_semantic())
-        .owns(ctx.watched::<Deployment>(), scheduler_children.clone())
-        .owns(ctx.watched::<Service>(), scheduler_children.clone())
-        .owns(ctx.watched::<DaskWorkerGroup>(), watcher::Config::default())
+        .owns_stream(deployment_events)
+        .owns_stream(service_events)
+        .owns_stream(group_events)
+        .with_config(controller_config())
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, state)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// A watch cache of `api`'s objects and the stream of their changes, which
+/// feeds the cache as the controller consumes it. Managed fields are dropped:
+/// nothing reads them, and they are most of a Deployment's size.
+fn cached<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    let changes = watcher(api, config).default_backoff().modify(|obj| obj.managed_fields_mut().clear());
+    (store, reflector(writer, changes).touched_objects())
 }
 
 fn apply() -> PatchParams {
     PatchParams::apply(MANAGER).force()
 }
 
-#[instrument(skip(cluster, ctx), fields(name = %cluster.name_any(), namespace = cluster.namespace().unwrap_or_default()))]
-async fn reconcile(cluster: Arc<DaskCluster>, ctx: Arc<Context>) -> Result<Action> {
+#[instrument(skip(cluster, state), fields(name = %cluster.name_any(), namespace = cluster.namespace().unwrap_or_default()))]
+async fn reconcile(cluster: Arc<DaskCluster>, state: Arc<State>) -> Result<Action> {
+    let (ctx, children) = (&state.ctx, &state.children);
     let _timer = ctx.metrics.reconcile(KIND);
     if cluster.meta().deletion_timestamp.is_some() {
         // Children go by owner-reference garbage collection; nothing to do.
@@ -56,14 +93,8 @@ async fn reconcile(cluster: Arc<DaskCluster>, ctx: Arc<Context>) -> Result<Actio
     }
 
     let first_time = cluster.status.as_ref().and_then(|s| s.phase.as_deref()).is_none();
-    let service: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
-    service.patch(&build::scheduler_name(&name), &apply(), &Patch::Apply(build::scheduler_service(&cluster))).await?;
-    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let deployment = deployments
-        .patch(&build::scheduler_name(&name), &apply(), &Patch::Apply(build::scheduler_deployment(&cluster)))
-        .await?;
-    let groups: Api<DaskWorkerGroup> = Api::namespaced(ctx.client.clone(), &ns);
-    if let Some(existing) = groups.get_opt(&build::default_group_name(&name)).await? {
+    let group_ref = ObjectRef::new(&build::default_group_name(&name)).within(&ns);
+    if let Some(existing) = children.groups.get(&group_ref) {
         if let Some(replicas) = build::directly_scaled_replicas(&existing, &cluster) {
             info!(replicas, "the default worker group was scaled directly; the cluster follows");
             let scale = json!({ "spec": { "replicas": replicas } });
@@ -71,15 +102,22 @@ async fn reconcile(cluster: Arc<DaskCluster>, ctx: Arc<Context>) -> Result<Actio
             return Ok(Action::requeue(Duration::from_secs(1)));
         }
     }
-    let group = groups
-        .patch(&build::default_group_name(&name), &apply(), &Patch::Apply(build::default_worker_group(&cluster)))
-        .await?;
+    // The scheduler and the workers are applied together. The Service goes
+    // on the side: the API server allocates cluster IPs one at a time, and
+    // under load a Service can take seconds that the pods need not wait for;
+    // the cluster is Running only once it exists.
+    let (applied, client) = (&children.applied, &ctx.client);
+    let (deployment, group) = tokio::try_join!(
+        applied.ensure(client, &children.deployments, build::scheduler_deployment(&cluster)),
+        applied.ensure(client, &children.groups, build::default_worker_group(&cluster)),
+    )?;
+    let service_exists = applied.ensure_in_background(client, &children.services, build::scheduler_service(&cluster));
     if first_time {
-        publish(&ctx, &*cluster, EventType::Normal, "Created", "Created the scheduler, its Service and the default worker group").await;
+        publish(ctx, &*cluster, EventType::Normal, "Created", "Created the scheduler, its Service and the default worker group").await;
     }
 
     let scheduler_ready = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) >= 1;
-    let status = cluster_status(&cluster, &group, scheduler_ready);
+    let status = cluster_status(&cluster, &group, scheduler_ready, service_exists);
     let running = status.phase.as_deref() == Some("Running");
     if status_changed(&cluster, &status) {
         let body = json!({ "apiVersion": "kubernetes.dask.org/v1", "kind": KIND, "status": status });
@@ -87,25 +125,35 @@ async fn reconcile(cluster: Arc<DaskCluster>, ctx: Arc<Context>) -> Result<Actio
     }
 
     if running && cluster.spec.idle_timeout > 0 {
-        return check_idle(&cluster, &ctx).await;
+        return check_idle(&cluster, ctx).await;
     }
     Ok(Action::requeue(Duration::from_secs(if running { 300 } else { 15 })))
 }
 
-/// Status from what exists: Running only when the scheduler really is ready.
-fn cluster_status(cluster: &DaskCluster, group: &DaskWorkerGroup, scheduler_ready: bool) -> WorkloadStatus {
+/// Status from what exists: Running only when the scheduler really is ready
+/// and its Service exists.
+fn cluster_status(cluster: &DaskCluster, group: &DaskWorkerGroup, scheduler_ready: bool, service_exists: bool) -> WorkloadStatus {
     let generation = cluster.metadata.generation;
     let group_status = group.status.clone().unwrap_or_default();
     let desired = cluster.spec.worker.replicas;
     let ready = group_status.ready_replicas.unwrap_or(0);
     let replicas = group_status.replicas.unwrap_or(0);
-    let settled = scheduler_ready && ready == desired && replicas == desired;
+    let reachable = scheduler_ready && service_exists;
+    let settled = reachable && ready == desired && replicas == desired;
     let conditions = vec![
         condition(
             "Ready",
             settled,
-            if !scheduler_ready { "SchedulerNotReady" } else if settled { "AllReady" } else { "WorkersNotReady" },
-            format!("scheduler ready: {scheduler_ready}; workers ready: {ready}/{desired}"),
+            if !service_exists {
+                "ServicePending"
+            } else if !scheduler_ready {
+                "SchedulerNotReady"
+            } else if settled {
+                "AllReady"
+            } else {
+                "WorkersNotReady"
+            },
+            format!("scheduler ready: {scheduler_ready}; service: {service_exists}; workers ready: {ready}/{desired}"),
             generation,
         ),
         condition(
@@ -118,7 +166,7 @@ fn cluster_status(cluster: &DaskCluster, group: &DaskWorkerGroup, scheduler_read
         condition("Degraded", false, "Valid", "", generation),
     ];
     WorkloadStatus {
-        phase: Some(if scheduler_ready { "Running" } else { "Pending" }.into()),
+        phase: Some(if reachable { "Running" } else { "Pending" }.into()),
         replicas: Some(replicas),
         ready_replicas: Some(ready),
         selector: Some(build::worker_selector(group)),
@@ -168,7 +216,8 @@ async fn check_idle(cluster: &DaskCluster, ctx: &Context) -> Result<Action> {
     }
 }
 
-fn error_policy(cluster: Arc<DaskCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(cluster: Arc<DaskCluster>, error: &Error, state: Arc<State>) -> Action {
+    let ctx = state.ctx.clone();
     if let Error::Invalid { reason, .. } = error {
         // Beyond the Event: the cluster's status says what is wrong.
         let (ctx, cluster, reason) = (ctx.clone(), cluster.clone(), reason.clone());

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use kube::runtime::controller::Action;
+use kube::runtime::controller::{self, Action};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use k8s_openapi::NamespaceResourceScope;
 use kube::{Api, Client, Resource};
@@ -68,6 +68,18 @@ impl Context {
             None => Api::all(self.client.clone()),
         }
     }
+}
+
+/// How the cluster and worker-group controllers run their reconciles.
+///
+/// Triggers are batched: a pod going Pending → Running → Ready, or a
+/// Deployment's status settling, fires several watch events within a second;
+/// one reconcile after they stop sees the same end state at a fraction of the
+/// API server's work. Reconciles are bounded: each holds API connections, and
+/// past a few dozen at once the API server, not the operator, is the limit
+/// while the operator's memory grows with every connection.
+pub fn controller_config() -> controller::Config {
+    controller::Config::default().debounce(std::time::Duration::from_millis(500)).concurrency(16)
 }
 
 /// Publishes a Kubernetes Event about `obj`; a failure to do so is logged, never fatal.

@@ -6,6 +6,7 @@
 //! server-side apply under one field manager, and writes a status computed from
 //! the real objects. Nothing is kept in memory that a restart would lose.
 
+pub mod applied;
 pub mod autoscaler;
 pub mod build;
 pub mod cluster;

@@ -20,7 +20,7 @@ use tracing::{info, instrument, warn};
 
 use crate::build::{self, TEMPLATE_HASH};
 use crate::scheduler_api::SchedulerApi;
-use crate::context::{on_error, publish};
+use crate::context::{controller_config, on_error, publish};
 use crate::{Context, Error, MANAGER, Result};
 
 const KIND: &str = "DaskWorkerGroup";
@@ -29,6 +29,7 @@ pub async fn run(ctx: Arc<Context>) {
     let worker_pods = watcher::Config::default().labels(&format!("{COMPONENT}={COMPONENT_WORKER}"));
     Controller::new(ctx.watched::<DaskWorkerGroup>(), watcher::Config::default().any_semantic())
         .owns(ctx.watched::<Pod>(), worker_pods)
+        .with_config(controller_config())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))

@@ -50,6 +50,32 @@ async fn manifest_becomes_scheduler_service_and_workers() {
         assert_eq!(get("WORKER_ENV").as_deref(), Some("kept"));
     }
 
+    // Deleted children come back, and one edited by hand is put right.
+    let services: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let old_service = services.get("simple-scheduler").await.unwrap().uid();
+    services.delete("simple-scheduler", &DeleteParams::default()).await.unwrap();
+    deployments.delete("simple-scheduler", &DeleteParams::background()).await.unwrap();
+    let edit = json!({ "spec": { "template": { "spec": { "containers": [{ "name": "scheduler", "image": "edited:by-hand" }] } } } });
+    let groups: Api<DaskWorkerGroup> = Api::namespaced(client.clone(), &ns.name);
+    eventually(60, "the scheduler Service and Deployment to come back", || async {
+        let service = services.get_opt("simple-scheduler").await.ok()??;
+        let deployment = deployments.get_opt("simple-scheduler").await.ok()??;
+        (service.uid() != old_service && deployment.metadata.deletion_timestamp.is_none()).then_some(())
+    })
+    .await;
+    deployments.patch("simple-scheduler", &PatchParams::default(), &Patch::Strategic(edit)).await.unwrap();
+    let edit = json!({ "spec": { "worker": { "spec": { "containers": [{ "name": "worker", "image": "edited:by-hand" }] } } } });
+    groups.patch("simple-default", &PatchParams::default(), &Patch::Merge(edit)).await.unwrap();
+    eventually(60, "the hand-edited Deployment and worker group to be restored", || async {
+        let deployment = deployments.get("simple-scheduler").await.ok()?;
+        let image = deployment.spec?.template.spec?.containers[0].image.clone()?;
+        let group = groups.get("simple-default").await.ok()?;
+        let worker_image = group.spec.worker.spec.containers[0].image.clone()?;
+        (image != "edited:by-hand" && worker_image != "edited:by-hand").then_some(())
+    })
+    .await;
+
     // Deleting the cluster removes everything, by owner references alone.
     clusters.delete("simple", &DeleteParams::foreground()).await.unwrap();
     eventually(60, "the cluster's pods to be garbage-collected", || async {
