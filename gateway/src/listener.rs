@@ -18,7 +18,9 @@ use crate::sni::{self, Hello};
 const SNI_PREFIX: &str = "daskgateway-";
 /// Bytes a client has to send its first bytes / ClientHello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Splice buffers: large enough that a busy Dask transfer is not syscall-bound.
+/// Copy buffers where splice(2) is unavailable: large enough that a busy
+/// Dask transfer is not syscall-bound.
+#[cfg(not(target_os = "linux"))]
 const SPLICE_BUFFER: usize = 256 * 1024;
 
 pub async fn serve(listener: TcpListener, app: Router, backend: Arc<dyn Backend>) -> std::io::Result<()> {
@@ -88,5 +90,22 @@ async fn splice_tls(mut stream: TcpStream, backend: Arc<dyn Backend>) {
     if upstream.write_all(&hello).await.is_err() {
         return;
     }
-    tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut upstream, SPLICE_BUFFER, SPLICE_BUFFER).await.ok();
+    relay(&mut stream, &mut upstream).await;
+}
+
+/// On Linux the bytes go socket → pipe → socket inside the kernel (splice(2)):
+/// the gateway never copies a scheduler's traffic through its own memory,
+/// which leaves the CPU to the TLS ends of the connection.
+#[cfg(target_os = "linux")]
+async fn relay(client: &mut TcpStream, scheduler: &mut TcpStream) {
+    if let Err(e) = tokio_splice::zero_copy_bidirectional(client, scheduler).await {
+        debug!(error = %e, "scheduler connection ended with an error");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn relay(client: &mut TcpStream, scheduler: &mut TcpStream) {
+    if let Err(e) = tokio::io::copy_bidirectional_with_sizes(client, scheduler, SPLICE_BUFFER, SPLICE_BUFFER).await {
+        debug!(error = %e, "scheduler connection ended with an error");
+    }
 }

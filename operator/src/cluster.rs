@@ -6,17 +6,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crds::common::condition;
 use crds::{DaskCluster, DaskWorkerGroup, WorkloadStatus};
-use std::fmt::Debug;
-
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{self, reflector, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
-use serde::de::DeserializeOwned;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
@@ -24,7 +21,7 @@ use tracing::{info, instrument, warn};
 use crate::applied::Applied;
 use crate::build;
 use crate::scheduler_api::SchedulerApi;
-use crate::context::{controller_config, on_error, publish};
+use crate::context::{cached, controller_config, on_error, publish, strip_managed_fields};
 use crate::{Context, Error, MANAGER, Result};
 
 const KIND: &str = "DaskCluster";
@@ -45,31 +42,33 @@ struct State {
 
 pub async fn run(ctx: Arc<Context>) {
     let scheduler_children = watcher::Config::default().labels(crds::labels::CLUSTER_NAME);
-    let (deployments, deployment_events) = cached(ctx.watched::<Deployment>(), scheduler_children.clone());
-    let (services, service_events) = cached(ctx.watched::<Service>(), scheduler_children);
-    let (groups, group_events) = cached(ctx.watched::<DaskWorkerGroup>(), watcher::Config::default());
+    // The caches keep only what reconcile reads: a thousand clusters' pod
+    // templates and managed fields would otherwise be most of the memory.
+    let (deployments, deployment_events) = cached(ctx.watched::<Deployment>(), scheduler_children.clone(), |d: &mut Deployment| {
+        strip_managed_fields(d);
+        if let Some(spec) = d.spec.as_mut() {
+            spec.template = Default::default();
+        }
+    });
+    let (services, service_events) = cached(ctx.watched::<Service>(), scheduler_children, |s: &mut Service| {
+        strip_managed_fields(s);
+        s.spec = None;
+    });
+    let (groups, group_events) = cached(ctx.watched::<DaskWorkerGroup>(), watcher::Config::default(), |g: &mut DaskWorkerGroup| {
+        strip_managed_fields(g);
+        g.spec.worker.spec = Default::default();
+    });
+    let (clusters, cluster_events) = cached(ctx.watched::<DaskCluster>(), watcher::Config::default().any_semantic(), strip_managed_fields);
     let state = Arc::new(State { ctx: ctx.clone(), children: Children { deployments, services, groups, applied: Arc::default() } });
-    Controller::new(ctx.watched::<DaskCluster>(), watcher::Config::default().any_semantic())
-        .owns_stream(deployment_events)
-        .owns_stream(service_events)
-        .owns_stream(group_events)
+    Controller::for_stream(cluster_events.applied_objects(), clusters)
+        .owns_stream(deployment_events.touched_objects())
+        .owns_stream(service_events.touched_objects())
+        .owns_stream(group_events.touched_objects())
         .with_config(controller_config())
         .shutdown_on_signal()
         .run(reconcile, error_policy, state)
         .for_each(|_| futures::future::ready(()))
         .await;
-}
-
-/// A watch cache of `api`'s objects and the stream of their changes, which
-/// feeds the cache as the controller consumes it. Managed fields are dropped:
-/// nothing reads them, and they are most of a Deployment's size.
-fn cached<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
-{
-    let (store, writer) = reflector::store();
-    let changes = watcher(api, config).default_backoff().modify(|obj| obj.managed_fields_mut().clear());
-    (store, reflector(writer, changes).touched_objects())
 }
 
 fn apply() -> PatchParams {

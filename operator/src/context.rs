@@ -2,7 +2,13 @@
 
 use std::sync::Arc;
 
+use std::fmt::Debug;
+
+use futures::Stream;
 use kube::runtime::controller::{self, Action};
+use kube::runtime::reflector::{self, reflector, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use serde::de::DeserializeOwned;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use k8s_openapi::NamespaceResourceScope;
 use kube::{Api, Client, Resource};
@@ -80,6 +86,25 @@ impl Context {
 /// while the operator's memory grows with every connection.
 pub fn controller_config() -> controller::Config {
     controller::Config::default().debounce(std::time::Duration::from_millis(500)).concurrency(16)
+}
+
+/// A watch cache of `api`'s objects, each trimmed by `trim` before it is
+/// kept, and the stream of changes that feeds it as a controller consumes it.
+pub fn cached<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    trim: impl FnMut(&mut K) + Send + 'static,
+) -> (Store<K>, impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static)
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
+{
+    let (store, writer) = reflector::store();
+    (store, reflector(writer, watcher(api, config).default_backoff().modify(trim)))
+}
+
+/// Managed fields: read by nobody here, and often the largest part of an object.
+pub fn strip_managed_fields<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
 }
 
 /// Publishes a Kubernetes Event about `obj`; a failure to do so is logged, never fatal.

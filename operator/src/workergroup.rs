@@ -13,21 +13,22 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use crate::build::{self, TEMPLATE_HASH};
 use crate::scheduler_api::SchedulerApi;
-use crate::context::{controller_config, on_error, publish};
+use crate::context::{cached, controller_config, on_error, publish, strip_managed_fields};
 use crate::{Context, Error, MANAGER, Result};
 
 const KIND: &str = "DaskWorkerGroup";
 
 pub async fn run(ctx: Arc<Context>) {
     let worker_pods = watcher::Config::default().labels(&format!("{COMPONENT}={COMPONENT_WORKER}"));
-    Controller::new(ctx.watched::<DaskWorkerGroup>(), watcher::Config::default().any_semantic())
+    let (groups, group_events) = cached(ctx.watched::<DaskWorkerGroup>(), watcher::Config::default().any_semantic(), strip_managed_fields);
+    Controller::for_stream(group_events.applied_objects(), groups)
         .owns(ctx.watched::<Pod>(), worker_pods)
         .with_config(controller_config())
         .shutdown_on_signal()
