@@ -15,7 +15,7 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch};
 use kube::runtime::reflector::{ObjectRef, Store};
 use k8s_openapi::NamespaceResourceScope;
 use kube::{Client, Resource, ResourceExt};
@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use tracing::warn;
 
 use crate::build::fnv1a;
-use crate::{MANAGER, Result};
+use crate::{apply_params, Result};
 
 /// Records beyond this are dropped wholesale: forgetting costs one re-apply
 /// per child, and keeps children of long-deleted clusters from piling up.
@@ -123,7 +123,7 @@ fn identify<K: Child>(desired: &K) -> (String, u64) {
 
 async fn apply<K: Child>(client: &Client, desired: &K) -> Result<K> {
     let api: Api<K> = Api::namespaced(client.clone(), &desired.namespace().unwrap_or_default());
-    Ok(api.patch(&desired.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(desired)).await?)
+    Ok(api.patch(&desired.name_any(), &apply_params(), &Patch::Apply(desired)).await?)
 }
 
 /// What moves when a child's spec is changed by anyone: its generation, or

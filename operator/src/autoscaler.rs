@@ -20,7 +20,7 @@ use tracing::{info, instrument, warn};
 use crate::build;
 use crate::scheduler_api::SchedulerApi;
 use crate::context::{on_error, publish};
-use crate::{Context, Error, MANAGER, Result};
+use crate::{apply_params, Context, Error, Result};
 
 const KIND: &str = "DaskAutoscaler";
 const PERIOD: Duration = Duration::from_secs(5);
@@ -94,7 +94,7 @@ async fn record_scale(ctx: &Context, scaler: &DaskAutoscaler, workers: i32) -> R
     let status = DaskAutoscalerStatus { desired_workers: Some(workers), last_scale_time: Some(Timestamp::now().to_string()) };
     let body = json!({ "apiVersion": "kubernetes.dask.org/v1", "kind": KIND, "status": status });
     Api::<DaskAutoscaler>::namespaced(ctx.client.clone(), &scaler.namespace().unwrap_or_default())
-        .patch_status(&scaler.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(body))
+        .patch_status(&scaler.name_any(), &apply_params(), &Patch::Apply(body))
         .await?;
     Ok(())
 }

@@ -22,7 +22,7 @@ use crate::applied::Applied;
 use crate::build;
 use crate::scheduler_api::SchedulerApi;
 use crate::context::{cached, controller_config, on_error, publish, strip_managed_fields};
-use crate::{Context, Error, MANAGER, Result};
+use crate::{apply_params, Context, Error, Result};
 
 const KIND: &str = "DaskCluster";
 
@@ -71,10 +71,6 @@ pub async fn run(ctx: Arc<Context>) {
         .await;
 }
 
-fn apply() -> PatchParams {
-    PatchParams::apply(MANAGER).force()
-}
-
 #[instrument(skip(cluster, state), fields(name = %cluster.name_any(), namespace = cluster.namespace().unwrap_or_default()))]
 async fn reconcile(cluster: Arc<DaskCluster>, state: Arc<State>) -> Result<Action> {
     let (ctx, children) = (&state.ctx, &state.children);
@@ -120,7 +116,7 @@ async fn reconcile(cluster: Arc<DaskCluster>, state: Arc<State>) -> Result<Actio
     let running = status.phase.as_deref() == Some("Running");
     if status_changed(&cluster, &status) {
         let body = json!({ "apiVersion": "kubernetes.dask.org/v1", "kind": KIND, "status": status });
-        clusters.patch_status(&name, &apply(), &Patch::Apply(body)).await?;
+        clusters.patch_status(&name, &apply_params(), &Patch::Apply(body)).await?;
     }
 
     if running && cluster.spec.idle_timeout > 0 {
@@ -234,7 +230,7 @@ async fn report_invalid(ctx: &Context, cluster: &DaskCluster, reason: &str) {
     };
     let body = json!({ "apiVersion": "kubernetes.dask.org/v1", "kind": KIND, "status": status });
     let api: Api<DaskCluster> = Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
-    if let Err(e) = api.patch_status(&cluster.name_any(), &apply(), &Patch::Apply(body)).await {
+    if let Err(e) = api.patch_status(&cluster.name_any(), &apply_params(), &Patch::Apply(body)).await {
         warn!(error = %e, "could not write the error status");
     }
 }

@@ -10,7 +10,7 @@ use crds::{DaskCluster, DaskJob, DaskJobStatus};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::watcher;
@@ -20,7 +20,7 @@ use tracing::{info, instrument};
 
 use crate::build;
 use crate::context::{on_error, publish};
-use crate::{Context, Error, MANAGER, Result};
+use crate::{apply_params, Context, Error, Result};
 
 const KIND: &str = "DaskJob";
 
@@ -33,10 +33,6 @@ pub async fn run(ctx: Arc<Context>) {
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
-}
-
-fn apply() -> PatchParams {
-    PatchParams::apply(MANAGER).force()
 }
 
 fn is_finished(status: &DaskJobStatus) -> bool {
@@ -62,7 +58,7 @@ async fn reconcile(job: Arc<DaskJob>, ctx: Arc<Context>) -> Result<Action> {
     }
 
     let clusters: Api<DaskCluster> = Api::namespaced(ctx.client.clone(), &ns);
-    let cluster = clusters.patch(&name, &apply(), &Patch::Apply(&cluster)).await?;
+    let cluster = clusters.patch(&name, &apply_params(), &Patch::Apply(&cluster)).await?;
     status.cluster_name = Some(name.clone());
     if status.job_status.is_none() {
         status.job_status = Some("ClusterCreated".into());
@@ -79,7 +75,7 @@ async fn reconcile(job: Arc<DaskJob>, ctx: Arc<Context>) -> Result<Action> {
             let address = build::scheduler_address(&name, &ns, &ctx.cluster_domain, build::comm_port(&cluster));
             let pod = build::runner_pod(&job, &runner_name, &address);
             info!(runner = %runner_name, "starting the job runner");
-            Some(pods.patch(&runner_name, &apply(), &Patch::Apply(pod)).await?)
+            Some(pods.patch(&runner_name, &apply_params(), &Patch::Apply(pod)).await?)
         }
         None => None,
     };
@@ -103,7 +99,7 @@ async fn reconcile(job: Arc<DaskJob>, ctx: Arc<Context>) -> Result<Action> {
     }
     if job.status.as_ref() != Some(&status) {
         let body = json!({ "apiVersion": "kubernetes.dask.org/v1", "kind": KIND, "status": status });
-        Api::<DaskJob>::namespaced(ctx.client.clone(), &ns).patch_status(&name, &apply(), &Patch::Apply(body)).await?;
+        Api::<DaskJob>::namespaced(ctx.client.clone(), &ns).patch_status(&name, &apply_params(), &Patch::Apply(body)).await?;
     }
     Ok(if is_finished(&status) { Action::await_change() } else { Action::requeue(Duration::from_secs(30)) })
 }

@@ -22,3 +22,9 @@ pub use context::{Context, Error, Result};
 
 /// The field manager of every server-side apply this operator makes.
 pub const MANAGER: &str = "dask-operator";
+
+/// Every server-side apply this operator makes: its one field manager,
+/// taking back fields someone else changed (force), as the owner of children.
+pub fn apply_params() -> kube::api::PatchParams {
+    kube::api::PatchParams::apply(MANAGER).force()
+}

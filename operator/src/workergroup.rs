@@ -10,7 +10,7 @@ use crds::labels::*;
 use crds::{DaskCluster, DaskWorkerGroup, WorkloadStatus};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::{watcher, WatchStreamExt};
@@ -21,7 +21,7 @@ use tracing::{info, instrument, warn};
 use crate::build::{self, TEMPLATE_HASH};
 use crate::scheduler_api::SchedulerApi;
 use crate::context::{cached, controller_config, on_error, publish, strip_managed_fields};
-use crate::{Context, Error, MANAGER, Result};
+use crate::{apply_params, Context, Error, Result};
 
 const KIND: &str = "DaskWorkerGroup";
 
@@ -87,7 +87,7 @@ async fn reconcile(group: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Act
         for _ in 0..missing {
             let pod_name = build::new_worker_name(&name);
             let pod = build::worker_pod(&group, &pod_name, &address, &hash);
-            pods.patch(&pod_name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(pod)).await?;
+            pods.patch(&pod_name, &apply_params(), &Patch::Apply(pod)).await?;
         }
         info!(created = missing, "created worker pods");
         publish(&ctx, &*group, EventType::Normal, "ScaledUp", &format!("Created {missing} worker pod(s)")).await;
@@ -121,7 +121,7 @@ async fn reconcile(group: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Act
     if group.status.as_ref() != Some(&status) {
         let body = json!({ "apiVersion": "kubernetes.dask.org/v1", "kind": KIND, "status": status });
         Api::<DaskWorkerGroup>::namespaced(ctx.client.clone(), &ns)
-            .patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(body))
+            .patch_status(&name, &apply_params(), &Patch::Apply(body))
             .await?;
     }
     let settled = !changed && stale.is_empty() && current_ready >= desired;

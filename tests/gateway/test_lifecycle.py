@@ -10,6 +10,14 @@ from dask_gateway.client import GatewayClusterError
 from testlib import poll
 
 
+def fake_dask(tmp_path, name, script):
+    """A `dask` executable that runs `script` (sh) instead of Dask."""
+    path = tmp_path / name
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
 def cluster_status(gw, name):
     return gw.request("GET", f"/api/v1/clusters/{name}", "alice")[1]["status"]
 
@@ -25,10 +33,8 @@ def test_idle_cluster_stops_itself(start_gateway):
 
 @pytest.mark.timeout(60)
 def test_scheduler_that_never_starts_fails_the_cluster(start_gateway, tmp_path):
-    hanging = tmp_path / "dask-that-hangs"
-    hanging.write_text("#!/bin/sh\nexec sleep 60\n")
-    hanging.chmod(0o755)
-    gw = start_gateway("[cluster]\nstart_timeout = 2\n", dask=str(hanging))
+    hanging = fake_dask(tmp_path, "dask-that-hangs", "exec sleep 60")
+    gw = start_gateway("[cluster]\nstart_timeout = 2\n", dask=hanging)
     client = Gateway(gw.address, auth=BasicAuth("alice", ""))
     with pytest.raises(GatewayClusterError, match="failed to start"):
         client.new_cluster()
@@ -40,10 +46,8 @@ def test_scheduler_that_never_starts_fails_the_cluster(start_gateway, tmp_path):
 
 @pytest.mark.timeout(60)
 def test_scheduler_that_dies_fails_the_cluster(start_gateway, tmp_path):
-    crashing = tmp_path / "dask-that-crashes"
-    crashing.write_text("#!/bin/sh\necho 'ImportError: no module named distributed' >&2\nexit 3\n")
-    crashing.chmod(0o755)
-    gw = start_gateway(dask=str(crashing))
+    crashing = fake_dask(tmp_path, "dask-that-crashes", "echo 'ImportError: no module named distributed' >&2\nexit 3")
+    gw = start_gateway(dask=crashing)
     name = gw.request("POST", "/api/v1/clusters/", "alice", {})[1]["name"]
     poll(lambda: cluster_status(gw, name) == "FAILED", 30, "the cluster to fail")
     log = gw.log_path.read_text()

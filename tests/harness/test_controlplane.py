@@ -1,8 +1,9 @@
 """The control plane started by tests/k8s/cluster is a real, working Kubernetes:
 each test checks one property later tests of the operator and gateway rely on."""
 
-import time
 import uuid
+
+from testlib import poll
 
 WIDGET_CRD = """
 apiVersion: apiextensions.k8s.io/v1
@@ -24,16 +25,6 @@ spec:
             type: object
             properties: {size: {type: integer}}
 """
-
-
-def poll(predicate, timeout=60, interval=0.5, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_apiserver_ready(kubectl):
@@ -93,7 +84,7 @@ stringData: {{k: v}}
 """)
     kubectl("-n", namespace, "delete", "configmap", "owner")
     poll(lambda: kubectl.run("-n", namespace, "get", "secret", "child", check=False).returncode != 0,
-         what="the garbage collector to delete the owned Secret")
+         60, "the garbage collector to delete the owned Secret", interval=0.5)
 
 
 def test_non_admin_user_is_denied_by_rbac(kubectl, namespace, mint_user):
@@ -104,7 +95,7 @@ def test_non_admin_user_is_denied_by_rbac(kubectl, namespace, mint_user):
     kubectl("-n", namespace, "create", "role", "pod-reader", "--verb=get,list", "--resource=pods")
     kubectl("-n", namespace, "create", "rolebinding", "pod-reader", "--role=pod-reader", f"--user={name}")
     poll(lambda: user.run("-n", namespace, "get", "pods", check=False).returncode == 0,
-         what="the RoleBinding to take effect")
+         60, "the RoleBinding to take effect", interval=0.5)
     # The grant is namespaced: the rest of the cluster stays closed to this user.
     assert user.run("-n", "default", "get", "pods", check=False).returncode != 0
     assert user.run("get", "secrets", "-A", check=False).returncode != 0
