@@ -7,6 +7,7 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod dashboard;
+pub mod handoff;
 pub mod limits;
 pub mod listener;
 pub mod metrics;

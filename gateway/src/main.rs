@@ -98,11 +98,11 @@ async fn main() -> anyhow::Result<()> {
             Arc::new(dask_gateway_rs::backend::kubernetes::KubernetesBackend::start(client, k8s, &config).await?)
         }
     };
-    let gateway = Arc::new(Gateway::new(&config, backend.clone())?);
-    let app = router(gateway, &config.prefix);
+    let gateway = Arc::new(Gateway::new(&config, backend)?);
+    let app = router(gateway.clone(), &config.prefix);
     info!(%address, prefix = %config.prefix, "dask gateway listening (API, dashboards and scheduler TLS on one port)");
     tokio::select! {
-        served = listener::serve(listener, app, backend) => served?,
+        served = listener::serve(listener, app, gateway) => served?,
         _ = tokio::signal::ctrl_c() => info!("shutting down"),
     }
     Ok(())

@@ -39,6 +39,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     clusters: Family<StatusLabels, Gauge>,
+    scheduler_connections: Family<RouteLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -50,7 +51,19 @@ impl Default for Metrics {
         registry.register("http_requests", "HTTP requests served", requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency", latency.clone());
         registry.register("clusters", "Clusters known to the gateway, by status", clusters.clone());
-        Self { registry, requests, latency, clusters }
+        let scheduler_connections = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "scheduler_connections",
+            "Client connections to schedulers, by route (handoff: given to a local scheduler; relay: spliced)",
+            scheduler_connections.clone(),
+        );
+        Self { registry, requests, latency, clusters, scheduler_connections }
+    }
+}
+
+impl Metrics {
+    pub fn scheduler_connection(&self, route: &str) {
+        self.scheduler_connections.get_or_create(&RouteLabels { route: route.into() }).inc();
     }
 }
 

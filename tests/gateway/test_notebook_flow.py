@@ -4,6 +4,7 @@ TLS/SNI splice, the dashboard (HTTP and websocket) through the proxy,
 list, connect, shutdown."""
 
 import asyncio
+import re
 import urllib.request
 
 import aiohttp
@@ -35,6 +36,10 @@ def test_notebook_flow(gateway, profile, threads, memory):
 
         x = da.arange(1_000_000, chunks=100_000)
         assert x.mean().compute() == pytest.approx(499_999.5)
+        # The local backend hands the client's TLS connection to the
+        # scheduler process rather than relaying it.
+        routes = scheduler_connections(gateway)
+        assert set(routes) == {"handoff"} and routes["handoff"] >= 1, routes
 
         assert cluster.dashboard_link == f"{gateway.address}/clusters/{cluster.name}/status"
         with urllib.request.urlopen(cluster.dashboard_link, timeout=30) as resp:
@@ -51,6 +56,13 @@ def test_notebook_flow(gateway, profile, threads, memory):
     stopped = poll(lambda: client_gateway.list_clusters(status="STOPPED"), 30, "the cluster to stop")
     assert [c.name for c in stopped] == [cluster.name]
     client_gateway.close()
+
+
+def scheduler_connections(gateway):
+    """The gateway's scheduler-connection counters, by route."""
+    text = urllib.request.urlopen(gateway.address + "/metrics").read().decode()
+    found = re.findall(r'^dask_gateway_scheduler_connections_total\{route="(\w+)"\} (\d+)', text, re.M)
+    return {route: int(n) for route, n in found}
 
 
 async def websocket_opens(url):

@@ -6,12 +6,14 @@
 //! (the processes die with it). Use the Kubernetes backend for durability.
 
 use std::collections::{HashMap, HashSet};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::net::UnixDatagram;
 use tokio::process::{Child, Command};
 use tokio::sync::{RwLock, mpsc, watch};
 use tokio::time::Instant;
@@ -20,6 +22,11 @@ use tracing::{Instrument, error, info, info_span, warn};
 use super::{Backend, BackendError};
 use crate::config::{ClusterDefaults, LocalConfig};
 use crate::models::{Cluster, ClusterStatus, Heartbeat, now_ms};
+
+/// The scheduler preload that adopts connections the gateway hands over
+/// ([`crate::handoff`]) on a socket pair the scheduler inherits.
+const HANDOFF_PRELOAD: &str = include_str!("handoff_preload.py");
+const HANDOFF_PRELOAD_FILE: &str = "dask_gateway_handoff.py";
 
 /// How the local backend starts and watches processes.
 #[derive(Debug, Clone)]
@@ -57,6 +64,8 @@ enum Order {
 struct Entry {
     cluster: Cluster,
     commands: mpsc::UnboundedSender<Order>,
+    /// Set once the scheduler says it adopts handed-over connections.
+    handoff: Option<Arc<UnixDatagram>>,
 }
 
 /// The cluster table, shared by the API and the supervisors.
@@ -72,6 +81,12 @@ impl Table {
             change(&mut entry.cluster);
         }
         self.changed.send_modify(|n| *n += 1);
+    }
+
+    async fn set_handoff(&self, name: &str, channel: Option<Arc<UnixDatagram>>) {
+        if let Some(entry) = self.clusters.write().await.get_mut(name) {
+            entry.handoff = channel;
+        }
     }
 }
 
@@ -103,11 +118,11 @@ impl Backend for LocalBackend {
         let supervisor = Supervisor {
             settings: self.settings.clone(),
             table: self.table.clone(),
-            dir: self.settings.state_dir.join("clusters").join(&name),
+            dir: cluster_dir(&self.settings, &name),
             cluster: cluster.clone(),
             workers: HashMap::new(),
         };
-        self.table.clusters.write().await.insert(name.clone(), Entry { cluster, commands: tx });
+        self.table.clusters.write().await.insert(name.clone(), Entry { cluster, commands: tx, handoff: None });
         self.table.changed.send_modify(|n| *n += 1);
         let span = info_span!("cluster", cluster = %name);
         tokio::spawn(supervisor.run(rx).instrument(span));
@@ -140,9 +155,19 @@ impl Backend for LocalBackend {
         self.send(name, Order::Fail(reason.into())).await.ok();
     }
 
+    async fn handoff(&self, name: &str) -> Option<Arc<UnixDatagram>> {
+        let clusters = self.table.clusters.read().await;
+        let entry = clusters.get(name)?;
+        entry.handoff.clone().filter(|_| entry.cluster.status == ClusterStatus::Running)
+    }
+
     fn changes(&self) -> watch::Receiver<u64> {
         self.table.changed.subscribe()
     }
+}
+
+fn cluster_dir(settings: &Settings, name: &str) -> PathBuf {
+    settings.state_dir.join("clusters").join(name)
 }
 
 /// Owns one cluster's processes from start to stop.
@@ -158,10 +183,11 @@ struct Supervisor {
 impl Supervisor {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Order>) {
         let (status, reason) = match self.prepare().await.and_then(|_| self.spawn_scheduler()) {
-            Ok(scheduler) => self.supervise(scheduler, &mut commands).await,
+            Ok((scheduler, handoff)) => self.supervise(scheduler, handoff, &mut commands).await,
             Err(e) => (ClusterStatus::Failed, Some(format!("could not start the scheduler: {e}"))),
         };
         commands.close();
+        self.table.set_handoff(&self.cluster.name, None).await;
         self.table.update(&self.cluster.name, |c| c.status = ClusterStatus::Stopping).await;
         let workers: Vec<Child> = self.workers.drain().map(|(_, child)| child).collect();
         futures::future::join_all(workers.into_iter().map(terminate)).await;
@@ -189,7 +215,14 @@ impl Supervisor {
             .await;
     }
 
-    async fn supervise(&mut self, mut scheduler: Child, commands: &mut mpsc::UnboundedReceiver<Order>) -> (ClusterStatus, Option<String>) {
+    async fn supervise(
+        &mut self,
+        mut scheduler: Child,
+        handoff: UnixDatagram,
+        commands: &mut mpsc::UnboundedReceiver<Order>,
+    ) -> (ClusterStatus, Option<String>) {
+        let handoff = Arc::new(handoff);
+        let (mut awaiting_handoff, mut ready_message) = (true, [0u8; 16]);
         let start_timeout = self.settings.start_timeout;
         // A scheduler that misses two heartbeats (and some slack) is gone.
         let liveness = (self.settings.heartbeat_period * 2).max(Duration::from_secs(30));
@@ -230,16 +263,26 @@ impl Supervisor {
                     break (ClusterStatus::Failed, Some(reason));
                 }
                 _ = reap.tick() => self.reap_workers(),
+                // The preload's "ready": from now on connections are handed over.
+                ready = handoff.recv(&mut ready_message), if awaiting_handoff => {
+                    awaiting_handoff = false;
+                    if ready.is_ok() {
+                        self.table.set_handoff(&self.cluster.name, Some(handoff.clone())).await;
+                    }
+                }
             }
         };
         terminate(scheduler).await;
         outcome
     }
 
-    /// Writes the cluster's credentials where its processes read them.
+    /// Writes the cluster's credentials where its processes read them, and
+    /// the handoff preload beside them.
     async fn prepare(&self) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         tokio::fs::create_dir_all(&self.dir).await?;
+        tokio::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700)).await?;
+        tokio::fs::write(self.dir.join(HANDOFF_PRELOAD_FILE), HANDOFF_PRELOAD).await?;
         for (file, pem) in [("dask.crt", &self.cluster.tls_cert), ("dask.pem", &self.cluster.tls_key)] {
             let path = self.dir.join(file);
             tokio::fs::write(&path, pem).await?;
@@ -277,16 +320,34 @@ impl Supervisor {
         Ok(cmd)
     }
 
-    fn spawn_scheduler(&self) -> std::io::Result<Child> {
+    /// Starts the scheduler; returns it and the gateway's end of the socket
+    /// pair it adopts handed-over connections from.
+    fn spawn_scheduler(&self) -> std::io::Result<(Child, UnixDatagram)> {
+        let (ours, theirs) = std::os::unix::net::UnixDatagram::pair()?;
+        let inherited = theirs.as_raw_fd();
         let mut cmd = self.command("scheduler.log")?;
-        cmd.args(["scheduler", "--protocol", "tls", "--port", "0", "--host", "127.0.0.1"])
+        // SAFETY: fcntl is async-signal-safe; clearing close-on-exec in the
+        // forked child lets this scheduler, and no other process, inherit its end.
+        unsafe {
+            cmd.pre_exec(move || match nix::libc::fcntl(inherited, nix::libc::F_SETFD, 0) {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            });
+        }
+        cmd.env("DASK_GATEWAY_HANDOFF_FD", inherited.to_string())
+            .args(["scheduler", "--protocol", "tls", "--port", "0", "--host", "127.0.0.1"])
             .args(["--dashboard-address", "127.0.0.1:0", "--preload", "dask_gateway.scheduler_preload"])
+            .arg("--preload")
+            .arg(self.dir.join(HANDOFF_PRELOAD_FILE))
             .args(["--dg-api-address", "127.0.0.1:0"])
             .args(["--dg-heartbeat-period", &self.settings.heartbeat_period.as_secs_f64().to_string()])
             .args(["--dg-adaptive-period", &self.settings.adaptive_period.to_string()])
             .args(["--dg-idle-timeout", &self.cluster.config.idle_timeout.to_string()]);
         info!(dask = %self.settings.dask.display(), "starting the scheduler");
-        cmd.spawn().map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.settings.dask.display())))
+        let scheduler = cmd.spawn().map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.settings.dask.display())))?;
+        drop(theirs);
+        ours.set_nonblocking(true)?;
+        Ok((scheduler, UnixDatagram::from_std(ours)?))
     }
 
     fn spawn_worker(&mut self, scheduler: &str) {

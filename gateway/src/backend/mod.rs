@@ -5,6 +5,8 @@
 pub mod kubernetes;
 pub mod local;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use tokio::sync::watch;
 
@@ -33,6 +35,12 @@ pub trait Backend: Send + Sync + 'static {
     async fn heartbeat(&self, name: &str, beat: Heartbeat) -> Result<(), BackendError>;
     /// Marks the cluster FAILED and stops it, e.g. when its scheduler stopped answering.
     async fn fail(&self, name: &str, reason: &str);
+    /// The channel on which a running cluster's scheduler adopts client
+    /// connections handed over as file descriptors ([`crate::handoff`]);
+    /// `None`: relay them.
+    async fn handoff(&self, _name: &str) -> Option<Arc<tokio::net::UnixDatagram>> {
+        None
+    }
     /// Bumped on every change of any cluster, for the `?wait` long poll.
     fn changes(&self) -> watch::Receiver<u64>;
 }
