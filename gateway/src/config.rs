@@ -126,6 +126,9 @@ pub struct LocalConfig {
     pub dask: PathBuf,
     /// Where each cluster's certificate, key and logs go.
     pub state_dir: PathBuf,
+    /// Hand client connections to the scheduler process instead of relaying
+    /// them (see `handoff.rs`); off: splice them like the Kubernetes backend.
+    pub handoff: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -197,7 +200,7 @@ impl Default for LocalConfig {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
             .unwrap_or_else(std::env::temp_dir);
-        Self { dask: "dask".into(), state_dir: state.join("dask-gateway-rs") }
+        Self { dask: "dask".into(), state_dir: state.join("dask-gateway-rs"), handoff: true }
     }
 }
 

@@ -11,8 +11,8 @@ from gatewaylib import Gateway
 def start_gateway(tmp_path):
     started = []
 
-    def start(config="", env=None, backend=None, dask=None):
-        gw = Gateway(tmp_path, config, env, backend, dask)
+    def start(config="", env=None, backend=None, dask=None, local_options=""):
+        gw = Gateway(tmp_path, config, env, backend, dask, local_options)
         started.append(gw)
         return gw
 

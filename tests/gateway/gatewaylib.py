@@ -30,14 +30,14 @@ def free_port():
 class Gateway:
     """A running gateway process; `address` is its one port."""
 
-    def __init__(self, tmp_path, config, env=None, backend=None, dask=None):
+    def __init__(self, tmp_path, config, env=None, backend=None, dask=None, local_options=""):
         self.port = free_port()
         self.address = f"http://127.0.0.1:{self.port}"
         self.config_path = tmp_path / f"gateway-{self.port}.toml"
         self.log_path = tmp_path / f"gateway-{self.port}.log"
         self.state = tmp_path / "state"
         dask = dask or str(Path(sys.executable).parent / "dask")
-        backend = backend or f'[backend]\ntype = "local"\ndask = "{dask}"\nstate_dir = "{self.state}"\n'
+        backend = backend or f'[backend]\ntype = "local"\ndask = "{dask}"\nstate_dir = "{self.state}"\n{local_options}\n'
         self.config_path.write_text(f'listen = "127.0.0.1:{self.port}"\n{config}\n{backend}')
         self.env = env or {}
         self.start()

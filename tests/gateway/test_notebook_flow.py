@@ -9,6 +9,7 @@ import urllib.request
 
 import aiohttp
 import dask.array as da
+import numpy as np
 import pytest
 from testlib import poll
 from dask_gateway import Gateway
@@ -55,6 +56,28 @@ def test_notebook_flow(gateway, profile, threads, memory):
     assert client_gateway.list_clusters() == []
     stopped = poll(lambda: client_gateway.list_clusters(status="STOPPED"), 30, "the cluster to stop")
     assert [c.name for c in stopped] == [cluster.name]
+    client_gateway.close()
+
+
+@pytest.mark.timeout(120)
+def test_relayed_scheduler_connections_carry_every_byte(start_gateway):
+    """With handoff off the gateway splices scheduler TLS itself, the path
+    the Kubernetes backend always takes."""
+    gateway = start_gateway(local_options="handoff = false")
+    client_gateway = Gateway(gateway.address, auth=BasicAuth("alice", ""))
+    cluster = client_gateway.new_cluster()
+    try:
+        cluster.scale(1)
+        client = cluster.get_client()
+        client.wait_for_workers(1, timeout=60)
+        data = np.arange(4 << 20, dtype="int64")  # 32 MiB each way
+        assert (client.scatter(data, direct=False).result() == data).all()
+        assert da.ones((1000, 1000), chunks=250).sum().compute() == 1_000_000
+        routes = scheduler_connections(gateway)
+        assert set(routes) == {"relay"} and routes["relay"] >= 1, routes
+        client.close()
+    finally:
+        cluster.shutdown()
     client_gateway.close()
 
 

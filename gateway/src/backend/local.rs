@@ -39,6 +39,7 @@ pub struct Settings {
     pub heartbeat_period: Duration,
     pub adaptive_period: f64,
     pub max_workers: Option<u32>,
+    pub handoff: bool,
 }
 
 impl Settings {
@@ -51,6 +52,7 @@ impl Settings {
             heartbeat_period: Duration::from_secs_f64(defaults.heartbeat_period.max(1.0)),
             adaptive_period: defaults.adaptive_period,
             max_workers,
+            handoff: local.handoff,
         }
     }
 }
@@ -218,11 +220,11 @@ impl Supervisor {
     async fn supervise(
         &mut self,
         mut scheduler: Child,
-        handoff: UnixDatagram,
+        handoff: Option<UnixDatagram>,
         commands: &mut mpsc::UnboundedReceiver<Order>,
     ) -> (ClusterStatus, Option<String>) {
-        let handoff = Arc::new(handoff);
-        let (mut awaiting_handoff, mut ready_message) = (true, [0u8; 16]);
+        let handoff = handoff.map(Arc::new);
+        let mut awaiting_handoff = handoff.is_some();
         let start_timeout = self.settings.start_timeout;
         // A scheduler that misses two heartbeats (and some slack) is gone.
         let liveness = (self.settings.heartbeat_period * 2).max(Duration::from_secs(30));
@@ -264,10 +266,10 @@ impl Supervisor {
                 }
                 _ = reap.tick() => self.reap_workers(),
                 // The preload's "ready": from now on connections are handed over.
-                ready = handoff.recv(&mut ready_message), if awaiting_handoff => {
+                ready = handoff_ready(handoff.as_deref()), if awaiting_handoff => {
                     awaiting_handoff = false;
                     if ready.is_ok() {
-                        self.table.set_handoff(&self.cluster.name, Some(handoff.clone())).await;
+                        self.table.set_handoff(&self.cluster.name, handoff.clone()).await;
                     }
                 }
             }
@@ -320,22 +322,24 @@ impl Supervisor {
         Ok(cmd)
     }
 
-    /// Starts the scheduler; returns it and the gateway's end of the socket
-    /// pair it adopts handed-over connections from.
-    fn spawn_scheduler(&self) -> std::io::Result<(Child, UnixDatagram)> {
-        let (ours, theirs) = std::os::unix::net::UnixDatagram::pair()?;
-        let inherited = theirs.as_raw_fd();
+    /// Starts the scheduler; returns it and, with handoff on, the gateway's
+    /// end of the socket pair it adopts handed-over connections from.
+    fn spawn_scheduler(&self) -> std::io::Result<(Child, Option<UnixDatagram>)> {
         let mut cmd = self.command("scheduler.log")?;
-        // SAFETY: fcntl is async-signal-safe; clearing close-on-exec in the
-        // forked child lets this scheduler, and no other process, inherit its end.
-        unsafe {
-            cmd.pre_exec(move || match nix::libc::fcntl(inherited, nix::libc::F_SETFD, 0) {
-                -1 => Err(std::io::Error::last_os_error()),
-                _ => Ok(()),
-            });
+        let pair = if self.settings.handoff { Some(std::os::unix::net::UnixDatagram::pair()?) } else { None };
+        if let Some((_, theirs)) = &pair {
+            let inherited = theirs.as_raw_fd();
+            cmd.env("DASK_GATEWAY_HANDOFF_FD", inherited.to_string());
+            // SAFETY: fcntl is async-signal-safe; clearing close-on-exec in the
+            // forked child lets this scheduler, and no other process, inherit its end.
+            unsafe {
+                cmd.pre_exec(move || match nix::libc::fcntl(inherited, nix::libc::F_SETFD, 0) {
+                    -1 => Err(std::io::Error::last_os_error()),
+                    _ => Ok(()),
+                });
+            }
         }
-        cmd.env("DASK_GATEWAY_HANDOFF_FD", inherited.to_string())
-            .args(["scheduler", "--protocol", "tls", "--port", "0", "--host", "127.0.0.1"])
+        cmd.args(["scheduler", "--protocol", "tls", "--port", "0", "--host", "127.0.0.1"])
             .args(["--dashboard-address", "127.0.0.1:0", "--preload", "dask_gateway.scheduler_preload"])
             .arg("--preload")
             .arg(self.dir.join(HANDOFF_PRELOAD_FILE))
@@ -345,9 +349,9 @@ impl Supervisor {
             .args(["--dg-idle-timeout", &self.cluster.config.idle_timeout.to_string()]);
         info!(dask = %self.settings.dask.display(), "starting the scheduler");
         let scheduler = cmd.spawn().map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.settings.dask.display())))?;
-        drop(theirs);
+        let Some((ours, _theirs)) = pair else { return Ok((scheduler, None)) };
         ours.set_nonblocking(true)?;
-        Ok((scheduler, UnixDatagram::from_std(ours)?))
+        Ok((scheduler, Some(UnixDatagram::from_std(ours)?)))
     }
 
     fn spawn_worker(&mut self, scheduler: &str) {
@@ -405,6 +409,15 @@ impl Supervisor {
             }
             Err(_) => false,
         });
+    }
+}
+
+/// The preload's one message on the handoff channel, sent once it adopts
+/// connections; never, without a channel.
+async fn handoff_ready(channel: Option<&UnixDatagram>) -> std::io::Result<()> {
+    match channel {
+        Some(channel) => channel.recv(&mut [0u8; 16]).await.map(drop),
+        None => std::future::pending().await,
     }
 }
 
