@@ -21,7 +21,7 @@ use tracing::{info, instrument, warn};
 use crate::applied::Applied;
 use crate::build;
 use crate::scheduler_api::SchedulerApi;
-use crate::context::{cached, controller_config, on_error, publish, strip_managed_fields};
+use crate::context::{cached, controller_config, on_error, publish, strip_bookkeeping};
 use crate::{apply_params, Context, Error, Result};
 
 const KIND: &str = "DaskCluster";
@@ -45,20 +45,20 @@ pub async fn run(ctx: Arc<Context>) {
     // The caches keep only what reconcile reads: a thousand clusters' pod
     // templates and managed fields would otherwise be most of the memory.
     let (deployments, deployment_events) = cached(ctx.watched::<Deployment>(), scheduler_children.clone(), |d: &mut Deployment| {
-        strip_managed_fields(d);
+        strip_bookkeeping(d);
         if let Some(spec) = d.spec.as_mut() {
             spec.template = Default::default();
         }
     });
     let (services, service_events) = cached(ctx.watched::<Service>(), scheduler_children, |s: &mut Service| {
-        strip_managed_fields(s);
+        strip_bookkeeping(s);
         s.spec = None;
     });
     let (groups, group_events) = cached(ctx.watched::<DaskWorkerGroup>(), watcher::Config::default(), |g: &mut DaskWorkerGroup| {
-        strip_managed_fields(g);
+        strip_bookkeeping(g);
         g.spec.worker.spec = Default::default();
     });
-    let (clusters, cluster_events) = cached(ctx.watched::<DaskCluster>(), watcher::Config::default().any_semantic(), strip_managed_fields);
+    let (clusters, cluster_events) = cached(ctx.watched::<DaskCluster>(), watcher::Config::default().any_semantic(), strip_bookkeeping);
     let state = Arc::new(State { ctx: ctx.clone(), children: Children { deployments, services, groups, applied: Arc::default() } });
     Controller::for_stream(cluster_events.applied_objects(), clusters)
         .owns_stream(deployment_events.touched_objects())

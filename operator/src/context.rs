@@ -42,7 +42,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    /// Who this operator says it is in the Events it publishes.
+    pub reporter: Reporter,
+    /// Publishes Warnings, folding repeats of one into a series.
+    pub warnings: Recorder,
     pub metrics: Arc<Metrics>,
     pub scheduler: SchedulerApi,
     /// DNS domain of the cluster (for DASK_SCHEDULER_ADDRESS), usually cluster.local.
@@ -54,7 +57,7 @@ pub struct Context {
 impl Context {
     pub fn new(client: Client, metrics: Arc<Metrics>, scheduler: SchedulerApi, cluster_domain: String) -> Self {
         let reporter = Reporter { controller: crate::MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
-        Self { recorder: Recorder::new(client.clone(), reporter), client, metrics, scheduler, cluster_domain, namespace: None }
+        Self { warnings: Recorder::new(client.clone(), reporter.clone()), reporter, client, metrics, scheduler, cluster_domain, namespace: None }
     }
 
     /// Limits the operator to one namespace (a namespaced install, and tests
@@ -102,12 +105,23 @@ where
     (store, reflector(writer, watcher(api, config).default_backoff().modify(trim)))
 }
 
-/// Managed fields: read by nobody here, and often the largest part of an object.
-pub fn strip_managed_fields<K: Resource>(obj: &mut K) {
-    obj.meta_mut().managed_fields = None;
+/// Managed fields and `kubectl apply`'s copy of the whole manifest: read by
+/// nobody here, and often the largest part of an object.
+pub fn strip_bookkeeping<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
 }
 
 /// Publishes a Kubernetes Event about `obj`; a failure to do so is logged, never fatal.
+///
+/// Only Warnings go through the shared recorder, which folds a repeat into a
+/// series of the first Event. Normal Events each record one action and keep
+/// their own note (a series would show the first "Created 4 worker pod(s)"
+/// for a later "Created 1"); and the shared recorder keeps every Event it made
+/// for six minutes, which for a thousand clusters is megabytes.
 pub async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, type_: EventType, reason: &str, note: &str) {
     let event = Event {
         type_,
@@ -116,7 +130,11 @@ pub async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, type
         action: reason.into(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+    let published = match type_ {
+        EventType::Warning => ctx.warnings.publish(&event, &obj.object_ref(&())).await,
+        EventType::Normal => Recorder::new(ctx.client.clone(), ctx.reporter.clone()).publish(&event, &obj.object_ref(&())).await,
+    };
+    if let Err(e) = published {
         warn!(error = %e, "could not publish an event");
     }
 }

@@ -20,14 +20,14 @@ use tracing::{info, instrument, warn};
 
 use crate::build::{self, TEMPLATE_HASH};
 use crate::scheduler_api::SchedulerApi;
-use crate::context::{cached, controller_config, on_error, publish, strip_managed_fields};
+use crate::context::{cached, controller_config, on_error, publish, strip_bookkeeping};
 use crate::{apply_params, Context, Error, Result};
 
 const KIND: &str = "DaskWorkerGroup";
 
 pub async fn run(ctx: Arc<Context>) {
     let worker_pods = watcher::Config::default().labels(&format!("{COMPONENT}={COMPONENT_WORKER}"));
-    let (groups, group_events) = cached(ctx.watched::<DaskWorkerGroup>(), watcher::Config::default().any_semantic(), strip_managed_fields);
+    let (groups, group_events) = cached(ctx.watched::<DaskWorkerGroup>(), watcher::Config::default().any_semantic(), strip_bookkeeping);
     Controller::for_stream(group_events.applied_objects(), groups)
         .owns(ctx.watched::<Pod>(), worker_pods)
         .with_config(controller_config())
