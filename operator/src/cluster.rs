@@ -58,7 +58,14 @@ pub async fn run(ctx: Arc<Context>) {
         strip_bookkeeping(g);
         g.spec.worker.spec = Default::default();
     });
-    let (clusters, cluster_events) = cached(ctx.watched::<DaskCluster>(), watcher::Config::default().any_semantic(), strip_bookkeeping);
+    // Clusters are cached without their pod and Service templates; each
+    // reconcile reads its cluster whole (see `reconcile`).
+    let (clusters, cluster_events) = cached(ctx.watched::<DaskCluster>(), watcher::Config::default().any_semantic(), |c: &mut DaskCluster| {
+        strip_bookkeeping(c);
+        c.spec.scheduler.spec = Default::default();
+        c.spec.scheduler.service = Default::default();
+        c.spec.worker.spec = Default::default();
+    });
     let state = Arc::new(State { ctx: ctx.clone(), children: Children { deployments, services, groups, applied: Arc::default() } });
     Controller::for_stream(cluster_events.applied_objects(), clusters)
         .owns_stream(deployment_events.touched_objects())
@@ -71,17 +78,21 @@ pub async fn run(ctx: Arc<Context>) {
         .await;
 }
 
-#[instrument(skip(cluster, state), fields(name = %cluster.name_any(), namespace = cluster.namespace().unwrap_or_default()))]
-async fn reconcile(cluster: Arc<DaskCluster>, state: Arc<State>) -> Result<Action> {
+#[instrument(skip(cached, state), fields(name = %cached.name_any(), namespace = cached.namespace().unwrap_or_default()))]
+async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action> {
     let (ctx, children) = (&state.ctx, &state.children);
     let _timer = ctx.metrics.reconcile(KIND);
+    let name = cached.name_any();
+    let ns = cached.namespace().unwrap_or_default();
+    let clusters: Api<DaskCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    // A quorum read: children are never built from a stale (or trimmed) spec.
+    let Some(cluster) = clusters.get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
     if cluster.meta().deletion_timestamp.is_some() {
         // Children go by owner-reference garbage collection; nothing to do.
         return Ok(Action::await_change());
     }
-    let name = cluster.name_any();
-    let ns = cluster.namespace().unwrap_or_default();
-    let clusters: Api<DaskCluster> = Api::namespaced(ctx.client.clone(), &ns);
 
     if let Err(reason) = build::validate_cluster(&cluster) {
         return Err(Error::Invalid { kind: KIND, name, reason });
@@ -108,7 +119,7 @@ async fn reconcile(cluster: Arc<DaskCluster>, state: Arc<State>) -> Result<Actio
     )?;
     let service_exists = applied.ensure_in_background(client, &children.services, build::scheduler_service(&cluster));
     if first_time {
-        publish(ctx, &*cluster, EventType::Normal, "Created", "Created the scheduler, its Service and the default worker group").await;
+        publish(ctx, &cluster, EventType::Normal, "Created", "Created the scheduler, its Service and the default worker group").await;
     }
 
     let scheduler_ready = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) >= 1;

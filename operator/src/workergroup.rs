@@ -27,7 +27,12 @@ const KIND: &str = "DaskWorkerGroup";
 
 pub async fn run(ctx: Arc<Context>) {
     let worker_pods = watcher::Config::default().labels(&format!("{COMPONENT}={COMPONENT_WORKER}"));
-    let (groups, group_events) = cached(ctx.watched::<DaskWorkerGroup>(), watcher::Config::default().any_semantic(), strip_bookkeeping);
+    // The cache only triggers reconciles: a group's pod template, most of its
+    // memory, is read fresh by each reconcile instead.
+    let (groups, group_events) = cached(ctx.watched::<DaskWorkerGroup>(), watcher::Config::default().any_semantic(), |g: &mut DaskWorkerGroup| {
+        strip_bookkeeping(g);
+        g.spec.worker.spec = Default::default();
+    });
     Controller::for_stream(group_events.applied_objects(), groups)
         .owns(ctx.watched::<Pod>(), worker_pods)
         .with_config(controller_config())
@@ -47,14 +52,18 @@ fn is_finished(pod: &Pod) -> bool {
     matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
 }
 
-#[instrument(skip(group, ctx), fields(name = %group.name_any(), namespace = group.namespace().unwrap_or_default()))]
-async fn reconcile(group: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Action> {
+#[instrument(skip(cached, ctx), fields(name = %cached.name_any(), namespace = cached.namespace().unwrap_or_default()))]
+async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(KIND);
+    let name = cached.name_any();
+    let ns = cached.namespace().unwrap_or_default();
+    // A quorum read: pods are never built from a stale (or trimmed) template.
+    let Some(group) = Api::<DaskWorkerGroup>::namespaced(ctx.client.clone(), &ns).get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
     if group.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let name = group.name_any();
-    let ns = group.namespace().unwrap_or_default();
     if let Err(reason) = build::validate_worker(&group.spec.worker, "spec.worker") {
         return Err(Error::Invalid { kind: KIND, name, reason });
     }
@@ -90,7 +99,7 @@ async fn reconcile(group: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Act
             pods.patch(&pod_name, &apply_params(), &Patch::Apply(pod)).await?;
         }
         info!(created = missing, "created worker pods");
-        publish(&ctx, &*group, EventType::Normal, "ScaledUp", &format!("Created {missing} worker pod(s)")).await;
+        publish(&ctx, &group, EventType::Normal, "ScaledUp", &format!("Created {missing} worker pod(s)")).await;
         changed = true;
     } else if current.len() > desired {
         let base = SchedulerApi::base_url(&group.spec.cluster, &ns, &ctx.cluster_domain, dashboard_port);
@@ -103,7 +112,7 @@ async fn reconcile(group: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Act
         for pod in &stale {
             delete_pod(&pods, pod).await?;
         }
-        publish(&ctx, &*group, EventType::Normal, "RolledOut", &format!("Replaced {} worker pod(s) of an older template", stale.len())).await;
+        publish(&ctx, &group, EventType::Normal, "RolledOut", &format!("Replaced {} worker pod(s) of an older template", stale.len())).await;
         changed = true;
     }
 
