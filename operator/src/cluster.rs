@@ -21,7 +21,7 @@ use tracing::{info, instrument, warn};
 use crate::applied::Applied;
 use crate::build;
 use crate::scheduler_api::SchedulerApi;
-use crate::context::{cached, controller_config, on_error, publish, strip_bookkeeping};
+use crate::context::{cached, controller_config, on_error, publish, strip_bookkeeping, trim_group};
 use crate::{apply_params, Context, Error, Result};
 
 const KIND: &str = "DaskCluster";
@@ -54,10 +54,7 @@ pub async fn run(ctx: Arc<Context>) {
         strip_bookkeeping(s);
         s.spec = None;
     });
-    let (groups, group_events) = cached(ctx.watched::<DaskWorkerGroup>(), watcher::Config::default(), |g: &mut DaskWorkerGroup| {
-        strip_bookkeeping(g);
-        g.spec.worker.spec = Default::default();
-    });
+    let (groups, group_events) = cached(ctx.watched::<DaskWorkerGroup>(), watcher::Config::default(), trim_group);
     // Clusters are cached without their pod and Service templates; each
     // reconcile reads its cluster whole (see `reconcile`).
     let (clusters, cluster_events) = cached(ctx.watched::<DaskCluster>(), watcher::Config::default().any_semantic(), |c: &mut DaskCluster| {

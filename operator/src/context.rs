@@ -14,6 +14,8 @@ use k8s_openapi::NamespaceResourceScope;
 use kube::{Api, Client, Resource};
 use tracing::warn;
 
+use crds::DaskWorkerGroup;
+
 use crate::metrics::Metrics;
 use crate::scheduler_api::SchedulerApi;
 
@@ -113,6 +115,13 @@ pub fn strip_bookkeeping<K: Resource>(obj: &mut K) {
     if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
+}
+
+/// A DaskWorkerGroup as the controllers cache it: without its pod template,
+/// most of its memory; a reconcile that builds pods reads the group whole.
+pub fn trim_group(group: &mut DaskWorkerGroup) {
+    strip_bookkeeping(group);
+    group.spec.worker.spec = Default::default();
 }
 
 /// Publishes a Kubernetes Event about `obj`; a failure to do so is logged, never fatal.

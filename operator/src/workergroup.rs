@@ -20,19 +20,15 @@ use tracing::{info, instrument, warn};
 
 use crate::build::{self, TEMPLATE_HASH};
 use crate::scheduler_api::SchedulerApi;
-use crate::context::{cached, controller_config, on_error, publish, strip_bookkeeping};
+use crate::context::{cached, controller_config, on_error, publish, trim_group};
 use crate::{apply_params, Context, Error, Result};
 
 const KIND: &str = "DaskWorkerGroup";
 
 pub async fn run(ctx: Arc<Context>) {
     let worker_pods = watcher::Config::default().labels(&format!("{COMPONENT}={COMPONENT_WORKER}"));
-    // The cache only triggers reconciles: a group's pod template, most of its
-    // memory, is read fresh by each reconcile instead.
-    let (groups, group_events) = cached(ctx.watched::<DaskWorkerGroup>(), watcher::Config::default().any_semantic(), |g: &mut DaskWorkerGroup| {
-        strip_bookkeeping(g);
-        g.spec.worker.spec = Default::default();
-    });
+    // The cache only triggers reconciles; each reads its group whole.
+    let (groups, group_events) = cached(ctx.watched::<DaskWorkerGroup>(), watcher::Config::default().any_semantic(), trim_group);
     Controller::for_stream(group_events.applied_objects(), groups)
         .owns(ctx.watched::<Pod>(), worker_pods)
         .with_config(controller_config())
