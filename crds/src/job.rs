@@ -21,7 +21,11 @@ use crate::common::{SimpleObjectMeta, preserve_unknown_object};
     derive = "Default",
     derive = "PartialEq",
     printcolumn(name = "Status", type_ = "string", json_path = ".status.jobStatus"),
-    printcolumn(name = "Number Of Workers", type_ = "integer", json_path = ".spec.cluster.spec.worker.replicas"),
+    printcolumn(
+        name = "Number Of Workers",
+        type_ = "integer",
+        json_path = ".spec.cluster.spec.worker.replicas"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 pub struct DaskJobSpec {

@@ -34,7 +34,8 @@ fn crds_fit_the_client_side_apply_annotation() {
 
 #[test]
 fn dask_kubernetes_cluster_manifest_parses() {
-    let text = std::fs::read_to_string(root().join("crds/tests/fixtures/simplecluster.yaml")).unwrap();
+    let text =
+        std::fs::read_to_string(root().join("crds/tests/fixtures/simplecluster.yaml")).unwrap();
     let cluster: DaskCluster = serde_yaml::from_str(&text).unwrap();
     assert_eq!(cluster.spec.worker.replicas, 2);
     assert_eq!(cluster.spec.idle_timeout, 0);
@@ -42,7 +43,14 @@ fn dask_kubernetes_cluster_manifest_parses() {
     assert_eq!(worker.args.as_deref().unwrap()[2], "$(DASK_WORKER_NAME)");
     let service = &cluster.spec.scheduler.service;
     assert_eq!(service.ports.as_ref().unwrap().len(), 2);
-    assert_eq!(cluster.spec.scheduler.spec.containers[0].readiness_probe.as_ref().unwrap().initial_delay_seconds, Some(5));
+    assert_eq!(
+        cluster.spec.scheduler.spec.containers[0]
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .initial_delay_seconds,
+        Some(5)
+    );
 }
 
 #[test]

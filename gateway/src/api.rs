@@ -39,7 +39,11 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
     }
     fn unauthorized(challenge: &'static str) -> Self {
-        Self { status: StatusCode::UNAUTHORIZED, message: "Authentication required".into(), challenge: Some(challenge) }
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            message: "Authentication required".into(),
+            challenge: Some(challenge),
+        }
     }
 }
 
@@ -47,7 +51,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(json!({ "error": self.message }))).into_response();
         if let Some(scheme) = self.challenge {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(scheme));
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(scheme));
         }
         response
     }
@@ -89,7 +95,11 @@ pub fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
 
 /// Puts the caller's [`User`] in the request, or answers 401 with the
 /// challenge that makes the client send its credentials.
-async fn authenticate(State(gw): State<Arc<Gateway>>, mut request: Request, next: Next) -> Response {
+async fn authenticate(
+    State(gw): State<Arc<Gateway>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let (user, cookie) = match login(&gw, request.headers()).await {
         Ok(found) => found,
         Err(e) => return e.into_response(),
@@ -125,14 +135,18 @@ async fn options(State(gw): State<Arc<Gateway>>) -> Json<Value> {
 
 /// Parses a JSON body; a malformed one is a 422 that says what is wrong.
 fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| ApiError::unprocessable(format!("Invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::unprocessable(format!("Invalid JSON body: {e}")))
 }
 
 /// The cluster, if the caller may act on it ("view" or "stop" in messages).
 async fn owned_cluster(gw: &Gateway, user: &User, name: &str, verb: &str) -> ApiResult<Cluster> {
     let cluster = gw.backend.get(name).await.ok_or_else(|| BackendError::NotFound(name.into()))?;
     if !user.may_access(&cluster.username) {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, format!("User {} lacks permissions to {verb} cluster {name}", user.name)));
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("User {} lacks permissions to {verb} cluster {name}", user.name),
+        ));
     }
     Ok(cluster)
 }
@@ -142,9 +156,18 @@ struct ListQuery {
     status: Option<String>,
 }
 
-async fn list_clusters(State(gw): State<Arc<Gateway>>, Extension(user): Extension<User>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+async fn list_clusters(
+    State(gw): State<Arc<Gateway>>,
+    Extension(user): Extension<User>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
     let wanted: Option<Vec<ClusterStatus>> = match q.status.as_deref().filter(|s| !s.is_empty()) {
-        Some(list) => Some(list.split(',').map(ClusterStatus::parse).collect::<Result<_, _>>().map_err(ApiError::unprocessable)?),
+        Some(list) => Some(
+            list.split(',')
+                .map(ClusterStatus::parse)
+                .collect::<Result<_, _>>()
+                .map_err(ApiError::unprocessable)?,
+        ),
         None => None,
     };
     let clusters: Map<String, Value> = gw
@@ -162,19 +185,36 @@ async fn list_clusters(State(gw): State<Arc<Gateway>>, Extension(user): Extensio
     Ok(Json(Value::Object(clusters)))
 }
 
-async fn create_cluster(State(gw): State<Arc<Gateway>>, Extension(user): Extension<User>, body: Bytes) -> ApiResult<Response> {
+async fn create_cluster(
+    State(gw): State<Arc<Gateway>>,
+    Extension(user): Extension<User>,
+    body: Bytes,
+) -> ApiResult<Response> {
     let request: Value = if body.is_empty() { json!({}) } else { parse_body(&body)? };
     let requested = match request.get("cluster_options") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(options)) => options.clone(),
-        Some(other) => return Err(ApiError::unprocessable(format!("cluster_options must be an object, got {other}"))),
+        Some(other) => {
+            return Err(ApiError::unprocessable(format!(
+                "cluster_options must be an object, got {other}"
+            )));
+        }
     };
-    let (options, config) = gw.options.resolve(&requested, &gw.defaults).map_err(ApiError::unprocessable)?;
-    let mine: Vec<Cluster> = gw.backend.list().await.into_iter().filter(|c| c.username == user.name && c.status.is_active()).collect();
-    limits::check_new_cluster(&gw.limits, &user.name, &mine).map_err(|m| ApiError::new(StatusCode::CONFLICT, m))?;
+    let (options, config) =
+        gw.options.resolve(&requested, &gw.defaults).map_err(ApiError::unprocessable)?;
+    let mine: Vec<Cluster> = gw
+        .backend
+        .list()
+        .await
+        .into_iter()
+        .filter(|c| c.username == user.name && c.status.is_active())
+        .collect();
+    limits::check_new_cluster(&gw.limits, &user.name, &mine)
+        .map_err(|m| ApiError::new(StatusCode::CONFLICT, m))?;
 
     let name = uuid::Uuid::new_v4().simple().to_string();
-    let credentials = tls::new_credentials(&name).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let credentials = tls::new_credentials(&name)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let cluster = Cluster {
         name: name.clone(),
         username: user.name.clone(),
@@ -234,11 +274,18 @@ async fn get_cluster(
 
 /// The cluster's token, from `Authorization: token <t>`, compared in constant time.
 fn has_cluster_token(headers: &HeaderMap, cluster: &Cluster) -> bool {
-    let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("token "));
+    let sent = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("token "));
     sent.is_some_and(|t| bool::from(t.trim().as_bytes().ct_eq(cluster.token.as_bytes())))
 }
 
-async fn delete_cluster(State(gw): State<Arc<Gateway>>, Path(name): Path<String>, headers: HeaderMap) -> ApiResult<Response> {
+async fn delete_cluster(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
     let cluster = gw.backend.get(&name).await;
     if let Some(cluster) = &cluster {
         if has_cluster_token(&headers, cluster) {
@@ -250,7 +297,10 @@ async fn delete_cluster(State(gw): State<Arc<Gateway>>, Path(name): Path<String>
     let (user, cookie) = login(&gw, &headers).await?;
     if let Some(cluster) = cluster {
         if !user.may_access(&cluster.username) {
-            return Err(ApiError::new(StatusCode::FORBIDDEN, format!("User {} lacks permissions to stop cluster {name}", user.name)));
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("User {} lacks permissions to stop cluster {name}", user.name),
+            ));
         }
         if cluster.status.is_active() {
             info!(cluster = %name, user = %user.name, "cluster stop requested");
@@ -270,7 +320,9 @@ fn count(value: Option<&Value>, what: &str) -> ApiResult<Option<u32>> {
         None | Some(Value::Null) => Ok(None),
         Some(v) => match v.as_u64() {
             Some(n) if n <= u32::MAX as u64 => Ok(Some(n as u32)),
-            _ => Err(ApiError::unprocessable(format!("{what} expects a non-negative integer, got {v}"))),
+            _ => Err(ApiError::unprocessable(format!(
+                "{what} expects a non-negative integer, got {v}"
+            ))),
         },
     }
 }
@@ -289,14 +341,23 @@ async fn order(gw: &Gateway, cluster: &Cluster, order: Value) -> ApiResult<()> {
     if let Err(reason) = gw.scheduler.send(api, &cluster.token, &order).await {
         warn!(cluster = %cluster.name, %reason, "the scheduler did not take an order; marking the cluster failed");
         gw.backend.fail(&cluster.name, &reason).await;
-        return Err(ApiError::new(StatusCode::CONFLICT, format!("cluster {} is not running", cluster.name)));
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("cluster {} is not running", cluster.name),
+        ));
     }
     Ok(())
 }
 
-async fn scale(State(gw): State<Arc<Gateway>>, Extension(user): Extension<User>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+async fn scale(
+    State(gw): State<Arc<Gateway>>,
+    Extension(user): Extension<User>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let request: Map<String, Value> = parse_body(&body)?;
-    let n = count(request.get("count"), "Scale")?.ok_or_else(|| ApiError::unprocessable("Scale expects a non-negative integer, got null"))?;
+    let n = count(request.get("count"), "Scale")?
+        .ok_or_else(|| ApiError::unprocessable("Scale expects a non-negative integer, got null"))?;
     let cluster = running_cluster(&gw, &user, &name).await?;
     let others = others_of(&gw, &cluster).await;
     let Clamped { value, message } = limits::clamp_scale(&gw.limits, &cluster, &others, n);
@@ -305,24 +366,39 @@ async fn scale(State(gw): State<Arc<Gateway>>, Extension(user): Extension<User>,
     Ok(Json(json!({ "ok": message.is_none(), "msg": message })))
 }
 
-async fn adapt(State(gw): State<Arc<Gateway>>, Extension(user): Extension<User>, Path(name): Path<String>, body: Bytes) -> ApiResult<Json<Value>> {
+async fn adapt(
+    State(gw): State<Arc<Gateway>>,
+    Extension(user): Extension<User>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let request: Map<String, Value> = parse_body(&body)?;
     let minimum = count(request.get("minimum"), "Adapt minimum")?;
     let maximum = count(request.get("maximum"), "Adapt maximum")?;
     let active = match request.get("active") {
         None | Some(Value::Null) => true,
         Some(Value::Bool(b)) => *b,
-        Some(v) => return Err(ApiError::unprocessable(format!("active must be a boolean, got {v}"))),
+        Some(v) => {
+            return Err(ApiError::unprocessable(format!("active must be a boolean, got {v}")));
+        }
     };
     if let (Some(min), Some(max)) = (minimum, maximum) {
         if min > max {
-            return Err(ApiError::unprocessable(format!("minimum ({min}) must be no more than maximum ({max})")));
+            return Err(ApiError::unprocessable(format!(
+                "minimum ({min}) must be no more than maximum ({max})"
+            )));
         }
     }
     let cluster = running_cluster(&gw, &user, &name).await?;
     let others = others_of(&gw, &cluster).await;
-    let (minimum, maximum, message) = limits::clamp_adapt(&gw.limits, &cluster, &others, minimum, maximum);
-    order(&gw, &cluster, json!({ "op": "adapt", "minimum": minimum, "maximum": maximum, "active": active })).await?;
+    let (minimum, maximum, message) =
+        limits::clamp_adapt(&gw.limits, &cluster, &others, minimum, maximum);
+    order(
+        &gw,
+        &cluster,
+        json!({ "op": "adapt", "minimum": minimum, "maximum": maximum, "active": active }),
+    )
+    .await?;
     Ok(Json(json!({ "ok": message.is_none(), "msg": message })))
 }
 
@@ -332,12 +408,22 @@ async fn others_of(gw: &Gateway, cluster: &Cluster) -> Vec<Cluster> {
         .list()
         .await
         .into_iter()
-        .filter(|c| c.username == cluster.username && c.name != cluster.name && c.status.is_active())
+        .filter(|c| {
+            c.username == cluster.username && c.name != cluster.name && c.status.is_active()
+        })
         .collect()
 }
 
-async fn heartbeat(State(gw): State<Arc<Gateway>>, Path(name): Path<String>, headers: HeaderMap, body: Bytes) -> ApiResult<StatusCode> {
-    let unauthorized = || ApiError { challenge: Some("token"), ..ApiError::new(StatusCode::UNAUTHORIZED, "Authentication required") };
+async fn heartbeat(
+    State(gw): State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let unauthorized = || ApiError {
+        challenge: Some("token"),
+        ..ApiError::new(StatusCode::UNAUTHORIZED, "Authentication required")
+    };
     let cluster = gw.backend.get(&name).await.ok_or_else(unauthorized)?;
     if !has_cluster_token(&headers, &cluster) {
         return Err(unauthorized());

@@ -91,7 +91,10 @@ fn sha256(data: &[u8]) -> [u8; 32] {
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
     use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
     let salt = SaltString::generate(&mut OsRng);
-    Ok(Argon2::default().hash_password(password.as_bytes(), &salt).map_err(|e| anyhow::anyhow!("{e}"))?.to_string())
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .to_string())
 }
 
 impl Authenticator {
@@ -110,7 +113,10 @@ impl Authenticator {
             kind: config.kind,
             shared_password: config.password.as_deref().map(|p| sha256(p.as_bytes())),
             users,
-            hub_url: config.jupyterhub_api_url.as_ref().map(|u| u.trim_end_matches('/').to_string()),
+            hub_url: config
+                .jupyterhub_api_url
+                .as_ref()
+                .map(|u| u.trim_end_matches('/').to_string()),
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
             tokens,
             admins: config.admins.iter().cloned().collect(),
@@ -129,11 +135,15 @@ impl Authenticator {
     }
 
     /// The user, and a `Set-Cookie` value when a new session was opened.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<(User, Option<String>), AuthError> {
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<(User, Option<String>), AuthError> {
         if let Some(user) = self.session(headers) {
             return Ok((user, None));
         }
-        let header = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or(AuthError::Required)?;
+        let header =
+            headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or(AuthError::Required)?;
         let (scheme, credentials) = header.split_once(' ').ok_or(AuthError::Failed)?;
         let credentials = credentials.trim();
         let user = match scheme.to_ascii_lowercase().as_str() {
@@ -154,7 +164,9 @@ impl Authenticator {
     }
 
     fn basic(&self, credentials: &str) -> Result<User, AuthError> {
-        let decoded = base64::engine::general_purpose::STANDARD.decode(credentials).map_err(|_| AuthError::Failed)?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(credentials)
+            .map_err(|_| AuthError::Failed)?;
         let decoded = String::from_utf8(decoded).map_err(|_| AuthError::Failed)?;
         let (name, password) = decoded.split_once(':').unwrap_or((&decoded, ""));
         if name.is_empty() {
@@ -162,13 +174,17 @@ impl Authenticator {
         }
         match self.kind {
             AuthKind::Simple => {
-                let ok = self.shared_password.is_none_or(|expected| bool::from(sha256(password.as_bytes()).ct_eq(&expected)));
+                let ok = self.shared_password.is_none_or(|expected| {
+                    bool::from(sha256(password.as_bytes()).ct_eq(&expected))
+                });
                 ok.then(|| self.with_role(name.into(), false)).ok_or(AuthError::Failed)
             }
             AuthKind::Basic => {
                 let entry = self.users.get(name).ok_or(AuthError::Failed)?;
                 let hash = PasswordHash::new(&entry.password).map_err(|_| AuthError::Failed)?;
-                Argon2::default().verify_password(password.as_bytes(), &hash).map_err(|_| AuthError::Failed)?;
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &hash)
+                    .map_err(|_| AuthError::Failed)?;
                 Ok(self.with_role(name.into(), entry.admin))
             }
             AuthKind::Jupyterhub => Err(AuthError::Failed),
@@ -206,7 +222,8 @@ impl Authenticator {
             .map_err(|e| AuthError::HubUnreachable(e.without_url().to_string()))?;
         match resp.status().as_u16() {
             200 => {
-                let user: HubUser = resp.json().await.map_err(|e| AuthError::Hub(e.without_url().to_string()))?;
+                let user: HubUser =
+                    resp.json().await.map_err(|e| AuthError::Hub(e.without_url().to_string()))?;
                 let name = match user.kind.as_deref() {
                     None | Some("user") => user.name,
                     Some(kind) => format!("{kind}:{}", user.name),
@@ -216,7 +233,9 @@ impl Authenticator {
             // JupyterHub answers 403 (or 401/404 in older versions) for a
             // token it does not know: that is a failed login, not a server error.
             401 | 403 | 404 => Err(AuthError::Failed),
-            code if code >= 500 => Err(AuthError::HubUnreachable(format!("the Hub answered {code}"))),
+            code if code >= 500 => {
+                Err(AuthError::HubUnreachable(format!("the Hub answered {code}")))
+            }
             code => Err(AuthError::Hub(format!("the Hub answered {code}"))),
         }
     }
@@ -240,28 +259,45 @@ impl Authenticator {
         let mut sessions = self.sessions.lock().expect("sessions lock");
         let now = Instant::now();
         let fresh = |s: &Session| s.user == user && s.expires > now + self.max_age / 2;
-        let value = match sessions.by_user.get(&user.name).filter(|v| sessions.by_cookie.get(*v).is_some_and(fresh)) {
+        let value = match sessions
+            .by_user
+            .get(&user.name)
+            .filter(|v| sessions.by_cookie.get(*v).is_some_and(fresh))
+        {
             Some(value) => value.clone(),
             None => {
                 if let Some(old) = sessions.by_user.remove(&user.name) {
                     sessions.by_cookie.remove(&old);
                 }
-                let value = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+                let value =
+                    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
                 sessions.by_user.insert(user.name.clone(), value.clone());
-                sessions.by_cookie.insert(value.clone(), Session { user, expires: now + self.max_age });
+                sessions
+                    .by_cookie
+                    .insert(value.clone(), Session { user, expires: now + self.max_age });
                 value
             }
         };
-        format!("{}={value}; Max-Age={}; Path=/; HttpOnly; SameSite=Lax", self.cookie_name, self.max_age.as_secs())
+        format!(
+            "{}={value}; Max-Age={}; Path=/; HttpOnly; SameSite=Lax",
+            self.cookie_name,
+            self.max_age.as_secs()
+        )
     }
 }
 
 fn load_users(path: &Path) -> anyhow::Result<HashMap<String, UserEntry>> {
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("auth.users_file {}: {e}", path.display()))?;
-    let file: UsersFile = toml::from_str(&text).map_err(|e| anyhow::anyhow!("auth.users_file {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("auth.users_file {}: {e}", path.display()))?;
+    let file: UsersFile = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("auth.users_file {}: {e}", path.display()))?;
     for (name, entry) in &file.users {
-        PasswordHash::new(&entry.password)
-            .map_err(|e| anyhow::anyhow!("auth.users_file {}: users.{name}.password is not an argon2 hash: {e}", path.display()))?;
+        PasswordHash::new(&entry.password).map_err(|e| {
+            anyhow::anyhow!(
+                "auth.users_file {}: users.{name}.password is not an argon2 hash: {e}",
+                path.display()
+            )
+        })?;
     }
     Ok(file.users)
 }
@@ -279,7 +315,10 @@ mod tests {
     }
 
     fn basic(user: &str, password: &str) -> HeaderMap {
-        headers(&format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))))
+        headers(&format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        ))
     }
 
     #[tokio::test]
@@ -287,17 +326,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("users.toml");
         let hash = hash_password("s3cret").unwrap();
-        std::fs::write(&file, format!("[users.alice]\npassword = \"{hash}\"\nadmin = true\n")).unwrap();
-        let config = AuthConfig { kind: AuthKind::Basic, users_file: Some(file), ..Default::default() };
+        std::fs::write(&file, format!("[users.alice]\npassword = \"{hash}\"\nadmin = true\n"))
+            .unwrap();
+        let config =
+            AuthConfig { kind: AuthKind::Basic, users_file: Some(file), ..Default::default() };
         let auth = Authenticator::new(&config).unwrap();
-        assert!(matches!(auth.authenticate(&basic("alice", "wrong")).await, Err(AuthError::Failed)));
-        assert!(matches!(auth.authenticate(&basic("mallory", "s3cret")).await, Err(AuthError::Failed)));
+        assert!(matches!(
+            auth.authenticate(&basic("alice", "wrong")).await,
+            Err(AuthError::Failed)
+        ));
+        assert!(matches!(
+            auth.authenticate(&basic("mallory", "s3cret")).await,
+            Err(AuthError::Failed)
+        ));
         assert!(matches!(auth.authenticate(&HeaderMap::new()).await, Err(AuthError::Required)));
         let (user, cookie) = auth.authenticate(&basic("alice", "s3cret")).await.unwrap();
         assert_eq!(user, User { name: "alice".into(), admin: true });
         // The cookie alone is enough afterwards.
         let mut h = HeaderMap::new();
-        h.insert(COOKIE, HeaderValue::from_str(cookie.unwrap().split(';').next().unwrap()).unwrap());
+        h.insert(
+            COOKIE,
+            HeaderValue::from_str(cookie.unwrap().split(';').next().unwrap()).unwrap(),
+        );
         assert_eq!(auth.authenticate(&h).await.unwrap(), (user, None));
     }
 
@@ -305,7 +355,10 @@ mod tests {
     async fn static_tokens_are_matched_by_hash() {
         let token = "tok-123";
         let config = AuthConfig {
-            tokens: vec![StaticToken { user: "bot".into(), sha256: hex::encode(sha256(token.as_bytes())) }],
+            tokens: vec![StaticToken {
+                user: "bot".into(),
+                sha256: hex::encode(sha256(token.as_bytes())),
+            }],
             ..Default::default()
         };
         let auth = Authenticator::new(&config).unwrap();
@@ -315,9 +368,16 @@ mod tests {
 
     #[tokio::test]
     async fn simple_auth_takes_any_name_and_the_shared_password() {
-        let config = AuthConfig { password: Some("pw".into()), admins: vec!["root".into()], ..Default::default() };
+        let config = AuthConfig {
+            password: Some("pw".into()),
+            admins: vec!["root".into()],
+            ..Default::default()
+        };
         let auth = Authenticator::new(&config).unwrap();
-        assert_eq!(auth.authenticate(&basic("bob", "pw")).await.unwrap().0, User { name: "bob".into(), admin: false });
+        assert_eq!(
+            auth.authenticate(&basic("bob", "pw")).await.unwrap().0,
+            User { name: "bob".into(), admin: false }
+        );
         assert!(auth.authenticate(&basic("root", "pw")).await.unwrap().0.admin);
         assert!(auth.authenticate(&basic("bob", "nope")).await.is_err());
     }

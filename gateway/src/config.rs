@@ -184,13 +184,26 @@ impl Default for OptionsConfig {
             worker_memory: crate::options::Memory(gib << 30),
             worker_threads: None,
         };
-        Self { profiles: vec![profile("small", 0.5, 1), profile("medium", 2.0, 2), profile("larger", 4.0, 4)], fields: vec![] }
+        Self {
+            profiles: vec![
+                profile("small", 0.5, 1),
+                profile("medium", 2.0, 2),
+                profile("larger", 4.0, 4),
+            ],
+            fields: vec![],
+        }
     }
 }
 
 impl Default for ClusterDefaults {
     fn default() -> Self {
-        Self { start_timeout: 60.0, heartbeat_period: 15.0, adaptive_period: 3.0, idle_timeout: 0.0, environment: BTreeMap::new() }
+        Self {
+            start_timeout: 60.0,
+            heartbeat_period: 15.0,
+            adaptive_period: 3.0,
+            idle_timeout: 0.0,
+            environment: BTreeMap::new(),
+        }
     }
 }
 
@@ -228,7 +241,8 @@ impl BackendConfig {
 impl Config {
     /// Reads and checks a config file; the error names the file and the bad key.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
         Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
@@ -240,10 +254,19 @@ impl Config {
 
     /// Checks that serde cannot express.
     fn check(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(!self.options.profiles.is_empty(), "options.profiles: at least one profile is needed");
+        anyhow::ensure!(
+            !self.options.profiles.is_empty(),
+            "options.profiles: at least one profile is needed"
+        );
         for (i, p) in self.options.profiles.iter().enumerate() {
-            anyhow::ensure!(p.worker_cores > 0.0, "options.profiles[{i}].worker_cores: must be positive");
-            anyhow::ensure!(p.worker_memory.0 > 0, "options.profiles[{i}].worker_memory: must be positive");
+            anyhow::ensure!(
+                p.worker_cores > 0.0,
+                "options.profiles[{i}].worker_cores: must be positive"
+            );
+            anyhow::ensure!(
+                p.worker_memory.0 > 0,
+                "options.profiles[{i}].worker_memory: must be positive"
+            );
         }
         for f in &self.options.fields {
             f.check()?;
@@ -253,10 +276,16 @@ impl Config {
             "prefix: must start with '/' and not end with it, e.g. \"/services/dask-gateway\""
         );
         if self.auth.kind == AuthKind::Basic {
-            anyhow::ensure!(self.auth.users_file.is_some(), "auth.users_file: required with auth.type = \"basic\"");
+            anyhow::ensure!(
+                self.auth.users_file.is_some(),
+                "auth.users_file: required with auth.type = \"basic\""
+            );
         }
         if self.auth.kind == AuthKind::Jupyterhub {
-            anyhow::ensure!(self.auth.jupyterhub_api_url.is_some(), "auth.jupyterhub_api_url: required with auth.type = \"jupyterhub\"");
+            anyhow::ensure!(
+                self.auth.jupyterhub_api_url.is_some(),
+                "auth.jupyterhub_api_url: required with auth.type = \"jupyterhub\""
+            );
         }
         for (i, t) in self.auth.tokens.iter().enumerate() {
             anyhow::ensure!(
@@ -274,7 +303,8 @@ mod tests {
 
     #[test]
     fn default_offers_the_three_profiles() {
-        let names: Vec<_> = Config::default().options.profiles.iter().map(|p| p.name.clone()).collect();
+        let names: Vec<_> =
+            Config::default().options.profiles.iter().map(|p| p.name.clone()).collect();
         assert_eq!(names, ["small", "medium", "larger"]);
     }
 

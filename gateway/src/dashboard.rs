@@ -24,19 +24,44 @@ pub fn client() -> ProxyClient {
 }
 
 /// Headers that belong to one hop, not to the proxied request.
-const HOP_BY_HOP: [&str; 7] = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
 
-pub async fn root(state: State<Arc<Gateway>>, Path(name): Path<String>, request: Request) -> Response {
+pub async fn root(
+    state: State<Arc<Gateway>>,
+    Path(name): Path<String>,
+    request: Request,
+) -> Response {
     forward(state, name, String::new(), request).await
 }
 
-pub async fn path(state: State<Arc<Gateway>>, Path((name, rest)): Path<(String, String)>, request: Request) -> Response {
+pub async fn path(
+    state: State<Arc<Gateway>>,
+    Path((name, rest)): Path<(String, String)>,
+    request: Request,
+) -> Response {
     forward(state, name, rest, request).await
 }
 
-async fn forward(State(gw): State<Arc<Gateway>>, name: String, rest: String, mut request: Request) -> Response {
+async fn forward(
+    State(gw): State<Arc<Gateway>>,
+    name: String,
+    rest: String,
+    mut request: Request,
+) -> Response {
     let Some(target) = gw.backend.get(&name).await.and_then(|c| c.dashboard_target()) else {
-        return ApiError::new(StatusCode::NOT_FOUND, format!("Cluster {name} not found or has no dashboard")).into_response();
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("Cluster {name} not found or has no dashboard"),
+        )
+        .into_response();
     };
     let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
     let Ok(uri) = format!("{target}/{rest}{query}").parse::<Uri>() else {
@@ -58,7 +83,11 @@ async fn forward(State(gw): State<Arc<Gateway>>, name: String, rest: String, mut
         Ok(response) => response,
         Err(e) => {
             debug!(cluster = %name, error = %e, "dashboard unreachable");
-            return ApiError::new(StatusCode::BAD_GATEWAY, format!("the dashboard of cluster {name} is unreachable")).into_response();
+            return ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("the dashboard of cluster {name} is unreachable"),
+            )
+            .into_response();
         }
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {

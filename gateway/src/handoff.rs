@@ -18,8 +18,14 @@ use tokio::net::TcpStream;
 /// or full receiver is an error, and the caller relays instead.
 pub fn hand_off(stream: &TcpStream, channel: &impl AsRawFd) -> io::Result<()> {
     let fds = [stream.as_raw_fd()];
-    sendmsg::<UnixAddr>(channel.as_raw_fd(), &[IoSlice::new(b"c")], &[ControlMessage::ScmRights(&fds)], MsgFlags::MSG_DONTWAIT, None)
-        .map_err(io::Error::from)?;
+    sendmsg::<UnixAddr>(
+        channel.as_raw_fd(),
+        &[IoSlice::new(b"c")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_DONTWAIT,
+        None,
+    )
+    .map_err(io::Error::from)?;
     Ok(())
 }
 
@@ -48,7 +54,9 @@ mod tests {
         let mut byte = [0u8; 1];
         let mut iov = [IoSliceMut::new(&mut byte)];
         let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        let message = recvmsg::<()>(inbox.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()).unwrap();
+        let message =
+            recvmsg::<()>(inbox.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty())
+                .unwrap();
         let fd = message
             .cmsgs()
             .unwrap()

@@ -49,7 +49,10 @@ impl Gateway {
         Ok(Self {
             backend,
             auth: Authenticator::new(&config.auth)?,
-            options: OptionsSpec::new(config.options.profiles.clone(), config.options.fields.clone()),
+            options: OptionsSpec::new(
+                config.options.profiles.clone(),
+                config.options.fields.clone(),
+            ),
             defaults: config.cluster.clone(),
             limits: config.limits.clone(),
             scheduler: SchedulerControl::default(),

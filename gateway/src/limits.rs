@@ -13,16 +13,18 @@ pub struct Clamped {
 /// A new cluster is refused only for the number of clusters (it starts with no workers).
 pub fn check_new_cluster(limits: &Limits, user: &str, active: &[Cluster]) -> Result<(), String> {
     match limits.user_max_clusters {
-        Some(max) if active.len() as u32 >= max => {
-            Err(format!("User {user} already has {} active clusters, the limit is {max}; stop one first", active.len()))
-        }
+        Some(max) if active.len() as u32 >= max => Err(format!(
+            "User {user} already has {} active clusters, the limit is {max}; stop one first",
+            active.len()
+        )),
         _ => Ok(()),
     }
 }
 
 /// The most workers `cluster` may have, and the limit that sets it.
 fn worker_limit(limits: &Limits, cluster: &Cluster, others: &[Cluster]) -> Option<(u32, String)> {
-    let mut best: Option<(u32, String)> = limits.cluster_max_workers.map(|max| (max, format!("resource limit of {max} workers")));
+    let mut best: Option<(u32, String)> =
+        limits.cluster_max_workers.map(|max| (max, format!("resource limit of {max} workers")));
     let mut consider = |workers: u32, why: String| {
         if best.as_ref().is_none_or(|(b, _)| workers < *b) {
             best = Some((workers, why));
@@ -36,7 +38,14 @@ fn worker_limit(limits: &Limits, cluster: &Cluster, others: &[Cluster]) -> Optio
     if let Some(max) = limits.user_max_memory {
         let used: u64 = others.iter().map(|c| c.workers as u64 * c.config.worker_memory).sum();
         let room = (max.0.saturating_sub(used) / cluster.config.worker_memory.max(1)) as u32;
-        consider(room, format!("the limit of {} GiB of memory for user {}", max.0 as f64 / (1u64 << 30) as f64, cluster.username));
+        consider(
+            room,
+            format!(
+                "the limit of {} GiB of memory for user {}",
+                max.0 as f64 / (1u64 << 30) as f64,
+                cluster.username
+            ),
+        );
     }
     best
 }
@@ -45,7 +54,9 @@ pub fn clamp_scale(limits: &Limits, cluster: &Cluster, others: &[Cluster], count
     match worker_limit(limits, cluster, others) {
         Some((max, why)) if count > max => Clamped {
             value: max,
-            message: Some(format!("Scale request of {count} workers would exceed {why}. Scaling to {max} instead.")),
+            message: Some(format!(
+                "Scale request of {count} workers would exceed {why}. Scaling to {max} instead."
+            )),
         },
         _ => Clamped { value: count, message: None },
     }
@@ -59,7 +70,9 @@ pub fn clamp_adapt(
     minimum: Option<u32>,
     maximum: Option<u32>,
 ) -> (Option<u32>, Option<u32>, Option<String>) {
-    let Some((max, why)) = worker_limit(limits, cluster, others) else { return (minimum, maximum, None) };
+    let Some((max, why)) = worker_limit(limits, cluster, others) else {
+        return (minimum, maximum, None);
+    };
     let (lo, hi) = (minimum.unwrap_or(0), maximum.unwrap_or(max));
     let (new_lo, new_hi) = (lo.min(max), hi.min(max));
     let message = (new_lo != lo || new_hi != hi).then(|| {
@@ -83,7 +96,10 @@ mod tests {
         let c = sample("a", "alice", ClusterStatus::Running);
         let clamped = clamp_scale(&limits, &c, &[], 5);
         assert_eq!(clamped.value, 3);
-        assert_eq!(clamped.message.unwrap(), "Scale request of 5 workers would exceed resource limit of 3 workers. Scaling to 3 instead.");
+        assert_eq!(
+            clamped.message.unwrap(),
+            "Scale request of 5 workers would exceed resource limit of 3 workers. Scaling to 3 instead."
+        );
         assert!(clamp_scale(&limits, &c, &[], 2).message.is_none());
         let (lo, hi, msg) = clamp_adapt(&limits, &c, &[], Some(1), Some(10));
         assert_eq!((lo, hi), (Some(1), Some(3)));
@@ -95,7 +111,11 @@ mod tests {
 
     #[test]
     fn user_cores_and_memory_count_the_other_clusters() {
-        let limits = Limits { user_max_cores: Some(4.0), user_max_memory: Some(Memory(8 << 30)), ..Default::default() };
+        let limits = Limits {
+            user_max_cores: Some(4.0),
+            user_max_memory: Some(Memory(8 << 30)),
+            ..Default::default()
+        };
         let c = sample("a", "alice", ClusterStatus::Running); // 1 core, 1 GiB per worker
         let mut other = sample("b", "alice", ClusterStatus::Running);
         other.workers = 3;
@@ -108,7 +128,9 @@ mod tests {
     fn cluster_count_is_limited_per_user() {
         let limits = Limits { user_max_clusters: Some(1), ..Default::default() };
         assert!(check_new_cluster(&limits, "alice", &[]).is_ok());
-        let err = check_new_cluster(&limits, "alice", &[sample("a", "alice", ClusterStatus::Running)]).unwrap_err();
+        let err =
+            check_new_cluster(&limits, "alice", &[sample("a", "alice", ClusterStatus::Running)])
+                .unwrap_err();
         assert!(err.contains("limit is 1"), "{err}");
     }
 }

@@ -26,7 +26,11 @@ const HELLO_REPEEK: Duration = Duration::from_millis(2);
 #[cfg(not(target_os = "linux"))]
 const SPLICE_BUFFER: usize = 256 * 1024;
 
-pub async fn serve(listener: TcpListener, app: Router, gateway: Arc<Gateway>) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    gateway: Arc<Gateway>,
+) -> std::io::Result<()> {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -52,7 +56,9 @@ pub async fn serve(listener: TcpListener, app: Router, gateway: Arc<Gateway>) ->
 
 async fn serve_http(stream: TcpStream, app: Router) {
     let service = TowerToHyperService::new(app);
-    let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades();
+    let connection = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     if let Err(e) = connection.await {
         debug!(error = %e, "HTTP connection ended with an error");
     }
@@ -122,7 +128,10 @@ async fn relay(client: &mut TcpStream, scheduler: &mut TcpStream) {
 
 #[cfg(not(target_os = "linux"))]
 async fn relay(client: &mut TcpStream, scheduler: &mut TcpStream) {
-    if let Err(e) = tokio::io::copy_bidirectional_with_sizes(client, scheduler, SPLICE_BUFFER, SPLICE_BUFFER).await {
+    if let Err(e) =
+        tokio::io::copy_bidirectional_with_sizes(client, scheduler, SPLICE_BUFFER, SPLICE_BUFFER)
+            .await
+    {
         debug!(error = %e, "scheduler connection ended with an error");
     }
 }

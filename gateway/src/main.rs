@@ -60,7 +60,8 @@ fn load(args: &Args) -> anyhow::Result<Config> {
 }
 
 fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -74,28 +75,55 @@ async fn main() -> anyhow::Result<()> {
     if let Some(Command::HashPassword) = args.command {
         let mut password = String::new();
         std::io::stdin().read_to_string(&mut password)?;
-        println!("{}", dask_gateway_rs::auth::hash_password(password.trim_end_matches(['\r', '\n']))?);
+        println!(
+            "{}",
+            dask_gateway_rs::auth::hash_password(password.trim_end_matches(['\r', '\n']))?
+        );
         return Ok(());
     }
     let config = load(&args)?;
     if let Some(Command::CheckConfig) = args.command {
-        println!("config ok: {} profile(s), {} backend", config.options.profiles.len(), config.backend.name());
+        println!(
+            "config ok: {} profile(s), {} backend",
+            config.options.profiles.len(),
+            config.backend.name()
+        );
         return Ok(());
     }
     init_tracing(config.log_format);
 
-    let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| anyhow::anyhow!("listen {}: {e}", config.listen))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("listen {}: {e}", config.listen))?;
     let address = listener.local_addr()?;
     let backend: Arc<dyn Backend> = match &config.backend {
         BackendConfig::Local(local) => {
             // Schedulers on this machine reach the gateway on loopback.
-            let host = if address.ip().is_unspecified() { "127.0.0.1".to_string() } else { address.ip().to_string() };
-            let api_url = format!("http://{}{}/api", SocketAddr::new(host.parse()?, address.port()), config.prefix);
-            Arc::new(LocalBackend::new(Settings::new(local, &config.cluster, api_url, config.limits.cluster_max_workers)))
+            let host = if address.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                address.ip().to_string()
+            };
+            let api_url = format!(
+                "http://{}{}/api",
+                SocketAddr::new(host.parse()?, address.port()),
+                config.prefix
+            );
+            Arc::new(LocalBackend::new(Settings::new(
+                local,
+                &config.cluster,
+                api_url,
+                config.limits.cluster_max_workers,
+            )))
         }
         BackendConfig::Kubernetes(k8s) => {
             let client = kube::Client::try_default().await?;
-            Arc::new(dask_gateway_rs::backend::kubernetes::KubernetesBackend::start(client, k8s, &config).await?)
+            Arc::new(
+                dask_gateway_rs::backend::kubernetes::KubernetesBackend::start(
+                    client, k8s, &config,
+                )
+                .await?,
+            )
         }
     };
     let gateway = Arc::new(Gateway::new(&config, backend)?);

@@ -17,7 +17,8 @@ pub enum ClusterStatus {
 }
 
 impl ClusterStatus {
-    pub const ALL: [ClusterStatus; 5] = [Self::Pending, Self::Running, Self::Stopping, Self::Stopped, Self::Failed];
+    pub const ALL: [ClusterStatus; 5] =
+        [Self::Pending, Self::Running, Self::Stopping, Self::Stopped, Self::Failed];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -80,7 +81,8 @@ impl Cluster {
     pub fn to_json(&self) -> Value {
         let running = self.status == ClusterStatus::Running;
         let has_dashboard = self.addresses.as_ref().is_some_and(|a| !a.dashboard.is_empty());
-        let dashboard_route = (running && has_dashboard).then(|| format!("/clusters/{}/status", self.name));
+        let dashboard_route =
+            (running && has_dashboard).then(|| format!("/clusters/{}/status", self.name));
         json!({
             "name": self.name,
             "dashboard_route": dashboard_route,
@@ -133,7 +135,10 @@ impl Heartbeat {
 }
 
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -159,7 +164,11 @@ pub(crate) mod tests {
             stop_time: None,
             tls_cert: "CERT".into(),
             tls_key: "KEY".into(),
-            addresses: Some(Addresses { scheduler: "tls://127.0.0.1:1".into(), dashboard: "http://127.0.0.1:2".into(), api: "http://127.0.0.1:3".into() }),
+            addresses: Some(Addresses {
+                scheduler: "tls://127.0.0.1:1".into(),
+                dashboard: "http://127.0.0.1:2".into(),
+                api: "http://127.0.0.1:3".into(),
+            }),
             workers: 0,
         }
     }
@@ -169,7 +178,19 @@ pub(crate) mod tests {
         let json = sample("abc", "alice", ClusterStatus::Running).to_json();
         let mut keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
         keys.sort();
-        assert_eq!(keys, ["dashboard_route", "name", "options", "start_time", "status", "stop_time", "tls_cert", "tls_key"]);
+        assert_eq!(
+            keys,
+            [
+                "dashboard_route",
+                "name",
+                "options",
+                "start_time",
+                "status",
+                "stop_time",
+                "tls_cert",
+                "tls_key"
+            ]
+        );
         assert_eq!(json["dashboard_route"], "/clusters/abc/status");
         assert_eq!(json["status"], "RUNNING");
     }
@@ -177,12 +198,19 @@ pub(crate) mod tests {
     #[test]
     fn pending_clusters_hide_credentials_and_dashboard() {
         let json = sample("abc", "alice", ClusterStatus::Pending).to_json();
-        assert!(json["tls_cert"].is_null() && json["tls_key"].is_null() && json["dashboard_route"].is_null());
+        assert!(
+            json["tls_cert"].is_null()
+                && json["tls_key"].is_null()
+                && json["dashboard_route"].is_null()
+        );
     }
 
     #[test]
     fn status_names_parse_case_insensitively() {
         assert_eq!(ClusterStatus::parse("running"), Ok(ClusterStatus::Running));
-        assert_eq!(ClusterStatus::parse("bogus").unwrap_err(), "'bogus' is not a valid ClusterStatus");
+        assert_eq!(
+            ClusterStatus::parse("bogus").unwrap_err(),
+            "'bogus' is not a valid ClusterStatus"
+        );
     }
 }

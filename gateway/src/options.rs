@@ -17,8 +17,15 @@ impl Memory {
         let t = text.trim();
         let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
         let (number, unit) = t.split_at(split);
-        let number: f64 = number.parse().map_err(|_| format!("{text:?} is not a memory size like \"2 GiB\""))?;
-        let shift = match unit.trim().trim_end_matches(['B', 'b']).trim_end_matches('i').to_ascii_uppercase().as_str() {
+        let number: f64 =
+            number.parse().map_err(|_| format!("{text:?} is not a memory size like \"2 GiB\""))?;
+        let shift = match unit
+            .trim()
+            .trim_end_matches(['B', 'b'])
+            .trim_end_matches('i')
+            .to_ascii_uppercase()
+            .as_str()
+        {
             "" => 0,
             "K" => 10,
             "M" => 20,
@@ -99,12 +106,19 @@ pub enum Target {
 impl FieldConfig {
     pub fn check(&self) -> anyhow::Result<()> {
         let name = &self.field;
-        anyhow::ensure!(name != "profile", "options.fields: \"profile\" is built in (options.profiles)");
+        anyhow::ensure!(
+            name != "profile",
+            "options.fields: \"profile\" is built in (options.profiles)"
+        );
         if self.kind == FieldKind::Select {
-            anyhow::ensure!(!self.options.is_empty(), "options.fields[{name}].options: a select needs choices");
+            anyhow::ensure!(
+                !self.options.is_empty(),
+                "options.fields[{name}].options: a select needs choices"
+            );
         }
         let default = self.default_value();
-        validate(self, &default).map_err(|e| anyhow::anyhow!("options.fields[{name}].default: {e}"))?;
+        validate(self, &default)
+            .map_err(|e| anyhow::anyhow!("options.fields[{name}].default: {e}"))?;
         Ok(())
     }
 
@@ -126,7 +140,9 @@ impl FieldConfig {
             FieldKind::String => json!({ "type": "string" }),
             FieldKind::Bool => json!({ "type": "bool" }),
             FieldKind::Mapping => json!({ "type": "mapping" }),
-            FieldKind::Int => json!({ "type": "int", "min": self.min.map(|v| v as i64), "max": self.max.map(|v| v as i64) }),
+            FieldKind::Int => {
+                json!({ "type": "int", "min": self.min.map(|v| v as i64), "max": self.max.map(|v| v as i64) })
+            }
             FieldKind::Float => json!({ "type": "float", "min": self.min, "max": self.max }),
             FieldKind::Select => json!({ "type": "select", "options": self.options }),
         };
@@ -148,7 +164,9 @@ fn validate(field: &FieldConfig, value: &Value) -> Result<(), String> {
         FieldKind::String if value.is_string() => Ok(()),
         FieldKind::Bool if value.is_boolean() => Ok(()),
         FieldKind::Mapping if value.is_object() => Ok(()),
-        FieldKind::Int if value.is_i64() || value.is_u64() => in_bounds(value.as_f64().unwrap_or_default()),
+        FieldKind::Int if value.is_i64() || value.is_u64() => {
+            in_bounds(value.as_f64().unwrap_or_default())
+        }
         FieldKind::Float if value.is_number() => in_bounds(value.as_f64().unwrap_or_default()),
         FieldKind::Select => match value.as_str() {
             Some(v) if field.options.iter().any(|o| o == v) => Ok(()),
@@ -214,9 +232,14 @@ impl OptionsSpec {
     /// Validates a create request's options: unknown fields and bad values
     /// are refused, missing ones take their defaults. Returns the complete
     /// options (as reported back to the client) and the cluster they make.
-    pub fn resolve(&self, requested: &Map<String, Value>, base: &ClusterDefaults) -> Result<(Map<String, Value>, ClusterConfig), String> {
+    pub fn resolve(
+        &self,
+        requested: &Map<String, Value>,
+        base: &ClusterDefaults,
+    ) -> Result<(Map<String, Value>, ClusterConfig), String> {
         let fields = self.all_fields();
-        let mut unknown: Vec<&String> = requested.keys().filter(|k| !fields.iter().any(|f| &f.field == *k)).collect();
+        let mut unknown: Vec<&String> =
+            requested.keys().filter(|k| !fields.iter().any(|f| &f.field == *k)).collect();
         if !unknown.is_empty() {
             unknown.sort();
             let names: Vec<String> = unknown.iter().map(|k| format!("'{k}'")).collect();
@@ -224,16 +247,20 @@ impl OptionsSpec {
         }
         let mut options = Map::new();
         for field in &fields {
-            let value = requested.get(&field.field).cloned().unwrap_or_else(|| field.default_value());
+            let value =
+                requested.get(&field.field).cloned().unwrap_or_else(|| field.default_value());
             validate(field, &value)?;
             options.insert(field.field.clone(), value);
         }
         let profile_name = options["profile"].as_str().unwrap_or_default();
-        let profile = self.profiles.iter().find(|p| p.name == profile_name).expect("validated above");
+        let profile =
+            self.profiles.iter().find(|p| p.name == profile_name).expect("validated above");
         let mut config = ClusterConfig {
             worker_cores: profile.worker_cores,
             worker_memory: profile.worker_memory.0,
-            worker_threads: profile.worker_threads.unwrap_or((profile.worker_cores.floor() as u32).max(1)),
+            worker_threads: profile
+                .worker_threads
+                .unwrap_or((profile.worker_cores.floor() as u32).max(1)),
             idle_timeout: base.idle_timeout,
             environment: base.environment.clone(),
             image: None,
@@ -241,9 +268,13 @@ impl OptionsSpec {
         for field in &self.fields {
             let value = &options[&field.field];
             match field.target {
-                Some(Target::WorkerThreads) => config.worker_threads = value.as_f64().unwrap_or(1.0).max(1.0) as u32,
+                Some(Target::WorkerThreads) => {
+                    config.worker_threads = value.as_f64().unwrap_or(1.0).max(1.0) as u32
+                }
                 Some(Target::IdleTimeout) => config.idle_timeout = value.as_f64().unwrap_or(0.0),
-                Some(Target::Image) => config.image = value.as_str().filter(|s| !s.is_empty()).map(String::from),
+                Some(Target::Image) => {
+                    config.image = value.as_str().filter(|s| !s.is_empty()).map(String::from)
+                }
                 Some(Target::Environment) => {
                     for (k, v) in value.as_object().into_iter().flatten() {
                         let v = v.as_str().map(String::from).unwrap_or_else(|| v.to_string());
@@ -283,19 +314,31 @@ mod tests {
         let base = ClusterDefaults::default();
         let (options, small) = spec().resolve(&Map::new(), &base).unwrap();
         assert_eq!(options["profile"], "small");
-        assert_eq!((small.worker_cores, small.worker_memory, small.worker_threads), (0.5, 1 << 30, 1));
+        assert_eq!(
+            (small.worker_cores, small.worker_memory, small.worker_threads),
+            (0.5, 1 << 30, 1)
+        );
         let medium = json!({ "profile": "medium" });
         let (_, medium) = spec().resolve(medium.as_object().unwrap(), &base).unwrap();
-        assert_eq!((medium.worker_cores, medium.worker_memory, medium.worker_threads), (2.0, 2 << 30, 2));
+        assert_eq!(
+            (medium.worker_cores, medium.worker_memory, medium.worker_threads),
+            (2.0, 2 << 30, 2)
+        );
     }
 
     #[test]
     fn bad_options_are_refused_with_the_reference_messages() {
         let base = ClusterDefaults::default();
         let bogus = json!({ "bogus": 1, "profile": "small" });
-        assert_eq!(spec().resolve(bogus.as_object().unwrap(), &base).unwrap_err(), "Unknown fields ['bogus']");
+        assert_eq!(
+            spec().resolve(bogus.as_object().unwrap(), &base).unwrap_err(),
+            "Unknown fields ['bogus']"
+        );
         let huge = json!({ "profile": "huge" });
-        assert_eq!(spec().resolve(huge.as_object().unwrap(), &base).unwrap_err(), "'huge' is not a valid option for profile");
+        assert_eq!(
+            spec().resolve(huge.as_object().unwrap(), &base).unwrap_err(),
+            "'huge' is not a valid option for profile"
+        );
     }
 
     #[test]
@@ -314,7 +357,8 @@ mod tests {
         field.check().unwrap();
         let spec = OptionsSpec::new(Config::default().options.profiles, vec![field]);
         let base = ClusterDefaults::default();
-        let (_, config) = spec.resolve(json!({ "threads": 3 }).as_object().unwrap(), &base).unwrap();
+        let (_, config) =
+            spec.resolve(json!({ "threads": 3 }).as_object().unwrap(), &base).unwrap();
         assert_eq!(config.worker_threads, 3);
         assert!(spec.resolve(json!({ "threads": 9 }).as_object().unwrap(), &base).is_err());
         assert!(spec.resolve(json!({ "threads": "two" }).as_object().unwrap(), &base).is_err());

@@ -29,7 +29,13 @@ impl SchedulerControl {
         let mut delay = Duration::from_millis(100);
         let mut last = String::new();
         for attempt in 1..=3 {
-            let sent = self.http.post(&url).header("Authorization", format!("token {token}")).json(order).send().await;
+            let sent = self
+                .http
+                .post(&url)
+                .header("Authorization", format!("token {token}"))
+                .json(order)
+                .send()
+                .await;
             match sent.and_then(|r| r.error_for_status()) {
                 Ok(_) => return Ok(()),
                 Err(e) => last = e.without_url().to_string(),

@@ -13,7 +13,11 @@ pub struct Credentials {
 
 pub fn new_credentials(cluster_name: &str) -> anyhow::Result<Credentials> {
     let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec![cluster_name.to_string(), "dask-internal".into(), "skein-internal".into()])?;
+    let mut params = CertificateParams::new(vec![
+        cluster_name.to_string(),
+        "dask-internal".into(),
+        "skein-internal".into(),
+    ])?;
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, "dask-internal");
     params.distinguished_name = name;

@@ -14,18 +14,18 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch};
 use kube::runtime::reflector::{ObjectRef, Store};
-use k8s_openapi::NamespaceResourceScope;
 use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use tracing::warn;
 
 use crate::build::fnv1a;
-use crate::{apply_params, Result};
+use crate::{Result, apply_params};
 
 /// Records beyond this are dropped wholesale: forgetting costs one re-apply
 /// per child, and keeps children of long-deleted clusters from piling up.
@@ -44,7 +44,11 @@ pub struct Applied {
 
 impl Default for Applied {
     fn default() -> Self {
-        Self { records: Default::default(), in_flight: Default::default(), background: Arc::new(Semaphore::new(BACKGROUND_APPLIES)) }
+        Self {
+            records: Default::default(),
+            in_flight: Default::default(),
+            background: Arc::new(Semaphore::new(BACKGROUND_APPLIES)),
+        }
     }
 }
 
@@ -69,7 +73,12 @@ impl Applied {
     /// for: true when the cache shows it applied; otherwise one apply is
     /// started in the background (its arrival in the watch cache triggers the
     /// next reconcile; a failure is retried by the owner's requeue).
-    pub fn ensure_in_background<K>(self: &Arc<Self>, client: &Client, store: &Store<K>, desired: K) -> bool
+    pub fn ensure_in_background<K>(
+        self: &Arc<Self>,
+        client: &Client,
+        store: &Store<K>,
+        desired: K,
+    ) -> bool
     where
         K: Child + Send + Sync + 'static,
     {
@@ -85,7 +94,9 @@ impl Applied {
             let _permit = this.background.clone().acquire_owned().await;
             match apply(&client, &desired).await {
                 Ok(applied) => this.record(key.clone(), hash, version(applied.meta())),
-                Err(e) => warn!(child = key, error = %e, "could not apply; the next reconcile retries"),
+                Err(e) => {
+                    warn!(child = key, error = %e, "could not apply; the next reconcile retries")
+                }
             }
             this.in_flight.lock().expect("in-flight lock").remove(&key);
         });
@@ -93,8 +104,16 @@ impl Applied {
     }
 
     /// The cached child, if it still carries our last apply of `hash`.
-    fn current<K: Child>(&self, store: &Store<K>, desired: &K, key: &str, hash: u64) -> Option<Arc<K>> {
-        let current = store.get(&ObjectRef::new(&desired.name_any()).within(&desired.namespace().unwrap_or_default()))?;
+    fn current<K: Child>(
+        &self,
+        store: &Store<K>,
+        desired: &K,
+        key: &str,
+        hash: u64,
+    ) -> Option<Arc<K>> {
+        let current = store.get(
+            &ObjectRef::new(&desired.name_any()).within(&desired.namespace().unwrap_or_default()),
+        )?;
         (self.lookup(key) == Some((hash, version(current.meta())))).then_some(current)
     }
 
@@ -112,12 +131,31 @@ impl Applied {
 }
 
 /// A namespaced child resource the operator applies.
-pub trait Child: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + Debug + Serialize + DeserializeOwned {}
-impl<K> Child for K where K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + Debug + Serialize + DeserializeOwned {}
+pub trait Child:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+{
+}
+impl<K> Child for K where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+{
+}
 
 /// The record key of a child and the hash of its desired form.
 fn identify<K: Child>(desired: &K) -> (String, u64) {
-    let key = format!("{}/{}/{}", K::kind(&()), desired.namespace().unwrap_or_default(), desired.name_any());
+    let key = format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        desired.namespace().unwrap_or_default(),
+        desired.name_any()
+    );
     (key, fnv1a(&serde_json::to_string(desired).expect("children serialise")))
 }
 

@@ -18,9 +18,9 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use crate::build;
-use crate::scheduler_api::SchedulerApi;
 use crate::context::{on_error, publish};
-use crate::{apply_params, Context, Error, Result};
+use crate::scheduler_api::SchedulerApi;
+use crate::{Context, Error, Result, apply_params};
 
 const KIND: &str = "DaskAutoscaler";
 const PERIOD: Duration = Duration::from_secs(5);
@@ -48,7 +48,10 @@ async fn reconcile(scaler: Arc<DaskAutoscaler>, ctx: Arc<Context>) -> Result<Act
     let ns = scaler.namespace().unwrap_or_default();
     let spec = &scaler.spec;
     if spec.minimum < 0 || spec.maximum < spec.minimum {
-        let reason = format!("spec.minimum ({}) must be >= 0 and <= spec.maximum ({})", spec.minimum, spec.maximum);
+        let reason = format!(
+            "spec.minimum ({}) must be >= 0 and <= spec.maximum ({})",
+            spec.minimum, spec.maximum
+        );
         return Err(Error::Invalid { kind: KIND, name: scaler.name_any(), reason });
     }
     let clusters: Api<DaskCluster> = Api::namespaced(ctx.client.clone(), &ns);
@@ -59,7 +62,12 @@ async fn reconcile(scaler: Arc<DaskAutoscaler>, ctx: Arc<Context>) -> Result<Act
     if cluster.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running") {
         return Ok(Action::requeue(PERIOD));
     }
-    let base = SchedulerApi::base_url(&spec.cluster, &ns, &ctx.cluster_domain, build::dashboard_port(&cluster));
+    let base = SchedulerApi::base_url(
+        &spec.cluster,
+        &ns,
+        &ctx.cluster_domain,
+        build::dashboard_port(&cluster),
+    );
     let target = match ctx.scheduler.adaptive_target(&base).await {
         Ok(t) => t,
         Err(e) => {
@@ -78,9 +86,20 @@ async fn reconcile(scaler: Arc<DaskAutoscaler>, ctx: Arc<Context>) -> Result<Act
     if next != current {
         info!(current, target, next, "scaling");
         clusters
-            .patch_scale(&spec.cluster, &PatchParams::default(), &Patch::Merge(json!({ "spec": { "replicas": next } })))
+            .patch_scale(
+                &spec.cluster,
+                &PatchParams::default(),
+                &Patch::Merge(json!({ "spec": { "replicas": next } })),
+            )
             .await?;
-        publish(&ctx, &cluster, EventType::Normal, "Autoscaled", &format!("{current} -> {next} workers (adaptive target {target})")).await;
+        publish(
+            &ctx,
+            &cluster,
+            EventType::Normal,
+            "Autoscaled",
+            &format!("{current} -> {next} workers (adaptive target {target})"),
+        )
+        .await;
         record_scale(&ctx, &scaler, next).await?;
     } else if status.last_scale_time.is_none() {
         // Start the window at the first observation, so a fresh scaler does not scale down at once.
@@ -91,7 +110,10 @@ async fn reconcile(scaler: Arc<DaskAutoscaler>, ctx: Arc<Context>) -> Result<Act
 
 /// Status: the count now wanted, and the time it was set (the window's start).
 async fn record_scale(ctx: &Context, scaler: &DaskAutoscaler, workers: i32) -> Result<()> {
-    let status = DaskAutoscalerStatus { desired_workers: Some(workers), last_scale_time: Some(Timestamp::now().to_string()) };
+    let status = DaskAutoscalerStatus {
+        desired_workers: Some(workers),
+        last_scale_time: Some(Timestamp::now().to_string()),
+    };
     let body = json!({ "apiVersion": "kubernetes.dask.org/v1", "kind": KIND, "status": status });
     Api::<DaskAutoscaler>::namespaced(ctx.client.clone(), &scaler.namespace().unwrap_or_default())
         .patch_status(&scaler.name_any(), &apply_params(), &Patch::Apply(body))

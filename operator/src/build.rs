@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use crds::labels::*;
-use crds::{DaskCluster, DaskJob, DaskWorker, DaskWorkerGroup, DaskWorkerGroupSpec, SimpleObjectMeta};
+use crds::{
+    DaskCluster, DaskJob, DaskWorker, DaskWorkerGroup, DaskWorkerGroupSpec, SimpleObjectMeta,
+};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{EnvVar, Pod, PodSpec, PodTemplateSpec, Service, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -42,7 +44,8 @@ pub fn validate_cluster(cluster: &DaskCluster) -> Result<(), String> {
     let name = cluster.name_any();
     // The Service "<name>-scheduler" must be a DNS-1035 label of at most 63 characters.
     let valid_start = name.chars().next().is_some_and(|c| c.is_ascii_lowercase());
-    let valid_chars = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    let valid_chars =
+        name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if !valid_start || !valid_chars || name.ends_with('-') || name.len() > 53 {
         return Err(format!(
             "metadata.name {name:?} must start with a letter, use only a-z, 0-9 and '-', and be at most 53 characters"
@@ -71,8 +74,11 @@ fn merged_labels(
     template: Option<&SimpleObjectMeta>,
     ours: &[(&str, &str)],
 ) -> BTreeMap<String, String> {
-    let mut labels: BTreeMap<String, String> =
-        owner.iter().filter(|(k, _)| !k.starts_with("dask.org/")).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut labels: BTreeMap<String, String> = owner
+        .iter()
+        .filter(|(k, _)| !k.starts_with("dask.org/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     if let Some(extra) = template.and_then(|m| m.labels.as_ref()) {
         labels.extend(extra.clone());
     }
@@ -98,7 +104,11 @@ fn inject_env(spec: &mut PodSpec, vars: &[(&str, String)]) {
         let env = container.env.get_or_insert_with(Vec::new);
         for (name, value) in vars {
             if !env.iter().any(|e| e.name == *name) {
-                env.push(EnvVar { name: name.to_string(), value: Some(value.clone()), value_from: None });
+                env.push(EnvVar {
+                    name: name.to_string(),
+                    value: Some(value.clone()),
+                    value_from: None,
+                });
             }
         }
     }
@@ -145,7 +155,10 @@ pub fn scheduler_deployment(cluster: &DaskCluster) -> Deployment {
         &[(CLUSTER_NAME, &name), (COMPONENT, COMPONENT_SCHEDULER)],
     );
     let mut spec = cluster.spec.scheduler.spec.clone();
-    inject_env(&mut spec, &[("DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES", SCHEDULER_HTTP_ROUTES.to_string())]);
+    inject_env(
+        &mut spec,
+        &[("DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES", SCHEDULER_HTTP_ROUTES.to_string())],
+    );
     Deployment {
         metadata: ObjectMeta {
             name: Some(scheduler_name(&name)),
@@ -157,8 +170,14 @@ pub fn scheduler_deployment(cluster: &DaskCluster) -> Deployment {
         spec: Some(DeploymentSpec {
             replicas: Some(1),
             // Only our own labels: user labels may change, a selector may not.
-            selector: LabelSelector { match_labels: Some(scheduler_selector(&name)), ..Default::default() },
-            strategy: Some(DeploymentStrategy { type_: Some("Recreate".into()), ..Default::default() }),
+            selector: LabelSelector {
+                match_labels: Some(scheduler_selector(&name)),
+                ..Default::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("Recreate".into()),
+                ..Default::default()
+            }),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
@@ -184,7 +203,11 @@ pub fn scheduler_service(cluster: &DaskCluster) -> Service {
         metadata: ObjectMeta {
             name: Some(scheduler_name(&name)),
             namespace: cluster.namespace(),
-            labels: Some(merged_labels(cluster.labels(), None, &[(CLUSTER_NAME, &name), (COMPONENT, COMPONENT_SCHEDULER)])),
+            labels: Some(merged_labels(
+                cluster.labels(),
+                None,
+                &[(CLUSTER_NAME, &name), (COMPONENT, COMPONENT_SCHEDULER)],
+            )),
             owner_references: Some(vec![owner_ref(cluster)]),
             ..Default::default()
         },
@@ -201,11 +224,16 @@ pub fn default_worker_group(cluster: &DaskCluster) -> DaskWorkerGroup {
         DaskWorkerGroupSpec { cluster: name.clone(), worker: cluster.spec.worker.clone() },
     );
     group.metadata.namespace = cluster.namespace();
-    group.metadata.labels =
-        Some(merged_labels(cluster.labels(), None, &[(CLUSTER_NAME, &name), (COMPONENT, COMPONENT_WORKER_GROUP)]));
+    group.metadata.labels = Some(merged_labels(
+        cluster.labels(),
+        None,
+        &[(CLUSTER_NAME, &name), (COMPONENT, COMPONENT_WORKER_GROUP)],
+    ));
     group.metadata.owner_references = Some(vec![owner_ref(cluster)]);
-    group.metadata.annotations =
-        Some(BTreeMap::from([(PROPAGATED_REPLICAS.to_string(), cluster.spec.worker.replicas.to_string())]));
+    group.metadata.annotations = Some(BTreeMap::from([(
+        PROPAGATED_REPLICAS.to_string(),
+        cluster.spec.worker.replicas.to_string(),
+    )]));
     group
 }
 
@@ -224,8 +252,12 @@ pub fn worker_selector(group: &DaskWorkerGroup) -> String {
 /// A stable hash (FNV-1a) of what a worker pod is made from; stable across
 /// operator builds, unlike std's hasher, so an upgrade rolls nothing.
 pub fn template_hash(group: &DaskWorkerGroup, scheduler_address: &str) -> String {
-    let input = serde_json::to_string(&(&group.spec.worker.metadata, &group.spec.worker.spec, scheduler_address))
-        .expect("worker templates serialise");
+    let input = serde_json::to_string(&(
+        &group.spec.worker.metadata,
+        &group.spec.worker.spec,
+        scheduler_address,
+    ))
+    .expect("worker templates serialise");
     format!("{:010x}", fnv1a(&input) & 0xff_ffff_ffff)
 }
 
@@ -236,7 +268,12 @@ pub fn fnv1a(input: &str) -> u64 {
 
 /// One worker pod of a group. Its name is also its Dask worker name
 /// (DASK_WORKER_NAME), which is how the operator finds it in the scheduler.
-pub fn worker_pod(group: &DaskWorkerGroup, pod_name: &str, scheduler_address: &str, hash: &str) -> Pod {
+pub fn worker_pod(
+    group: &DaskWorkerGroup,
+    pod_name: &str,
+    scheduler_address: &str,
+    hash: &str,
+) -> Pod {
     let group_name = group.name_any();
     let worker = &group.spec.worker;
     let labels = merged_labels(
@@ -252,7 +289,10 @@ pub fn worker_pod(group: &DaskWorkerGroup, pod_name: &str, scheduler_address: &s
     let mut spec = worker.spec.clone();
     inject_env(
         &mut spec,
-        &[("DASK_WORKER_NAME", pod_name.to_string()), ("DASK_SCHEDULER_ADDRESS", scheduler_address.to_string())],
+        &[
+            ("DASK_WORKER_NAME", pod_name.to_string()),
+            ("DASK_SCHEDULER_ADDRESS", scheduler_address.to_string()),
+        ],
     );
     Pod {
         metadata: ObjectMeta {
@@ -302,7 +342,11 @@ pub fn runner_pod(job: &DaskJob, name: &str, scheduler_address: &str) -> Pod {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             namespace: job.namespace(),
-            labels: Some(merged_labels(job.labels(), template, &[(CLUSTER_NAME, &job_name), (COMPONENT, COMPONENT_JOB_RUNNER)])),
+            labels: Some(merged_labels(
+                job.labels(),
+                template,
+                &[(CLUSTER_NAME, &job_name), (COMPONENT, COMPONENT_JOB_RUNNER)],
+            )),
             annotations: template_annotations(template),
             owner_references: Some(vec![owner_ref(job)]),
             ..Default::default()
@@ -386,10 +430,18 @@ mod tests {
         job.metadata.uid = Some("9f8e7d6c-0000-0000-0000-000000000002".into());
         assert_ne!(first, runner_name(&job));
         assert_eq!(first, "simple-job-runner-0b1c2d3e");
-        let pod = runner_pod(&job, &first, "tcp://simple-job-scheduler.default.svc.cluster.local:8786");
+        let pod =
+            runner_pod(&job, &first, "tcp://simple-job-scheduler.default.svc.cluster.local:8786");
         let spec = pod.spec.unwrap();
         assert_eq!(spec.restart_policy.as_deref(), Some("OnFailure"));
-        assert!(spec.containers[0].env.as_ref().unwrap().iter().any(|e| e.name == "DASK_SCHEDULER_ADDRESS"));
+        assert!(
+            spec.containers[0]
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|e| e.name == "DASK_SCHEDULER_ADDRESS")
+        );
         let cluster = job_cluster(&job);
         assert_eq!(cluster.name_any(), "simple-job");
         assert_eq!(cluster.owner_references()[0].kind, "DaskJob");

@@ -13,16 +13,16 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use crate::applied::Applied;
 use crate::build;
-use crate::scheduler_api::SchedulerApi;
 use crate::context::{cached, controller_config, on_error, publish, strip_bookkeeping, trim_group};
-use crate::{apply_params, Context, Error, Result};
+use crate::scheduler_api::SchedulerApi;
+use crate::{Context, Error, Result, apply_params};
 
 const KIND: &str = "DaskCluster";
 
@@ -44,26 +44,36 @@ pub async fn run(ctx: Arc<Context>) {
     let scheduler_children = watcher::Config::default().labels(crds::labels::CLUSTER_NAME);
     // The caches keep only what reconcile reads: a thousand clusters' pod
     // templates and managed fields would otherwise be most of the memory.
-    let (deployments, deployment_events) = cached(ctx.watched::<Deployment>(), scheduler_children.clone(), |d: &mut Deployment| {
-        strip_bookkeeping(d);
-        if let Some(spec) = d.spec.as_mut() {
-            spec.template = Default::default();
-        }
-    });
-    let (services, service_events) = cached(ctx.watched::<Service>(), scheduler_children, |s: &mut Service| {
-        strip_bookkeeping(s);
-        s.spec = None;
-    });
-    let (groups, group_events) = cached(ctx.watched::<DaskWorkerGroup>(), watcher::Config::default(), trim_group);
+    let (deployments, deployment_events) =
+        cached(ctx.watched::<Deployment>(), scheduler_children.clone(), |d: &mut Deployment| {
+            strip_bookkeeping(d);
+            if let Some(spec) = d.spec.as_mut() {
+                spec.template = Default::default();
+            }
+        });
+    let (services, service_events) =
+        cached(ctx.watched::<Service>(), scheduler_children, |s: &mut Service| {
+            strip_bookkeeping(s);
+            s.spec = None;
+        });
+    let (groups, group_events) =
+        cached(ctx.watched::<DaskWorkerGroup>(), watcher::Config::default(), trim_group);
     // Clusters are cached without their pod and Service templates; each
     // reconcile reads its cluster whole (see `reconcile`).
-    let (clusters, cluster_events) = cached(ctx.watched::<DaskCluster>(), watcher::Config::default().any_semantic(), |c: &mut DaskCluster| {
-        strip_bookkeeping(c);
-        c.spec.scheduler.spec = Default::default();
-        c.spec.scheduler.service = Default::default();
-        c.spec.worker.spec = Default::default();
+    let (clusters, cluster_events) = cached(
+        ctx.watched::<DaskCluster>(),
+        watcher::Config::default().any_semantic(),
+        |c: &mut DaskCluster| {
+            strip_bookkeeping(c);
+            c.spec.scheduler.spec = Default::default();
+            c.spec.scheduler.service = Default::default();
+            c.spec.worker.spec = Default::default();
+        },
+    );
+    let state = Arc::new(State {
+        ctx: ctx.clone(),
+        children: Children { deployments, services, groups, applied: Arc::default() },
     });
-    let state = Arc::new(State { ctx: ctx.clone(), children: Children { deployments, services, groups, applied: Arc::default() } });
     Controller::for_stream(cluster_events.applied_objects(), clusters)
         .owns_stream(deployment_events.touched_objects())
         .owns_stream(service_events.touched_objects())
@@ -114,16 +124,29 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
         applied.ensure(client, &children.deployments, build::scheduler_deployment(&cluster)),
         applied.ensure(client, &children.groups, build::default_worker_group(&cluster)),
     )?;
-    let service_exists = applied.ensure_in_background(client, &children.services, build::scheduler_service(&cluster));
+    let service_exists = applied.ensure_in_background(
+        client,
+        &children.services,
+        build::scheduler_service(&cluster),
+    );
     if first_time {
-        publish(ctx, &cluster, EventType::Normal, "Created", "Created the scheduler, its Service and the default worker group").await;
+        publish(
+            ctx,
+            &cluster,
+            EventType::Normal,
+            "Created",
+            "Created the scheduler, its Service and the default worker group",
+        )
+        .await;
     }
 
-    let scheduler_ready = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) >= 1;
+    let scheduler_ready =
+        deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) >= 1;
     let status = cluster_status(&cluster, &group, scheduler_ready, service_exists);
     let running = status.phase.as_deref() == Some("Running");
     if status_changed(&cluster, &status) {
-        let body = json!({ "apiVersion": "kubernetes.dask.org/v1", "kind": KIND, "status": status });
+        let body =
+            json!({ "apiVersion": "kubernetes.dask.org/v1", "kind": KIND, "status": status });
         clusters.patch_status(&name, &apply_params(), &Patch::Apply(body)).await?;
     }
 
@@ -135,7 +158,12 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
 
 /// Status from what exists: Running only when the scheduler really is ready
 /// and its Service exists.
-fn cluster_status(cluster: &DaskCluster, group: &DaskWorkerGroup, scheduler_ready: bool, service_exists: bool) -> WorkloadStatus {
+fn cluster_status(
+    cluster: &DaskCluster,
+    group: &DaskWorkerGroup,
+    scheduler_ready: bool,
+    service_exists: bool,
+) -> WorkloadStatus {
     let generation = cluster.metadata.generation;
     let group_status = group.status.clone().unwrap_or_default();
     let desired = cluster.spec.worker.replicas;
@@ -156,7 +184,9 @@ fn cluster_status(cluster: &DaskCluster, group: &DaskWorkerGroup, scheduler_read
             } else {
                 "WorkersNotReady"
             },
-            format!("scheduler ready: {scheduler_ready}; service: {service_exists}; workers ready: {ready}/{desired}"),
+            format!(
+                "scheduler ready: {scheduler_ready}; service: {service_exists}; workers ready: {ready}/{desired}"
+            ),
             generation,
         ),
         condition(
@@ -185,7 +215,9 @@ fn status_changed(cluster: &DaskCluster, new: &WorkloadStatus) -> bool {
     let strip = |s: &WorkloadStatus| {
         let mut s = s.clone();
         for c in &mut s.conditions {
-            c.last_transition_time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+            c.last_transition_time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            );
         }
         s
     };
@@ -195,7 +227,12 @@ fn status_changed(cluster: &DaskCluster, new: &WorkloadStatus) -> bool {
 /// Deletes the cluster once its scheduler has been idle for `spec.idleTimeout`.
 async fn check_idle(cluster: &DaskCluster, ctx: &Context) -> Result<Action> {
     let ns = cluster.namespace().unwrap_or_default();
-    let base = SchedulerApi::base_url(&cluster.name_any(), &ns, &ctx.cluster_domain, build::dashboard_port(cluster));
+    let base = SchedulerApi::base_url(
+        &cluster.name_any(),
+        &ns,
+        &ctx.cluster_domain,
+        build::dashboard_port(cluster),
+    );
     let timeout = cluster.spec.idle_timeout as f64;
     let poll = Action::requeue(Duration::from_secs_f64(timeout.clamp(1.0, 30.0)));
     let idle_since = match ctx.scheduler.idle_since(&base).await {
@@ -209,7 +246,11 @@ async fn check_idle(cluster: &DaskCluster, ctx: &Context) -> Result<Action> {
     match idle_since {
         Some(since) if now - since > timeout => {
             info!(idle_for = now - since, "idle timeout reached; deleting the cluster");
-            let note = format!("Scheduler idle for {:.0}s (idleTimeout {}s)", now - since, cluster.spec.idle_timeout);
+            let note = format!(
+                "Scheduler idle for {:.0}s (idleTimeout {}s)",
+                now - since,
+                cluster.spec.idle_timeout
+            );
             publish(ctx, cluster, EventType::Normal, "IdleTimeout", &note).await;
             let api: Api<DaskCluster> = Api::namespaced(ctx.client.clone(), &ns);
             api.delete(&cluster.name_any(), &DeleteParams::background()).await?;
@@ -233,12 +274,21 @@ async fn report_invalid(ctx: &Context, cluster: &DaskCluster, reason: &str) {
     let status = WorkloadStatus {
         phase: Some("Error".into()),
         observed_generation: cluster.metadata.generation,
-        conditions: vec![condition("Degraded", true, "InvalidSpec", reason, cluster.metadata.generation)],
+        conditions: vec![condition(
+            "Degraded",
+            true,
+            "InvalidSpec",
+            reason,
+            cluster.metadata.generation,
+        )],
         ..Default::default()
     };
     let body = json!({ "apiVersion": "kubernetes.dask.org/v1", "kind": KIND, "status": status });
-    let api: Api<DaskCluster> = Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
-    if let Err(e) = api.patch_status(&cluster.name_any(), &apply_params(), &Patch::Apply(body)).await {
+    let api: Api<DaskCluster> =
+        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    if let Err(e) =
+        api.patch_status(&cluster.name_any(), &apply_params(), &Patch::Apply(body)).await
+    {
         warn!(error = %e, "could not write the error status");
     }
 }

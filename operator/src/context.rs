@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::fmt::Debug;
 
 use futures::Stream;
-use kube::runtime::controller::{self, Action};
-use kube::runtime::reflector::{self, reflector, Store};
-use kube::runtime::{watcher, WatchStreamExt};
-use serde::de::DeserializeOwned;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use k8s_openapi::NamespaceResourceScope;
+use kube::runtime::controller::{self, Action};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, Store, reflector};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
 use tracing::warn;
 
 use crds::DaskWorkerGroup;
@@ -57,9 +57,25 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>, scheduler: SchedulerApi, cluster_domain: String) -> Self {
-        let reporter = Reporter { controller: crate::MANAGER.into(), instance: std::env::var("POD_NAME").ok() };
-        Self { warnings: Recorder::new(client.clone(), reporter.clone()), reporter, client, metrics, scheduler, cluster_domain, namespace: None }
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        scheduler: SchedulerApi,
+        cluster_domain: String,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: crate::MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            warnings: Recorder::new(client.clone(), reporter.clone()),
+            reporter,
+            client,
+            metrics,
+            scheduler,
+            cluster_domain,
+            namespace: None,
+        }
     }
 
     /// Limits the operator to one namespace (a namespaced install, and tests
@@ -131,7 +147,13 @@ pub fn trim_group(group: &mut DaskWorkerGroup) {
 /// their own note (a series would show the first "Created 4 worker pod(s)"
 /// for a later "Created 1"); and the shared recorder keeps every Event it made
 /// for six minutes, which for a thousand clusters is megabytes.
-pub async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, type_: EventType, reason: &str, note: &str) {
+pub async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
@@ -141,7 +163,11 @@ pub async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, type
     };
     let published = match type_ {
         EventType::Warning => ctx.warnings.publish(&event, &obj.object_ref(&())).await,
-        EventType::Normal => Recorder::new(ctx.client.clone(), ctx.reporter.clone()).publish(&event, &obj.object_ref(&())).await,
+        EventType::Normal => {
+            Recorder::new(ctx.client.clone(), ctx.reporter.clone())
+                .publish(&event, &obj.object_ref(&()))
+                .await
+        }
     };
     if let Err(e) = published {
         warn!(error = %e, "could not publish an event");
@@ -151,7 +177,13 @@ pub async fn publish<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, type
 /// The shared part of every controller's error policy: count the failure; an
 /// invalid spec is reported (Event) and waits for the user to change it, with
 /// no retry storm; anything else is retried after `retry`.
-pub fn on_error<K>(obj: Arc<K>, error: &Error, ctx: Arc<Context>, kind: &'static str, retry: std::time::Duration) -> Action
+pub fn on_error<K>(
+    obj: Arc<K>,
+    error: &Error,
+    ctx: Arc<Context>,
+    kind: &'static str,
+    retry: std::time::Duration,
+) -> Action
 where
     K: Resource<DynamicType = ()> + Send + Sync + 'static,
 {
@@ -160,7 +192,9 @@ where
     match error {
         Error::Invalid { reason, .. } => {
             let reason = reason.clone();
-            tokio::spawn(async move { publish(&ctx, &*obj, EventType::Warning, "InvalidSpec", &reason).await });
+            tokio::spawn(async move {
+                publish(&ctx, &*obj, EventType::Warning, "InvalidSpec", &reason).await
+            });
             Action::await_change()
         }
         _ => Action::requeue(retry),

@@ -20,7 +20,7 @@ use tracing::{info, instrument};
 
 use crate::build;
 use crate::context::{on_error, publish};
-use crate::{apply_params, Context, Error, Result};
+use crate::{Context, Error, Result, apply_params};
 
 const KIND: &str = "DaskJob";
 
@@ -62,17 +62,30 @@ async fn reconcile(job: Arc<DaskJob>, ctx: Arc<Context>) -> Result<Action> {
     status.cluster_name = Some(name.clone());
     if status.job_status.is_none() {
         status.job_status = Some("ClusterCreated".into());
-        publish(&ctx, &*job, EventType::Normal, "ClusterCreated", &format!("Created DaskCluster {name}")).await;
+        publish(
+            &ctx,
+            &*job,
+            EventType::Normal,
+            "ClusterCreated",
+            &format!("Created DaskCluster {name}"),
+        )
+        .await;
     }
 
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let runner_name = build::runner_name(&job);
-    let cluster_running = cluster.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+    let cluster_running =
+        cluster.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
     let runner = match pods.get_opt(&runner_name).await? {
         Some(pod) => Some(pod),
         // The runner starts once its scheduler is there to connect to.
         None if cluster_running => {
-            let address = build::scheduler_address(&name, &ns, &ctx.cluster_domain, build::comm_port(&cluster));
+            let address = build::scheduler_address(
+                &name,
+                &ns,
+                &ctx.cluster_domain,
+                build::comm_port(&cluster),
+            );
             let pod = build::runner_pod(&job, &runner_name, &address);
             info!(runner = %runner_name, "starting the job runner");
             Some(pods.patch(&runner_name, &apply_params(), &Patch::Apply(pod)).await?)
@@ -91,17 +104,35 @@ async fn reconcile(job: Arc<DaskJob>, ctx: Arc<Context>) -> Result<Action> {
                 status.job_status = Some(outcome.into());
                 status.start_time.get_or_insert_with(|| Timestamp::now().to_string());
                 status.end_time = Some(Timestamp::now().to_string());
-                publish(&ctx, &*job, EventType::Normal, outcome, &format!("Runner {runner_name} {phase}; deleting DaskCluster {name}")).await;
-                clusters.delete(&name, &DeleteParams::background()).await.map(|_| ()).or_else(ignore_not_found)?;
+                publish(
+                    &ctx,
+                    &*job,
+                    EventType::Normal,
+                    outcome,
+                    &format!("Runner {runner_name} {phase}; deleting DaskCluster {name}"),
+                )
+                .await;
+                clusters
+                    .delete(&name, &DeleteParams::background())
+                    .await
+                    .map(|_| ())
+                    .or_else(ignore_not_found)?;
             }
             _ => {}
         }
     }
     if job.status.as_ref() != Some(&status) {
-        let body = json!({ "apiVersion": "kubernetes.dask.org/v1", "kind": KIND, "status": status });
-        Api::<DaskJob>::namespaced(ctx.client.clone(), &ns).patch_status(&name, &apply_params(), &Patch::Apply(body)).await?;
+        let body =
+            json!({ "apiVersion": "kubernetes.dask.org/v1", "kind": KIND, "status": status });
+        Api::<DaskJob>::namespaced(ctx.client.clone(), &ns)
+            .patch_status(&name, &apply_params(), &Patch::Apply(body))
+            .await?;
     }
-    Ok(if is_finished(&status) { Action::await_change() } else { Action::requeue(Duration::from_secs(30)) })
+    Ok(if is_finished(&status) {
+        Action::await_change()
+    } else {
+        Action::requeue(Duration::from_secs(30))
+    })
 }
 
 fn ignore_not_found(e: kube::Error) -> Result<(), kube::Error> {

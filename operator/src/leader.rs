@@ -8,7 +8,12 @@ use tracing::info;
 
 /// Resolves once this process holds the lease; the returned receiver turns
 /// false if it is ever lost (the caller then exits and restarts clean).
-pub async fn acquire(client: Client, namespace: &str, lease: &str, identity: &str) -> anyhow::Result<watch::Receiver<bool>> {
+pub async fn acquire(
+    client: Client,
+    namespace: &str,
+    lease: &str,
+    identity: &str,
+) -> anyhow::Result<watch::Receiver<bool>> {
     let manager = LeaseManagerBuilder::new(client, lease)
         .with_namespace(namespace)
         .with_identity(identity)

@@ -37,7 +37,8 @@ struct Args {
 }
 
 fn init_tracing(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if format == "json" { builder.json().init() } else { builder.init() }
 }
@@ -56,10 +57,20 @@ async fn main() -> anyhow::Result<()> {
 
     let mut leadership = None;
     if let Some(lease) = &args.lease_name {
-        let identity = std::env::var("POD_NAME").unwrap_or_else(|_| format!("dask-operator-{}", std::process::id()));
-        leadership = Some(leader::acquire(client.clone(), &args.lease_namespace, lease, &identity).await?);
+        let identity = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("dask-operator-{}", std::process::id()));
+        leadership =
+            Some(leader::acquire(client.clone(), &args.lease_namespace, lease, &identity).await?);
     }
-    let ctx = Arc::new(Context::new(client, metrics, SchedulerApi::new(args.resolve_schedulers_to), args.cluster_domain).watching(args.namespace));
+    let ctx = Arc::new(
+        Context::new(
+            client,
+            metrics,
+            SchedulerApi::new(args.resolve_schedulers_to),
+            args.cluster_domain,
+        )
+        .watching(args.namespace),
+    );
     info!("starting controllers");
     let controllers = async {
         tokio::join!(
@@ -80,11 +91,13 @@ async fn main() -> anyhow::Result<()> {
 /// Resolves when leadership, if any, is lost.
 async fn lost(leadership: Option<tokio::sync::watch::Receiver<bool>>) {
     match leadership {
-        Some(mut rx) => while *rx.borrow_and_update() {
-            if rx.changed().await.is_err() {
-                return;
+        Some(mut rx) => {
+            while *rx.borrow_and_update() {
+                if rx.changed().await.is_err() {
+                    return;
+                }
             }
-        },
+        }
         None => std::future::pending().await,
     }
 }

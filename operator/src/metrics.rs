@@ -35,8 +35,16 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(0.001, 2.0, 14))
         });
         registry.register("reconciles", "Reconciliations started", reconciles.clone());
-        registry.register("reconcile_failures", "Reconciliations that failed, by error", failures.clone());
-        registry.register("reconcile_duration_seconds", "Duration of reconciliations", duration.clone());
+        registry.register(
+            "reconcile_failures",
+            "Reconciliations that failed, by error",
+            failures.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of reconciliations",
+            duration.clone(),
+        );
         Self { registry, reconciles, failures, duration }
     }
 }
@@ -54,7 +62,8 @@ impl Metrics {
 
     pub fn encode(&self) -> String {
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String");
         out
     }
 }

@@ -48,7 +48,9 @@ impl reqwest::dns::Resolve for FixedResolver {
 
 impl SchedulerApi {
     pub fn new(resolve_to: Option<IpAddr>) -> Self {
-        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5)).timeout(Duration::from_secs(60));
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60));
         if let Some(ip) = resolve_to {
             builder = builder.dns_resolver(std::sync::Arc::new(FixedResolver(ip)));
         }
@@ -61,8 +63,14 @@ impl SchedulerApi {
     }
 
     async fn get<T: for<'de> Deserialize<'de>>(&self, url: String) -> Result<T> {
-        let resp = self.http.get(&url).send().await.map_err(|e| Error::Scheduler(format!("GET {url}: {e}")))?;
-        let resp = resp.error_for_status().map_err(|e| Error::Scheduler(format!("GET {url}: {e}")))?;
+        let resp = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| Error::Scheduler(format!("GET {url}: {e}")))?;
+        let resp =
+            resp.error_for_status().map_err(|e| Error::Scheduler(format!("GET {url}: {e}")))?;
         resp.json().await.map_err(|e| Error::Scheduler(format!("GET {url}: {e}")))
     }
 
@@ -74,7 +82,9 @@ impl SchedulerApi {
     pub async fn retire(&self, base: &str, addresses: &[String]) -> Result<()> {
         let url = format!("{base}/api/v1/retire_workers");
         let resp = self.http.post(&url).json(&json!({ "workers": addresses })).send().await;
-        resp.and_then(|r| r.error_for_status()).map(|_| ()).map_err(|e| Error::Scheduler(format!("POST {url}: {e}")))
+        resp.and_then(|r| r.error_for_status())
+            .map(|_| ())
+            .map_err(|e| Error::Scheduler(format!("POST {url}: {e}")))
     }
 
     /// The number of workers the scheduler's adaptive logic asks for.

@@ -31,9 +31,12 @@ pub fn spawn_health_probe(client: Client, namespace: Option<String>) -> Arc<Atom
             None => Api::all(client),
         };
         loop {
-            let ok = tokio::time::timeout(Duration::from_secs(10), api.list_metadata(&ListParams::default().limit(1)))
-                .await
-                .is_ok_and(|r| r.is_ok());
+            let ok = tokio::time::timeout(
+                Duration::from_secs(10),
+                api.list_metadata(&ListParams::default().limit(1)),
+            )
+            .await
+            .is_ok_and(|r| r.is_ok());
             flag.store(ok, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_secs(10)).await;
         }
@@ -41,13 +44,21 @@ pub fn spawn_health_probe(client: Client, namespace: Option<String>) -> Arc<Atom
     healthy
 }
 
-pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<Metrics>, healthy: Arc<AtomicBool>) -> anyhow::Result<()> {
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    metrics: Arc<Metrics>,
+    healthy: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/metrics", get(|State(s): State<AppState>| async move { s.metrics.encode() }))
         .route(
             "/healthz",
             get(|State(s): State<AppState>| async move {
-                if s.healthy.load(Ordering::Relaxed) { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "API server unreachable") }
+                if s.healthy.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "API server unreachable")
+                }
             }),
         )
         .with_state(AppState { metrics, healthy });

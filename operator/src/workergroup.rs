@@ -13,22 +13,26 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use crate::build::{self, TEMPLATE_HASH};
-use crate::scheduler_api::SchedulerApi;
 use crate::context::{cached, controller_config, on_error, publish, trim_group};
-use crate::{apply_params, Context, Error, Result};
+use crate::scheduler_api::SchedulerApi;
+use crate::{Context, Error, Result, apply_params};
 
 const KIND: &str = "DaskWorkerGroup";
 
 pub async fn run(ctx: Arc<Context>) {
     let worker_pods = watcher::Config::default().labels(&format!("{COMPONENT}={COMPONENT_WORKER}"));
     // The cache only triggers reconciles; each reads its group whole.
-    let (groups, group_events) = cached(ctx.watched::<DaskWorkerGroup>(), watcher::Config::default().any_semantic(), trim_group);
+    let (groups, group_events) = cached(
+        ctx.watched::<DaskWorkerGroup>(),
+        watcher::Config::default().any_semantic(),
+        trim_group,
+    );
     Controller::for_stream(group_events.applied_objects(), groups)
         .owns(ctx.watched::<Pod>(), worker_pods)
         .with_config(controller_config())
@@ -54,7 +58,9 @@ async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Ac
     let name = cached.name_any();
     let ns = cached.namespace().unwrap_or_default();
     // A quorum read: pods are never built from a stale (or trimmed) template.
-    let Some(group) = Api::<DaskWorkerGroup>::namespaced(ctx.client.clone(), &ns).get_opt(&name).await? else {
+    let Some(group) =
+        Api::<DaskWorkerGroup>::namespaced(ctx.client.clone(), &ns).get_opt(&name).await?
+    else {
         return Ok(Action::await_change());
     };
     if group.meta().deletion_timestamp.is_some() {
@@ -64,12 +70,15 @@ async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Ac
         return Err(Error::Invalid { kind: KIND, name, reason });
     }
     // The scheduler's address comes from its cluster's Service ports.
-    let cluster = Api::<DaskCluster>::namespaced(ctx.client.clone(), &ns).get_opt(&group.spec.cluster).await?;
-    let (comm_port, dashboard_port) = cluster.as_ref().map_or(
-        (build::DEFAULT_COMM_PORT, build::DEFAULT_DASHBOARD_PORT),
-        |c| (build::comm_port(c), build::dashboard_port(c)),
-    );
-    let address = build::scheduler_address(&group.spec.cluster, &ns, &ctx.cluster_domain, comm_port);
+    let cluster = Api::<DaskCluster>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&group.spec.cluster)
+        .await?;
+    let (comm_port, dashboard_port) =
+        cluster.as_ref().map_or((build::DEFAULT_COMM_PORT, build::DEFAULT_DASHBOARD_PORT), |c| {
+            (build::comm_port(c), build::dashboard_port(c))
+        });
+    let address =
+        build::scheduler_address(&group.spec.cluster, &ns, &ctx.cluster_domain, comm_port);
     let hash = build::template_hash(&group, &address);
 
     // A quorum list, not a cache: a reconcile never acts on a view older than
@@ -95,10 +104,18 @@ async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Ac
             pods.patch(&pod_name, &apply_params(), &Patch::Apply(pod)).await?;
         }
         info!(created = missing, "created worker pods");
-        publish(&ctx, &group, EventType::Normal, "ScaledUp", &format!("Created {missing} worker pod(s)")).await;
+        publish(
+            &ctx,
+            &group,
+            EventType::Normal,
+            "ScaledUp",
+            &format!("Created {missing} worker pod(s)"),
+        )
+        .await;
         changed = true;
     } else if current.len() > desired {
-        let base = SchedulerApi::base_url(&group.spec.cluster, &ns, &ctx.cluster_domain, dashboard_port);
+        let base =
+            SchedulerApi::base_url(&group.spec.cluster, &ns, &ctx.cluster_domain, dashboard_port);
         scale_down(&ctx, &group, &pods, current.clone(), current.len() - desired, &base).await?;
         changed = true;
     }
@@ -108,7 +125,14 @@ async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Ac
         for pod in &stale {
             delete_pod(&pods, pod).await?;
         }
-        publish(&ctx, &group, EventType::Normal, "RolledOut", &format!("Replaced {} worker pod(s) of an older template", stale.len())).await;
+        publish(
+            &ctx,
+            &group,
+            EventType::Normal,
+            "RolledOut",
+            &format!("Replaced {} worker pod(s) of an older template", stale.len()),
+        )
+        .await;
         changed = true;
     }
 
@@ -124,7 +148,8 @@ async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Ac
         ..Default::default()
     };
     if group.status.as_ref() != Some(&status) {
-        let body = json!({ "apiVersion": "kubernetes.dask.org/v1", "kind": KIND, "status": status });
+        let body =
+            json!({ "apiVersion": "kubernetes.dask.org/v1", "kind": KIND, "status": status });
         Api::<DaskWorkerGroup>::namespaced(ctx.client.clone(), &ns)
             .patch_status(&name, &apply_params(), &Patch::Apply(body))
             .await?;
@@ -144,9 +169,18 @@ async fn delete_pod(pods: &Api<Pod>, pod: &Pod) -> Result<()> {
 /// Removes `count` of this group's pods: unready ones first (they hold no
 /// data), then ready workers, retired through the scheduler so their results
 /// move to the remaining workers before the pod is deleted.
-async fn scale_down(ctx: &Context, group: &DaskWorkerGroup, pods: &Api<Pod>, mut candidates: Vec<Pod>, count: usize, base: &str) -> Result<()> {
+async fn scale_down(
+    ctx: &Context,
+    group: &DaskWorkerGroup,
+    pods: &Api<Pod>,
+    mut candidates: Vec<Pod>,
+    count: usize,
+    base: &str,
+) -> Result<()> {
     // Unready first, then the youngest.
-    candidates.sort_by_key(|p| (is_ready(p), std::cmp::Reverse(p.metadata.creation_timestamp.clone().map(|t| t.0))));
+    candidates.sort_by_key(|p| {
+        (is_ready(p), std::cmp::Reverse(p.metadata.creation_timestamp.clone().map(|t| t.0)))
+    });
     let victims: Vec<Pod> = candidates.into_iter().take(count).collect();
     let ready: Vec<&Pod> = victims.iter().filter(|p| is_ready(p)).collect();
     if !ready.is_empty() {
@@ -154,14 +188,28 @@ async fn scale_down(ctx: &Context, group: &DaskWorkerGroup, pods: &Api<Pod>, mut
             Ok(n) => info!(retired = n, "retired workers through the scheduler"),
             Err(e) => {
                 warn!(error = %e, "could not retire workers; deleting their pods anyway");
-                publish(ctx, group, EventType::Warning, "RetireFailed", &format!("Deleting pods without retirement: {e}")).await;
+                publish(
+                    ctx,
+                    group,
+                    EventType::Warning,
+                    "RetireFailed",
+                    &format!("Deleting pods without retirement: {e}"),
+                )
+                .await;
             }
         }
     }
     for pod in &victims {
         delete_pod(pods, pod).await?;
     }
-    publish(ctx, group, EventType::Normal, "ScaledDown", &format!("Removed {} worker pod(s)", victims.len())).await;
+    publish(
+        ctx,
+        group,
+        EventType::Normal,
+        "ScaledDown",
+        &format!("Removed {} worker pod(s)", victims.len()),
+    )
+    .await;
     Ok(())
 }
 
@@ -169,7 +217,8 @@ async fn scale_down(ctx: &Context, group: &DaskWorkerGroup, pods: &Api<Pod>, mut
 /// name) or by pod IP, and retires exactly those: never another group's.
 async fn retire(ctx: &Context, base: &str, pods: &[&Pod]) -> Result<usize> {
     let workers = ctx.scheduler.workers(base).await?;
-    let by_name: BTreeMap<&str, &str> = workers.iter().map(|w| (w.name.as_str(), w.address.as_str())).collect();
+    let by_name: BTreeMap<&str, &str> =
+        workers.iter().map(|w| (w.name.as_str(), w.address.as_str())).collect();
     let addresses: Vec<String> = pods
         .iter()
         .filter_map(|pod| {
@@ -178,7 +227,10 @@ async fn retire(ctx: &Context, base: &str, pods: &[&Pod]) -> Result<usize> {
                 return Some(address.to_string());
             }
             let ip = pod.status.as_ref()?.pod_ip.clone()?;
-            workers.iter().find(|w| w.address.contains(&format!("://{ip}:"))).map(|w| w.address.clone())
+            workers
+                .iter()
+                .find(|w| w.address.contains(&format!("://{ip}:")))
+                .map(|w| w.address.clone())
         })
         .collect();
     if !addresses.is_empty() {

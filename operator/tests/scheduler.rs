@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::*;
 use crds::{DaskAutoscaler, DaskCluster};
-use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 #[tokio::test]
@@ -30,7 +30,14 @@ async fn scale_down_retires_exactly_the_removed_workers() {
     })
     .await;
 
-    clusters.patch_scale("rt", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "replicas": 1 } }))).await.unwrap();
+    clusters
+        .patch_scale(
+            "rt",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "replicas": 1 } })),
+        )
+        .await
+        .unwrap();
     let remaining = wait_workers(&client, &ns.name, "rt", 1).await;
     // The scheduler retired the worker of the deleted pod, and only that one.
     let left = eventually(60, "the scheduler to have retired one worker", || async {
@@ -64,12 +71,22 @@ async fn autoscaler_follows_the_scheduler_target_within_bounds() {
     let scalers: Api<DaskAutoscaler> = Api::namespaced(client.clone(), &ns.name);
     scalers.create(&PostParams::default(), &scaler).await.unwrap();
     wait_workers(&client, &ns.name, "ad", 2).await;
-    let status = eventually(30, "the autoscaler's status", || async { scalers.get("ad").await.ok()?.status }).await;
+    let status = eventually(30, "the autoscaler's status", || async {
+        scalers.get("ad").await.ok()?.status
+    })
+    .await;
     assert_eq!(status.desired_workers, Some(2));
     // It is adopted by the cluster, so it goes with it.
     assert_eq!(scalers.get("ad").await.unwrap().owner_references()[0].name, "ad");
     // And it holds the cluster there: a manual scale outside the bounds is undone.
-    clusters.patch_scale("ad", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "replicas": 6 } }))).await.unwrap();
+    clusters
+        .patch_scale(
+            "ad",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "replicas": 6 } })),
+        )
+        .await
+        .unwrap();
     eventually(60, "the autoscaler to bring 6 workers back within [2, 4]", || async {
         let replicas = clusters.get("ad").await.ok()?.spec.worker.replicas;
         (replicas <= 4).then_some(())
@@ -88,8 +105,14 @@ async fn idle_cluster_is_deleted_after_its_timeout() {
     let mut idle = cluster("idle", 1, comm, dashboard);
     idle.spec.idle_timeout = 3;
     clusters.create(&PostParams::default(), &idle).await.unwrap();
-    let busy = clusters.create(&PostParams::default(), &cluster("busy", 1, comm, dashboard)).await.unwrap();
-    eventually(90, "the idle cluster to be deleted", || async { clusters.get_opt("idle").await.ok()?.is_none().then_some(()) }).await;
+    let busy = clusters
+        .create(&PostParams::default(), &cluster("busy", 1, comm, dashboard))
+        .await
+        .unwrap();
+    eventually(90, "the idle cluster to be deleted", || async {
+        clusters.get_opt("idle").await.ok()?.is_none().then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     // A cluster without idleTimeout stays.
     assert_eq!(clusters.get("busy").await.unwrap().uid(), busy.uid());

@@ -63,7 +63,11 @@ pub struct KubernetesBackend {
 
 impl KubernetesBackend {
     /// Starts the watch caches and waits until they have listed once.
-    pub async fn start(client: Client, settings: &KubernetesConfig, config: &Config) -> anyhow::Result<Self> {
+    pub async fn start(
+        client: Client,
+        settings: &KubernetesConfig,
+        config: &Config,
+    ) -> anyhow::Result<Self> {
         let namespace = settings
             .namespace
             .clone()
@@ -72,8 +76,16 @@ impl KubernetesBackend {
         let (changed, _) = watch::channel(0u64);
         let changed = Arc::new(changed);
         let selector = format!("{INSTANCE}={}", settings.instance);
-        let clusters = cache(Api::<DaskCluster>::namespaced(client.clone(), &namespace), &selector, changed.clone());
-        let secrets = cache(Api::<Secret>::namespaced(client.clone(), &namespace), &selector, changed.clone());
+        let clusters = cache(
+            Api::<DaskCluster>::namespaced(client.clone(), &namespace),
+            &selector,
+            changed.clone(),
+        );
+        let secrets = cache(
+            Api::<Secret>::namespaced(client.clone(), &namespace),
+            &selector,
+            changed.clone(),
+        );
         clusters.wait_until_ready().await?;
         secrets.wait_until_ready().await?;
         info!(%namespace, instance = %settings.instance, clusters = clusters.state().len(), "kubernetes backend ready");
@@ -95,14 +107,21 @@ impl KubernetesBackend {
     }
 
     fn scheduler_host(&self, cluster: &str) -> String {
-        format!("{}-scheduler.{}.svc.{}", resource_name(cluster), self.namespace, self.settings.cluster_domain)
+        format!(
+            "{}-scheduler.{}.svc.{}",
+            resource_name(cluster),
+            self.namespace,
+            self.settings.cluster_domain
+        )
     }
 
     /// The gateway's view of a DaskCluster and its Secret.
     fn to_cluster(&self, dc: &DaskCluster) -> Option<Cluster> {
         let name = dc.labels().get(CLUSTER)?.clone();
         let annotations = dc.annotations();
-        let secret = self.secrets.get(&reflector::ObjectRef::new(&secret_name(&name)).within(&self.namespace));
+        let secret = self
+            .secrets
+            .get(&reflector::ObjectRef::new(&secret_name(&name)).within(&self.namespace));
         let data = |key: &str| {
             let bytes = secret.as_ref()?.data.as_ref()?.get(key)?;
             String::from_utf8(bytes.0.clone()).ok()
@@ -121,7 +140,10 @@ impl KubernetesBackend {
         Some(Cluster {
             username: annotations.get(USER).cloned().unwrap_or_default(),
             token: data("api-token").unwrap_or_default(),
-            options: annotations.get(OPTIONS).and_then(|o| serde_json::from_str(o).ok()).unwrap_or_default(),
+            options: annotations
+                .get(OPTIONS)
+                .and_then(|o| serde_json::from_str(o).ok())
+                .unwrap_or_default(),
             config: annotations.get(SETTINGS).and_then(|c| serde_json::from_str(c).ok())?,
             status,
             start_time: dc.creation_timestamp().map(|t| t.0.as_millisecond()).unwrap_or_default(),
@@ -148,15 +170,24 @@ impl KubernetesBackend {
                 let now = k8s_openapi::jiff::Timestamp::now();
                 for dc in store.state() {
                     let started = dc.creation_timestamp().map(|t| t.0).unwrap_or(now);
-                    let running = dc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+                    let running =
+                        dc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
                     let overdue = now.duration_since(started).as_secs_f64() > timeout.as_secs_f64();
-                    if running || !overdue || dc.annotations().contains_key(FAILED) || dc.meta().deletion_timestamp.is_some() {
+                    if running
+                        || !overdue
+                        || dc.annotations().contains_key(FAILED)
+                        || dc.meta().deletion_timestamp.is_some()
+                    {
                         continue;
                     }
-                    let reason = format!("the scheduler did not become ready within {}s", timeout.as_secs());
+                    let reason =
+                        format!("the scheduler did not become ready within {}s", timeout.as_secs());
                     warn!(cluster = %dc.name_any(), %reason, phase = ?dc.status.as_ref().and_then(|s| s.phase.clone()), "cluster failed");
                     let patch = json!({ "metadata": { "annotations": { FAILED: reason } }, "spec": { "worker": { "replicas": 0 } } });
-                    if let Err(e) = api.patch(&dc.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await {
+                    if let Err(e) = api
+                        .patch(&dc.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+                        .await
+                    {
                         warn!(error = %e, "could not mark the cluster failed");
                     }
                 }
@@ -173,7 +204,9 @@ impl KubernetesBackend {
             env.push(json!({ "name": format!("DASK_DISTRIBUTED__COMM__TLS__{role}__CERT"), "value": format!("{CREDENTIALS}/dask.crt") }));
             env.push(json!({ "name": format!("DASK_DISTRIBUTED__COMM__TLS__{role}__KEY"), "value": format!("{CREDENTIALS}/dask.pem") }));
         }
-        env.extend(cluster.config.environment.iter().map(|(k, v)| json!({ "name": k, "value": v })));
+        env.extend(
+            cluster.config.environment.iter().map(|(k, v)| json!({ "name": k, "value": v })),
+        );
         env
     }
 
@@ -184,8 +217,10 @@ impl KubernetesBackend {
             "requests": { "cpu": format!("{:.3}", cluster.config.worker_cores), "memory": cluster.config.worker_memory.to_string() },
             "limits": { "cpu": format!("{:.3}", cluster.config.worker_cores), "memory": cluster.config.worker_memory.to_string() },
         });
-        let volume = json!([{ "name": "dask-credentials", "secret": { "secretName": secret_name(name) } }]);
-        let mount = json!([{ "name": "dask-credentials", "mountPath": CREDENTIALS, "readOnly": true }]);
+        let volume =
+            json!([{ "name": "dask-credentials", "secret": { "secretName": secret_name(name) } }]);
+        let mount =
+            json!([{ "name": "dask-credentials", "mountPath": CREDENTIALS, "readOnly": true }]);
         let mut scheduler_env = self.container_env(cluster);
         scheduler_env.extend([
             json!({ "name": "DASK_GATEWAY_API_URL", "value": self.settings.api_url }),
@@ -193,8 +228,12 @@ impl KubernetesBackend {
             json!({ "name": "DASK_GATEWAY_CLUSTER_NAME", "value": name }),
         ]);
         let scheduler_address = format!("tls://{}:{COMM_PORT}", self.scheduler_host(name));
-        let labels: BTreeMap<&str, &str> =
-            [("app.kubernetes.io/name", "dask-gateway"), (INSTANCE, self.settings.instance.as_str()), (CLUSTER, name.as_str())].into();
+        let labels: BTreeMap<&str, &str> = [
+            ("app.kubernetes.io/name", "dask-gateway"),
+            (INSTANCE, self.settings.instance.as_str()),
+            (CLUSTER, name.as_str()),
+        ]
+        .into();
         json!({
             "apiVersion": "kubernetes.dask.org/v1",
             "kind": "DaskCluster",
@@ -282,10 +321,17 @@ impl KubernetesBackend {
 /// A watch cache of `api` (objects with `selector`) that bumps `changed` on every event.
 fn cache<K>(api: Api<K>, selector: &str, changed: Arc<watch::Sender<u64>>) -> Store<K>
 where
-    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default().labels(selector)).default_backoff().reflect(writer);
+    let stream =
+        watcher(api, watcher::Config::default().labels(selector)).default_backoff().reflect(writer);
     tokio::spawn(stream.for_each(move |event| {
         if let Err(e) = event {
             warn!(error = %e, "watch error (retrying)");
@@ -299,8 +345,12 @@ where
 #[async_trait]
 impl Backend for KubernetesBackend {
     async fn create(&self, cluster: Cluster) -> Result<(), BackendError> {
-        let dc: DaskCluster = serde_json::from_value(self.dask_cluster(&cluster)).map_err(anyhow::Error::from)?;
-        let created = self.api().create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &dc).await;
+        let dc: DaskCluster =
+            serde_json::from_value(self.dask_cluster(&cluster)).map_err(anyhow::Error::from)?;
+        let created = self
+            .api()
+            .create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &dc)
+            .await;
         let created = created.map_err(anyhow::Error::from)?;
         let secret = self.secret(&cluster, &created)?;
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
@@ -338,7 +388,10 @@ impl Backend for KubernetesBackend {
         if dc.spec.worker.replicas != wanted {
             info!(cluster = name, workers = wanted, "the scheduler asks for a new worker count");
             let patch = json!({ "spec": { "replicas": wanted } });
-            self.api().patch_scale(&dc.name_any(), &PatchParams::default(), &Patch::Merge(patch)).await.map_err(anyhow::Error::from)?;
+            self.api()
+                .patch_scale(&dc.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+                .await
+                .map_err(anyhow::Error::from)?;
         }
         Ok(())
     }
@@ -346,7 +399,11 @@ impl Backend for KubernetesBackend {
     async fn fail(&self, name: &str, reason: &str) {
         warn!(cluster = name, reason, "cluster failed");
         let patch = json!({ "metadata": { "annotations": { FAILED: reason } } });
-        if let Err(e) = self.api().patch(&resource_name(name), &PatchParams::default(), &Patch::Merge(patch)).await {
+        if let Err(e) = self
+            .api()
+            .patch(&resource_name(name), &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
             warn!(error = %e, "could not mark the cluster failed");
         }
     }

@@ -43,7 +43,12 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn new(local: &LocalConfig, defaults: &ClusterDefaults, api_url: String, max_workers: Option<u32>) -> Self {
+    pub fn new(
+        local: &LocalConfig,
+        defaults: &ClusterDefaults,
+        api_url: String,
+        max_workers: Option<u32>,
+    ) -> Self {
         Self {
             dask: local.dask.clone(),
             state_dir: local.state_dir.clone(),
@@ -100,7 +105,10 @@ pub struct LocalBackend {
 impl LocalBackend {
     pub fn new(settings: Settings) -> Self {
         let (changed, _) = watch::channel(0);
-        Self { settings: Arc::new(settings), table: Table { clusters: Default::default(), changed: Arc::new(changed) } }
+        Self {
+            settings: Arc::new(settings),
+            table: Table { clusters: Default::default(), changed: Arc::new(changed) },
+        }
     }
 
     async fn send(&self, name: &str, command: Order) -> Result<(), BackendError> {
@@ -124,7 +132,11 @@ impl Backend for LocalBackend {
             cluster: cluster.clone(),
             workers: HashMap::new(),
         };
-        self.table.clusters.write().await.insert(name.clone(), Entry { cluster, commands: tx, handoff: None });
+        self.table
+            .clusters
+            .write()
+            .await
+            .insert(name.clone(), Entry { cluster, commands: tx, handoff: None });
         self.table.changed.send_modify(|n| *n += 1);
         let span = info_span!("cluster", cluster = %name);
         tokio::spawn(supervisor.run(rx).instrument(span));
@@ -145,7 +157,13 @@ impl Backend for LocalBackend {
             other => other?,
         }
         // STOPPING at once, so a list right after the DELETE says so.
-        self.table.update(name, |c| if c.status.is_active() { c.status = ClusterStatus::Stopping }).await;
+        self.table
+            .update(name, |c| {
+                if c.status.is_active() {
+                    c.status = ClusterStatus::Stopping
+                }
+            })
+            .await;
         Ok(())
     }
 
@@ -285,7 +303,9 @@ impl Supervisor {
         tokio::fs::create_dir_all(&self.dir).await?;
         tokio::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700)).await?;
         tokio::fs::write(self.dir.join(HANDOFF_PRELOAD_FILE), HANDOFF_PRELOAD).await?;
-        for (file, pem) in [("dask.crt", &self.cluster.tls_cert), ("dask.pem", &self.cluster.tls_key)] {
+        for (file, pem) in
+            [("dask.crt", &self.cluster.tls_cert), ("dask.pem", &self.cluster.tls_key)]
+        {
             let path = self.dir.join(file);
             tokio::fs::write(&path, pem).await?;
             tokio::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).await?;
@@ -316,7 +336,8 @@ impl Supervisor {
         // SIGTERM the child if the gateway dies, so no Dask process outlives it.
         unsafe {
             cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(std::io::Error::from)
+                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                    .map_err(std::io::Error::from)
             });
         }
         Ok(cmd)
@@ -326,7 +347,11 @@ impl Supervisor {
     /// end of the socket pair it adopts handed-over connections from.
     fn spawn_scheduler(&self) -> std::io::Result<(Child, Option<UnixDatagram>)> {
         let mut cmd = self.command("scheduler.log")?;
-        let pair = if self.settings.handoff { Some(std::os::unix::net::UnixDatagram::pair()?) } else { None };
+        let pair = if self.settings.handoff {
+            Some(std::os::unix::net::UnixDatagram::pair()?)
+        } else {
+            None
+        };
         if let Some((_, theirs)) = &pair {
             let inherited = theirs.as_raw_fd();
             cmd.env("DASK_GATEWAY_HANDOFF_FD", inherited.to_string());
@@ -340,15 +365,25 @@ impl Supervisor {
             }
         }
         cmd.args(["scheduler", "--protocol", "tls", "--port", "0", "--host", "127.0.0.1"])
-            .args(["--dashboard-address", "127.0.0.1:0", "--preload", "dask_gateway.scheduler_preload"])
+            .args([
+                "--dashboard-address",
+                "127.0.0.1:0",
+                "--preload",
+                "dask_gateway.scheduler_preload",
+            ])
             .arg("--preload")
             .arg(self.dir.join(HANDOFF_PRELOAD_FILE))
             .args(["--dg-api-address", "127.0.0.1:0"])
-            .args(["--dg-heartbeat-period", &self.settings.heartbeat_period.as_secs_f64().to_string()])
+            .args([
+                "--dg-heartbeat-period",
+                &self.settings.heartbeat_period.as_secs_f64().to_string(),
+            ])
             .args(["--dg-adaptive-period", &self.settings.adaptive_period.to_string()])
             .args(["--dg-idle-timeout", &self.cluster.config.idle_timeout.to_string()]);
         info!(dask = %self.settings.dask.display(), "starting the scheduler");
-        let scheduler = cmd.spawn().map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", self.settings.dask.display())))?;
+        let scheduler = cmd.spawn().map_err(|e| {
+            std::io::Error::new(e.kind(), format!("{}: {e}", self.settings.dask.display()))
+        })?;
         let Some((ours, _theirs)) = pair else { return Ok((scheduler, None)) };
         ours.set_nonblocking(true)?;
         Ok((scheduler, Some(UnixDatagram::from_std(ours)?)))
@@ -380,8 +415,12 @@ impl Supervisor {
         }
         let active: HashSet<&String> = beat.active_workers.iter().collect();
         let closing: HashSet<&String> = beat.closing_workers.iter().collect();
-        let pending: Vec<String> =
-            self.workers.keys().filter(|n| !active.contains(n) && !closing.contains(n)).cloned().collect();
+        let pending: Vec<String> = self
+            .workers
+            .keys()
+            .filter(|n| !active.contains(n) && !closing.contains(n))
+            .cloned()
+            .collect();
         let limit = self.settings.max_workers.map(i64::from).unwrap_or(i64::MAX);
         let wanted = beat.count.clamp(0, limit);
         let missing = wanted - active.len() as i64 - pending.len() as i64;
@@ -424,7 +463,11 @@ async fn handoff_ready(channel: Option<&UnixDatagram>) -> std::io::Result<()> {
 /// SIGTERM, then SIGKILL if the process has not exited within 5 s.
 async fn terminate(mut child: Child) {
     if let Some(pid) = child.id() {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM).ok();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .ok();
         if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_ok() {
             return;
         }

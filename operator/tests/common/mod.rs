@@ -15,9 +15,9 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 
 pub async fn client() -> Client {
-    let client = Client::try_default()
-        .await
-        .expect("no Kubernetes API: run `tests/k8s/cluster up sim` and `eval \"$(tests/k8s/cluster env)\"`");
+    let client = Client::try_default().await.expect(
+        "no Kubernetes API: run `tests/k8s/cluster up sim` and `eval \"$(tests/k8s/cluster env)\"`",
+    );
     install_crds(&client).await;
     client
 }
@@ -26,9 +26,13 @@ async fn install_crds(client: &Client) {
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         Api::all(client.clone());
     for (_, crd) in crds::all_crds() {
-        crds.patch(&crd.name_any(), &PatchParams::apply("dask-operator-tests").force(), &Patch::Apply(&crd))
-            .await
-            .expect("CRDs apply");
+        crds.patch(
+            &crd.name_any(),
+            &PatchParams::apply("dask-operator-tests").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("CRDs apply");
     }
     for (_, crd) in crds::all_crds() {
         let name = crd.name_any();
@@ -38,7 +42,10 @@ async fn install_crds(client: &Client) {
             async move {
                 let crd = crds.get(&name).await.ok()?;
                 let conditions = crd.status?.conditions?;
-                conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(())
+                conditions
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
             }
         })
         .await;
@@ -53,7 +60,8 @@ pub struct TestNamespace {
 impl TestNamespace {
     pub async fn new(client: &Client, prefix: &str) -> Self {
         let name = format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..6]);
-        let ns: Namespace = serde_json::from_value(serde_json::json!({ "metadata": { "name": name } })).unwrap();
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({ "metadata": { "name": name } })).unwrap();
         Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
         Self { name }
     }
@@ -87,10 +95,18 @@ pub struct Operator {
 impl Operator {
     pub fn start(namespace: &str) -> Self {
         let bin = env!("CARGO_BIN_EXE_dask-operator");
-        let log = std::env::temp_dir().join(format!("dask-operator-{namespace}-{}.log", uuid::Uuid::new_v4().simple()));
+        let log = std::env::temp_dir()
+            .join(format!("dask-operator-{namespace}-{}.log", uuid::Uuid::new_v4().simple()));
         let file = std::fs::File::create(&log).expect("the operator's log file");
         let child = Command::new(bin)
-            .args(["--namespace", namespace, "--resolve-schedulers-to", "127.0.0.1", "--metrics-addr", "127.0.0.1:0"])
+            .args([
+                "--namespace",
+                namespace,
+                "--resolve-schedulers-to",
+                "127.0.0.1",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
             .env("RUST_LOG", "warn,dask_operator=info")
             .stdout(Stdio::null())
             .stderr(file)
@@ -179,7 +195,10 @@ pub async fn wait_workers(client: &Client, ns: &str, cluster: &str, n: usize) ->
     eventually(60, &format!("{n} worker pods and status.replicas={n}"), || async {
         let pods = worker_pods(client, ns, cluster).await;
         let status = api.get(cluster).await.ok()?.status?;
-        (pods.len() == n && status.replicas == Some(n as i32) && status.ready_replicas == Some(n as i32)).then_some(pods)
+        (pods.len() == n
+            && status.replicas == Some(n as i32)
+            && status.ready_replicas == Some(n as i32))
+        .then_some(pods)
     })
     .await
 }
@@ -197,7 +216,9 @@ impl Drop for DaskProcess {
 
 pub fn dask_bin() -> String {
     let venv = std::env::var("DASK_RS_VENV").unwrap_or_else(|_| {
-        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python/env")).output().unwrap();
+        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/python/env"))
+            .output()
+            .unwrap();
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     });
     format!("{venv}/bin/dask")
@@ -207,7 +228,10 @@ pub fn start_scheduler(comm_port: u16, dashboard_port: u16) -> DaskProcess {
     let child = Command::new(dask_bin())
         .args(["scheduler", "--host", "127.0.0.1", "--port", &comm_port.to_string()])
         .args(["--dashboard-address", &format!("127.0.0.1:{dashboard_port}"), "--no-show"])
-        .env("DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES", dask_operator::build::SCHEDULER_HTTP_ROUTES)
+        .env(
+            "DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES",
+            dask_operator::build::SCHEDULER_HTTP_ROUTES,
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -217,7 +241,14 @@ pub fn start_scheduler(comm_port: u16, dashboard_port: u16) -> DaskProcess {
 
 pub fn start_worker(comm_port: u16, name: &str) -> DaskProcess {
     let child = Command::new(dask_bin())
-        .args(["worker", &format!("tcp://127.0.0.1:{comm_port}"), "--name", name, "--host", "127.0.0.1"])
+        .args([
+            "worker",
+            &format!("tcp://127.0.0.1:{comm_port}"),
+            "--name",
+            name,
+            "--host",
+            "127.0.0.1",
+        ])
         .args(["--nthreads", "1", "--no-dashboard", "--memory-limit", "256MiB"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -234,7 +265,12 @@ pub async fn scheduler_workers(dashboard_port: u16) -> Option<Vec<(String, Strin
         body["workers"]
             .as_array()?
             .iter()
-            .map(|w| (w["name"].as_str().unwrap_or_default().to_string(), w["address"].as_str().unwrap_or_default().to_string()))
+            .map(|w| {
+                (
+                    w["name"].as_str().unwrap_or_default().to_string(),
+                    w["address"].as_str().unwrap_or_default().to_string(),
+                )
+            })
             .collect(),
     )
 }
