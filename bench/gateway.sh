@@ -3,10 +3,8 @@
 # Python dask-gateway-server and against ours, one after the other, in one run,
 # both with the local backend on 127.0.0.1. Prints a side-by-side table.
 #   bench/gateway.sh
-set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "${BASH_SOURCE[0]}")/../tests/lib/env.sh"
 cd "$root"
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dask-rs/target}
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release --locked -p dask-gateway-rs
 VENV=$(tests/python/env)

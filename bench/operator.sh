@@ -1,10 +1,8 @@
 #!/usr/bin/env bash
 # Operator benchmark, ours vs dask-kubernetes', on the sim tier. Prints figures.
 #   bench/operator.sh [N=1000] [WORKERS=4]
-set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "${BASH_SOURCE[0]}")/../tests/lib/env.sh"
 cd "$root"
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dask-rs/target}
 cargo build --release --locked -p dask-operator -p dask-crds
 SIM_NODES=${SIM_NODES:-16} tests/k8s/cluster up sim
 eval "$(tests/k8s/cluster env)"

@@ -3,6 +3,10 @@
 //! it lacks: a status subresource with replicas, readiness, a selector and
 //! conditions, and a scale subresource that HorizontalPodAutoscalers can use.
 
+// kube's `#[kube(printcolumn(..), printcolumn(..))]` repeats `type_ = ...` by
+// design; clippy reads the repeats as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod autoscaler;
 pub mod cluster;
 pub mod common;

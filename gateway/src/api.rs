@@ -287,12 +287,12 @@ async fn delete_cluster(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let cluster = gw.backend.get(&name).await;
-    if let Some(cluster) = &cluster {
-        if has_cluster_token(&headers, cluster) {
-            info!(cluster = %name, "cluster stopped by its scheduler (idle timeout)");
-            gw.backend.stop(&name).await?;
-            return Ok(StatusCode::NO_CONTENT.into_response());
-        }
+    if let Some(cluster) = &cluster
+        && has_cluster_token(&headers, cluster)
+    {
+        info!(cluster = %name, "cluster stopped by its scheduler (idle timeout)");
+        gw.backend.stop(&name).await?;
+        return Ok(StatusCode::NO_CONTENT.into_response());
     }
     let (user, cookie) = login(&gw, &headers).await?;
     if let Some(cluster) = cluster {
@@ -382,12 +382,12 @@ async fn adapt(
             return Err(ApiError::unprocessable(format!("active must be a boolean, got {v}")));
         }
     };
-    if let (Some(min), Some(max)) = (minimum, maximum) {
-        if min > max {
-            return Err(ApiError::unprocessable(format!(
-                "minimum ({min}) must be no more than maximum ({max})"
-            )));
-        }
+    if let (Some(min), Some(max)) = (minimum, maximum)
+        && min > max
+    {
+        return Err(ApiError::unprocessable(format!(
+            "minimum ({min}) must be no more than maximum ({max})"
+        )));
     }
     let cluster = running_cluster(&gw, &user, &name).await?;
     let others = others_of(&gw, &cluster).await;

@@ -90,16 +90,16 @@ async fn forward(
             .into_response();
         }
     };
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_side) = client_side {
-            let server_side = hyper::upgrade::on(&mut response);
-            tokio::spawn(async move {
-                if let (Ok(client), Ok(server)) = (client_side.await, server_side.await) {
-                    let (mut client, mut server) = (TokioIo::new(client), TokioIo::new(server));
-                    tokio::io::copy_bidirectional(&mut client, &mut server).await.ok();
-                }
-            });
-        }
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_side) = client_side
+    {
+        let server_side = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            if let (Ok(client), Ok(server)) = (client_side.await, server_side.await) {
+                let (mut client, mut server) = (TokioIo::new(client), TokioIo::new(server));
+                tokio::io::copy_bidirectional(&mut client, &mut server).await.ok();
+            }
+        });
     }
     response.map(Body::new)
 }

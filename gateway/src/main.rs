@@ -1,4 +1,4 @@
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,9 +24,9 @@ struct Args {
     /// Overrides the local backend's `dask` executable.
     #[arg(long)]
     dask: Option<PathBuf>,
-    /// Overrides `log_format` (text or json).
-    #[arg(long)]
-    log_format: Option<String>,
+    /// Overrides `log_format`.
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -50,11 +50,8 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     if let (Some(dask), BackendConfig::Local(local)) = (&args.dask, &mut config.backend) {
         local.dask = dask.clone();
     }
-    match args.log_format.as_deref() {
-        Some("json") => config.log_format = LogFormat::Json,
-        Some("text") => config.log_format = LogFormat::Text,
-        Some(other) => anyhow::bail!("--log-format: {other:?} is neither text nor json"),
-        None => {}
+    if let Some(format) = args.log_format {
+        config.log_format = format;
     }
     Ok(config)
 }
@@ -62,7 +59,10 @@ fn load(args: &Args) -> anyhow::Result<Config> {
 fn init_tracing(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colours only on a terminal: not in files or pod logs.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stdout().is_terminal());
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -107,13 +107,13 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
 
     let first_time = cluster.status.as_ref().and_then(|s| s.phase.as_deref()).is_none();
     let group_ref = ObjectRef::new(&build::default_group_name(&name)).within(&ns);
-    if let Some(existing) = children.groups.get(&group_ref) {
-        if let Some(replicas) = build::directly_scaled_replicas(&existing, &cluster) {
-            info!(replicas, "the default worker group was scaled directly; the cluster follows");
-            let scale = json!({ "spec": { "replicas": replicas } });
-            clusters.patch_scale(&name, &PatchParams::default(), &Patch::Merge(scale)).await?;
-            return Ok(Action::requeue(Duration::from_secs(1)));
-        }
+    if let Some(existing) = children.groups.get(&group_ref)
+        && let Some(replicas) = build::directly_scaled_replicas(&existing, &cluster)
+    {
+        info!(replicas, "the default worker group was scaled directly; the cluster follows");
+        let scale = json!({ "spec": { "replicas": replicas } });
+        clusters.patch_scale(&name, &PatchParams::default(), &Patch::Merge(scale)).await?;
+        return Ok(Action::requeue(Duration::from_secs(1)));
     }
     // The scheduler and the workers are applied together. The Service goes
     // on the side: the API server allocates cluster IPs one at a time, and

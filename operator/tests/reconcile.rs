@@ -14,6 +14,7 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 #[tokio::test]
+#[ignore = "needs a control plane (tests/run)"]
 async fn manifest_becomes_scheduler_service_and_workers() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "op-children").await;
@@ -106,6 +107,7 @@ async fn manifest_becomes_scheduler_service_and_workers() {
 }
 
 #[tokio::test]
+#[ignore = "needs a control plane (tests/run)"]
 async fn scales_replaces_and_rolls_workers() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "op-scale").await;
@@ -186,6 +188,7 @@ async fn scales_replaces_and_rolls_workers() {
 }
 
 #[tokio::test]
+#[ignore = "needs a control plane (tests/run)"]
 async fn invalid_cluster_reports_an_error_and_spares_the_others() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "op-invalid").await;
@@ -220,6 +223,7 @@ async fn invalid_cluster_reports_an_error_and_spares_the_others() {
 }
 
 #[tokio::test]
+#[ignore = "needs a control plane (tests/run)"]
 async fn operator_restarts_leave_no_duplicate_or_orphan_pods() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "op-restart").await;
@@ -261,6 +265,7 @@ async fn operator_restarts_leave_no_duplicate_or_orphan_pods() {
 }
 
 #[tokio::test]
+#[ignore = "needs a control plane (tests/run)"]
 async fn daskjob_creates_its_cluster_then_a_uniquely_named_runner() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "op-job").await;

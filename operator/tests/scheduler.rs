@@ -13,6 +13,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 #[tokio::test]
+#[ignore = "needs a control plane (tests/run)"]
 async fn scale_down_retires_exactly_the_removed_workers() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "op-retire").await;
@@ -49,6 +50,7 @@ async fn scale_down_retires_exactly_the_removed_workers() {
 }
 
 #[tokio::test]
+#[ignore = "needs a control plane (tests/run)"]
 async fn autoscaler_follows_the_scheduler_target_within_bounds() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "op-adapt").await;
@@ -95,6 +97,7 @@ async fn autoscaler_follows_the_scheduler_target_within_bounds() {
 }
 
 #[tokio::test]
+#[ignore = "needs a control plane (tests/run)"]
 async fn idle_cluster_is_deleted_after_its_timeout() {
     let client = client().await;
     let ns = TestNamespace::new(&client, "op-idle").await;

@@ -1,6 +1,11 @@
 //! Harness for the operator's integration tests: a real API server (the test
 //! control plane, `tests/k8s/cluster up sim`), the operator binary as a child
 //! process, a namespace per test, and real `dask scheduler` processes.
+//!
+//! The tests that use it are `#[ignore]`d so that `cargo test` passes on a
+//! fresh clone; `tests/run` runs them (`-- --include-ignored`) on the sim tier.
+//! By hand: `eval "$(tests/k8s/cluster env)"` then
+//! `cargo test -p dask-operator -- --include-ignored`.
 
 #![allow(dead_code)]
 

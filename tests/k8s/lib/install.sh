@@ -40,7 +40,7 @@ go_install() {
   [ -x "$3/$1" ] && return 0
   log "building $1 (${2#*@}) from the Go module proxy"
   mkdir -p "$3"
-  GOBIN=$3 GOFLAGS= go install -trimpath -ldflags '-s -w' "$2" || die "go install $2 failed"
+  GOBIN=$3 GOFLAGS='' go install -trimpath -ldflags '-s -w' "$2" || die "go install $2 failed"
 }
 
 install_kwok() { go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "$KWOK_BIN"; }

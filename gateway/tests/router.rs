@@ -1,0 +1,312 @@
+//! The REST API in process: the gateway's real axum `Router`, authenticator,
+//! options and limits, with an in-memory [`Backend`] in place of dask
+//! processes or a Kubernetes API. Each request goes through
+//! `tower::ServiceExt::oneshot`; no socket, no control plane.
+//!
+//! The status codes are the ones the dask-gateway client relies on: 401 makes
+//! it send credentials, 404 and 422 become `ValueError`, 409
+//! `GatewayClusterError`, and every error body is `{"error": "..."}`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use base64::Engine;
+use dask_gateway_rs::backend::{Backend, BackendError};
+use dask_gateway_rs::config::Config;
+use dask_gateway_rs::models::{Cluster, ClusterStatus, Heartbeat};
+use dask_gateway_rs::{Gateway, router};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+/// Clusters in a map: created PENDING, RUNNING on a heartbeat, STOPPED on stop.
+struct FakeBackend {
+    clusters: Mutex<BTreeMap<String, Cluster>>,
+    changes: watch::Sender<u64>,
+}
+
+impl FakeBackend {
+    fn new() -> Self {
+        Self { clusters: Mutex::default(), changes: watch::Sender::new(0) }
+    }
+
+    fn cluster(&self, name: &str) -> Option<Cluster> {
+        self.clusters.lock().unwrap().get(name).cloned()
+    }
+
+    fn count(&self) -> usize {
+        self.clusters.lock().unwrap().len()
+    }
+
+    fn update(&self, name: &str, change: impl FnOnce(&mut Cluster)) -> Result<(), BackendError> {
+        let mut clusters = self.clusters.lock().unwrap();
+        let cluster = clusters.get_mut(name).ok_or_else(|| BackendError::NotFound(name.into()))?;
+        change(cluster);
+        self.changes.send_modify(|n| *n += 1);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Backend for FakeBackend {
+    async fn create(&self, cluster: Cluster) -> Result<(), BackendError> {
+        self.clusters.lock().unwrap().insert(cluster.name.clone(), cluster);
+        self.changes.send_modify(|n| *n += 1);
+        Ok(())
+    }
+    async fn get(&self, name: &str) -> Option<Cluster> {
+        self.cluster(name)
+    }
+    async fn list(&self) -> Vec<Cluster> {
+        self.clusters.lock().unwrap().values().cloned().collect()
+    }
+    async fn stop(&self, name: &str) -> Result<(), BackendError> {
+        // Stopping an unknown cluster is no error (the trait's contract).
+        let _ = self.update(name, |c| c.status = ClusterStatus::Stopped);
+        Ok(())
+    }
+    async fn heartbeat(&self, name: &str, beat: Heartbeat) -> Result<(), BackendError> {
+        self.update(name, |c| {
+            c.status = ClusterStatus::Running;
+            c.addresses = Some(beat.addresses());
+        })
+    }
+    async fn fail(&self, name: &str, _reason: &str) {
+        let _ = self.update(name, |c| c.status = ClusterStatus::Failed);
+    }
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}
+
+/// The gateway's router over a fresh fake backend, with `config` (TOML).
+fn gateway(config: &str) -> (Router, Arc<FakeBackend>) {
+    let backend = Arc::new(FakeBackend::new());
+    let config = Config::parse(config).expect("test config");
+    let gateway = Gateway::new(&config, backend.clone()).expect("gateway");
+    (router(Arc::new(gateway), ""), backend)
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    /// The `{"error": ...}` message, which every error answer must carry.
+    fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or_else(|| panic!("no error message: {}", self.body))
+    }
+}
+
+/// Who sends a request: nobody, a user (simple auth: any name, no password)
+/// or a cluster's scheduler with the cluster's token.
+enum As<'a> {
+    Anonymous,
+    User(&'a str),
+    Token(&'a str),
+}
+
+async fn call(app: &Router, method: Method, uri: &str, who: As<'_>, body: &str) -> Answer {
+    let mut request = Request::builder().method(method).uri(uri);
+    request = match who {
+        As::Anonymous => request,
+        As::User(name) => {
+            let basic = base64::engine::general_purpose::STANDARD.encode(format!("{name}:"));
+            request.header(header::AUTHORIZATION, format!("Basic {basic}"))
+        }
+        As::Token(token) => request.header(header::AUTHORIZATION, format!("token {token}")),
+    };
+    if !body.is_empty() {
+        request = request.header(header::CONTENT_TYPE, "application/json");
+    }
+    let response =
+        app.clone().oneshot(request.body(Body::from(body.to_owned())).unwrap()).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!("{status}: not JSON ({e}): {}", String::from_utf8_lossy(&bytes))
+        })
+    };
+    Answer { status, headers, body }
+}
+
+/// Creates a cluster as `user`; its name.
+async fn create(app: &Router, user: &str) -> String {
+    let answer = call(app, Method::POST, "/api/v1/clusters/", As::User(user), "{}").await;
+    assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    answer.body["name"].as_str().expect("a name").to_owned()
+}
+
+#[tokio::test]
+async fn a_cluster_lives_pending_running_stopped_through_the_api() {
+    let (app, backend) = gateway("");
+    let name = create(&app, "alice").await;
+    let cluster = backend.cluster(&name).expect("the backend was asked to create it");
+    assert_eq!((cluster.username.as_str(), cluster.status), ("alice", ClusterStatus::Pending));
+
+    let report =
+        call(&app, Method::GET, &format!("/api/v1/clusters/{name}"), As::User("alice"), "").await;
+    assert_eq!(report.status, StatusCode::OK);
+    assert_eq!(report.body["status"], "PENDING");
+    assert_eq!(report.body["tls_cert"], Value::Null, "credentials only once it runs");
+
+    let beat = json!({
+        "scheduler_address": "tls://127.0.0.1:1", "api_address": "http://127.0.0.1:1", "count": 0,
+    });
+    let uri = format!("/api/v1/clusters/{name}/heartbeat");
+    let answer = call(&app, Method::POST, &uri, As::Token(&cluster.token), &beat.to_string()).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    let report =
+        call(&app, Method::GET, &format!("/api/v1/clusters/{name}"), As::User("alice"), "").await;
+    assert_eq!(report.body["status"], "RUNNING");
+    assert_eq!(report.body["tls_cert"], cluster.tls_cert.as_str());
+
+    let answer =
+        call(&app, Method::DELETE, &format!("/api/v1/clusters/{name}"), As::User("alice"), "")
+            .await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    assert_eq!(backend.cluster(&name).unwrap().status, ClusterStatus::Stopped);
+    let list = call(&app, Method::GET, "/api/v1/clusters/", As::User("alice"), "").await;
+    assert_eq!(list.body, json!({}), "a stopped cluster leaves the default list");
+}
+
+#[tokio::test]
+async fn missing_or_bad_credentials_are_401_with_a_challenge() {
+    let (app, backend) = gateway("");
+    for uri in ["/api/v1/clusters/", "/api/v1/options", "/api/v1/clusters/some-name"] {
+        let answer = call(&app, Method::GET, uri, As::Anonymous, "").await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{uri}");
+        assert_eq!(answer.headers[header::WWW_AUTHENTICATE], "Basic", "{uri}");
+        assert_eq!(answer.error(), "Authentication required");
+    }
+    let answer = call(&app, Method::POST, "/api/v1/clusters/", As::Token("nobody's"), "{}").await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(backend.count(), 0, "nothing was created");
+
+    // A heartbeat needs its cluster's own token; a user's login is not enough.
+    let name = create(&app, "alice").await;
+    let uri = format!("/api/v1/clusters/{name}/heartbeat");
+    for who in [As::Anonymous, As::User("alice"), As::Token("not-the-token")] {
+        let answer = call(&app, Method::POST, &uri, who, "{}").await;
+        assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(answer.headers[header::WWW_AUTHENTICATE], "token");
+    }
+    assert_eq!(backend.cluster(&name).unwrap().status, ClusterStatus::Pending);
+}
+
+#[tokio::test]
+async fn another_users_cluster_is_403_and_stays_untouched() {
+    let (app, backend) = gateway("[auth]\nadmins = [\"root\"]\n");
+    let name = create(&app, "alice").await;
+    let uri = format!("/api/v1/clusters/{name}");
+
+    let answer = call(&app, Method::GET, &uri, As::User("bob"), "").await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert!(answer.error().contains("bob"), "{}", answer.error());
+    for (method, path, body) in [
+        (Method::DELETE, uri.clone(), ""),
+        (Method::POST, format!("{uri}/scale"), r#"{"count": 2}"#),
+        (Method::POST, format!("{uri}/adapt"), r#"{"minimum": 1, "maximum": 2}"#),
+    ] {
+        let answer = call(&app, method.clone(), &path, As::User("bob"), body).await;
+        assert_eq!(answer.status, StatusCode::FORBIDDEN, "{method} {path}");
+    }
+    assert_eq!(backend.cluster(&name).unwrap().status, ClusterStatus::Pending);
+    let list = call(&app, Method::GET, "/api/v1/clusters/", As::User("bob"), "").await;
+    assert_eq!(list.body, json!({}), "bob does not see alice's cluster");
+
+    // An admin sees and manages everybody's.
+    let answer = call(&app, Method::GET, &uri, As::User("root"), "").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let answer = call(&app, Method::DELETE, &uri, As::User("root"), "").await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    assert_eq!(backend.cluster(&name).unwrap().status, ClusterStatus::Stopped);
+}
+
+#[tokio::test]
+async fn an_unknown_cluster_is_404() {
+    let (app, _) = gateway("");
+    let answer = call(&app, Method::GET, "/api/v1/clusters/nope", As::User("alice"), "").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    assert!(answer.error().contains("nope"), "{}", answer.error());
+    let answer = call(
+        &app,
+        Method::POST,
+        "/api/v1/clusters/nope/scale",
+        As::User("alice"),
+        r#"{"count": 1}"#,
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    // Stopping is idempotent, so an unknown cluster stops without complaint.
+    let answer = call(&app, Method::DELETE, "/api/v1/clusters/nope", As::User("alice"), "").await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn limits_and_clusters_not_running_are_409() {
+    let (app, backend) = gateway("[limits]\nuser_max_clusters = 1\n");
+    let name = create(&app, "alice").await;
+
+    let answer = call(&app, Method::POST, "/api/v1/clusters/", As::User("alice"), "{}").await;
+    assert_eq!(answer.status, StatusCode::CONFLICT);
+    assert!(answer.error().contains("limit is 1"), "{}", answer.error());
+    assert_eq!(backend.count(), 1, "the refused cluster was not created");
+    // The limit is per user.
+    create(&app, "bob").await;
+
+    // A PENDING cluster has no scheduler to take orders yet.
+    for (path, body) in [("scale", r#"{"count": 2}"#), ("adapt", r#"{"maximum": 2}"#)] {
+        let uri = format!("/api/v1/clusters/{name}/{path}");
+        let answer = call(&app, Method::POST, &uri, As::User("alice"), body).await;
+        assert_eq!(answer.status, StatusCode::CONFLICT, "{path}");
+        assert!(answer.error().contains("not running"), "{}", answer.error());
+    }
+}
+
+#[tokio::test]
+async fn bad_input_is_422_and_creates_nothing() {
+    let (app, backend) = gateway("");
+    for (body, names) in [
+        ("{not json", "JSON"),
+        (r#"{"cluster_options": 5}"#, "cluster_options"),
+        (r#"{"cluster_options": {"profile": "enormous"}}"#, "enormous"),
+    ] {
+        let answer = call(&app, Method::POST, "/api/v1/clusters/", As::User("alice"), body).await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert!(answer.error().contains(names), "{body}: {}", answer.error());
+    }
+    assert_eq!(backend.count(), 0, "no half-created cluster");
+
+    let answer =
+        call(&app, Method::GET, "/api/v1/clusters/?status=bogus", As::User("alice"), "").await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(answer.error().contains("bogus"), "{}", answer.error());
+
+    // Bodies are checked before the cluster's state: these are 422, not 409.
+    let name = create(&app, "alice").await;
+    for (path, body, names) in [
+        ("scale", r#"{"count": -1}"#, "-1"),
+        ("scale", r#"{"count": "two"}"#, "two"),
+        ("scale", "{}", "null"),
+        ("adapt", r#"{"minimum": 3, "maximum": 1}"#, "minimum"),
+        ("adapt", r#"{"active": "yes"}"#, "active"),
+        ("adapt", "[1, 2]", "JSON"),
+    ] {
+        let uri = format!("/api/v1/clusters/{name}/{path}");
+        let answer = call(&app, Method::POST, &uri, As::User("alice"), body).await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{path} {body}");
+        assert!(answer.error().contains(names), "{path} {body}: {}", answer.error());
+    }
+}
