@@ -108,7 +108,8 @@ impl Operator {
                 "127.0.0.1:0",
             ])
             .env("RUST_LOG", "warn,dask_operator=info")
-            .stdout(Stdio::null())
+            // The operator logs to stdout; its stderr has what main returns.
+            .stdout(file.try_clone().expect("the operator's log file"))
             .stderr(file)
             .spawn()
             .expect("the operator binary starts");
