@@ -35,11 +35,7 @@ pub async fn run(ctx: Arc<Context>) {
             .shutdown_on_signal();
     let scalers = controller.store();
     let results = controller.run(reconcile, error_policy, ctx.clone());
-    report::failures(results, scalers, KIND, |scaler, error| {
-        let ctx = ctx.clone();
-        async move { report::warn_failed(&ctx, &*scaler, &error).await }
-    })
-    .await;
+    report::warn_failures(results, scalers, KIND, &ctx).await;
 }
 
 #[instrument(skip(scaler, ctx), fields(name = %scaler.name_any()))]

@@ -83,16 +83,14 @@ pub async fn run(ctx: Arc<Context>) {
         .with_config(controller_config())
         .shutdown_on_signal()
         .run(reconcile, error_policy, state);
-    report::failures(results, clusters, KIND, |cluster, error| {
-        let ctx = ctx.clone();
-        async move {
-            report::warn_failed(&ctx, &*cluster, &error).await;
-            if let Error::Invalid(invalid) = &error {
-                // Beyond the Event: the cluster's status says what is wrong.
-                let status = status::invalid(&cluster, invalid);
-                if let Err(e) = patch_status(&ctx.client, &*cluster, &status).await {
-                    warn!(error = %e, "could not write the error status");
-                }
+    let ctx = &ctx;
+    report::failures(results, clusters, KIND, |cluster, error| async move {
+        report::warn_failed(ctx, &*cluster, &error).await;
+        if let Error::Invalid(invalid) = &error {
+            // Beyond the Event: the cluster's status says what is wrong.
+            let status = status::invalid(&cluster, invalid);
+            if let Err(e) = patch_status(&ctx.client, &*cluster, &status).await {
+                warn!(error = %e, "could not write the error status");
             }
         }
     })

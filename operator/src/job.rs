@@ -36,11 +36,7 @@ pub async fn run(ctx: Arc<Context>) {
             .shutdown_on_signal();
     let jobs = controller.store();
     let results = controller.run(reconcile, error_policy, ctx.clone());
-    report::failures(results, jobs, KIND, |job, error| {
-        let ctx = ctx.clone();
-        async move { report::warn_failed(&ctx, &*job, &error).await }
-    })
-    .await;
+    report::warn_failures(results, jobs, KIND, &ctx).await;
 }
 
 #[instrument(skip(job, ctx), fields(name = %job.name_any(), namespace = job.namespace().unwrap_or_default()))]

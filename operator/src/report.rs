@@ -70,6 +70,24 @@ pub async fn failures<K, F, Fut>(
         .await
 }
 
+/// [`failures`], each reported as a Warning Event.
+pub async fn warn_failures<K>(
+    results: impl Stream<Item = ControllerResult<K>>,
+    store: Store<K>,
+    kind: &'static str,
+    ctx: &Context,
+) where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    failures(
+        results,
+        store,
+        kind,
+        |obj, error| async move { warn_failed(ctx, &*obj, &error).await },
+    )
+    .await
+}
+
 /// The Warning Event of a failed reconcile: its reason says who has to act.
 pub async fn warn_failed<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, error: &Error) {
     ctx.events.warning(obj, error.reason(), &error.to_string()).await

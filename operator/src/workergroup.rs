@@ -41,11 +41,7 @@ pub async fn run(ctx: Arc<Context>) {
         .with_config(controller_config())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx.clone());
-    report::failures(results, groups, KIND, |group, error| {
-        let ctx = ctx.clone();
-        async move { report::warn_failed(&ctx, &*group, &error).await }
-    })
-    .await;
+    report::warn_failures(results, groups, KIND, &ctx).await;
 }
 
 #[instrument(skip(cached, ctx), fields(name = %cached.name_any(), namespace = cached.namespace().unwrap_or_default()))]
