@@ -51,25 +51,22 @@ async fn main() -> anyhow::Result<()> {
     logging::init(args.log_format);
     let client = kube::Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
-    let healthy = server::spawn_health_probe(client.clone(), args.namespace.clone());
-    let http = tokio::spawn(server::serve(args.metrics_addr, metrics.clone(), healthy));
-
-    let mut leadership = None;
-    if let Some(lease) = &args.lease_name {
-        let identity = args
-            .pod_name
-            .clone()
-            .unwrap_or_else(|| format!("dask-operator-{}", std::process::id()));
-        leadership =
-            Some(leader::acquire(client.clone(), &args.lease_namespace, lease, &identity).await?);
-    }
     let config = Config {
         cluster_domain: args.cluster_domain,
         namespace: args.namespace,
-        instance: args.pod_name,
+        instance: args.pod_name.clone(),
     };
     let scheduler = SchedulerApi::new(args.resolve_schedulers_to);
-    let ctx = Arc::new(Context::new(client, config, metrics, scheduler));
+    let ctx = Arc::new(Context::new(client.clone(), config, metrics.clone(), scheduler));
+    let healthy = server::spawn_health_probe(ctx.watched());
+    let http = tokio::spawn(server::serve(args.metrics_addr, metrics, healthy));
+
+    let mut leadership = None;
+    if let Some(lease) = &args.lease_name {
+        let identity =
+            args.pod_name.unwrap_or_else(|| format!("dask-operator-{}", std::process::id()));
+        leadership = Some(leader::acquire(client, &args.lease_namespace, lease, &identity).await?);
+    }
     info!("starting controllers");
     let controllers = async {
         tokio::join!(

@@ -92,3 +92,50 @@ pub async fn warn_failures<K>(
 pub async fn warn_failed<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, error: &Error) {
     ctx.events.warning(obj, error.reason(), &error.to_string()).await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use crds::DaskCluster;
+    use kube::runtime::reflector;
+
+    use super::*;
+    use crate::validate::Invalid;
+
+    fn cluster(name: &str) -> DaskCluster {
+        let mut cluster = DaskCluster::new(name, Default::default());
+        cluster.metadata.namespace = Some("ns".into());
+        cluster
+    }
+
+    fn failed(obj: &DaskCluster, error: Error) -> ControllerResult<DaskCluster> {
+        let obj_ref = Box::new(ObjectRef::from_obj(obj).erase());
+        Err(controller::Error::ReconcilerFailed(error, obj_ref))
+    }
+
+    #[tokio::test]
+    async fn each_failed_reconcile_is_reported_with_its_cached_object() {
+        let (store, mut writer) = reflector::store();
+        let (bad, gone, good) = (cluster("bad"), cluster("gone"), cluster("good"));
+        writer.apply_watcher_event(&watcher::Event::Apply(bad.clone()));
+        writer.apply_watcher_event(&watcher::Event::Apply(good.clone()));
+        let invalid = || Error::from(Invalid::new("spec.worker.replicas", "must not be negative"));
+        let results = futures::stream::iter(vec![
+            Ok((ObjectRef::from_obj(&good), Action::await_change())),
+            failed(&bad, invalid()),
+            // Deleted since: nothing left to report on.
+            failed(&gone, invalid()),
+            Err(controller::Error::QueueError(watcher::Error::NoResourceVersion)),
+            failed(&bad, invalid()),
+        ]);
+        let reported = Mutex::new(Vec::new());
+        failures(results, store, "DaskCluster", |obj, error| {
+            reported.lock().unwrap().push((obj.metadata.name.clone().unwrap(), error.reason()));
+            futures::future::ready(())
+        })
+        .await;
+        let reported = reported.into_inner().unwrap();
+        assert_eq!(reported, [("bad".into(), "InvalidSpec"), ("bad".into(), "InvalidSpec")]);
+    }
+}
