@@ -13,22 +13,16 @@ pub const SCHEDULER_HTTP_ROUTES_VAR: &str = "DASK_DISTRIBUTED__SCHEDULER__HTTP__
 /// the adaptive target and idleness over plain HTTP instead of Dask RPC.
 pub const SCHEDULER_HTTP_ROUTES: &str = r#"["distributed.http.scheduler.prometheus","distributed.http.scheduler.info","distributed.http.scheduler.json","distributed.http.health","distributed.http.proxy","distributed.http.statics","distributed.http.scheduler.api"]"#;
 
-pub const REQUIRE_ENCRYPTION: &str = "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION";
-pub const TLS_CA_FILE: &str = "DASK_DISTRIBUTED__COMM__TLS__CA_FILE";
-pub const TLS_SCHEDULER_CERT: &str = "DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__CERT";
-pub const TLS_SCHEDULER_KEY: &str = "DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__KEY";
-pub const TLS_WORKER_CERT: &str = "DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT";
-pub const TLS_WORKER_KEY: &str = "DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY";
-
 /// Encrypted comms for a scheduler and its workers that share one
-/// certificate, which is also the CA (as dask-gateway's clusters do).
+/// certificate, which is also the CA (as dask-gateway's clusters do): the
+/// `DASK_DISTRIBUTED__COMM__*` variables and their values.
 pub fn tls(cert_file: &str, key_file: &str) -> [(&'static str, String); 6] {
     [
-        (REQUIRE_ENCRYPTION, "True".into()),
-        (TLS_CA_FILE, cert_file.into()),
-        (TLS_SCHEDULER_CERT, cert_file.into()),
-        (TLS_SCHEDULER_KEY, key_file.into()),
-        (TLS_WORKER_CERT, cert_file.into()),
-        (TLS_WORKER_KEY, key_file.into()),
+        ("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "True".into()),
+        ("DASK_DISTRIBUTED__COMM__TLS__CA_FILE", cert_file.into()),
+        ("DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__CERT", cert_file.into()),
+        ("DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__KEY", key_file.into()),
+        ("DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT", cert_file.into()),
+        ("DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY", key_file.into()),
     ]
 }

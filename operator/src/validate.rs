@@ -110,57 +110,58 @@ mod tests {
         result.err().expect("invalid").field
     }
 
+    /// The field named by the error of the simple cluster after `edit`.
+    fn cluster_field(edit: impl FnOnce(&mut DaskCluster)) -> String {
+        let mut c = simple_cluster();
+        edit(&mut c);
+        field(cluster(&c))
+    }
+
+    fn job_field(edit: impl FnOnce(&mut DaskJob)) -> String {
+        let mut j = simple_job();
+        edit(&mut j);
+        field(job(&j))
+    }
+
     #[test]
     fn valid_manifests_pass() {
         assert_eq!(cluster(&simple_cluster()), Ok(()));
         assert_eq!(job(&simple_job()), Ok(()));
-        let group = DaskWorkerGroup::new(
-            "g",
-            crds::DaskWorkerGroupSpec {
-                cluster: "simple".into(),
-                worker: simple_cluster().spec.worker,
-            },
-        );
-        assert_eq!(worker_group(&group), Ok(()));
-    }
-
-    #[test]
-    fn cluster_names_that_make_invalid_service_names() {
-        for name in ["x".repeat(54), "1abc".into(), "Abc".into(), "ab-".into(), "a_b".into()] {
-            let mut c = simple_cluster();
-            c.metadata.name = Some(name.clone());
-            assert_eq!(field(cluster(&c)), "metadata.name", "{name}");
-        }
+        let worker = simple_cluster().spec.worker;
+        let spec = crds::DaskWorkerGroupSpec { cluster: "simple".into(), worker };
+        assert_eq!(worker_group(&DaskWorkerGroup::new("g", spec)), Ok(()));
         let mut c = simple_cluster();
         c.metadata.name = Some("x".repeat(53));
         assert_eq!(cluster(&c), Ok(()), "53 characters fit");
     }
 
     #[test]
+    fn cluster_names_that_make_invalid_service_names() {
+        for name in ["x".repeat(54), "1abc".into(), "Abc".into(), "ab-".into(), "a_b".into()] {
+            let named = cluster_field(|c| c.metadata.name = Some(name.clone()));
+            assert_eq!(named, "metadata.name", "{name}");
+        }
+    }
+
+    #[test]
     fn cluster_templates() {
-        let mut c = simple_cluster();
-        c.spec.scheduler.spec.containers.clear();
-        assert_eq!(field(cluster(&c)), "spec.scheduler.spec.containers");
+        let scheduler = cluster_field(|c| c.spec.scheduler.spec.containers.clear());
+        assert_eq!(scheduler, "spec.scheduler.spec.containers");
+        let worker = cluster_field(|c| c.spec.worker.spec.containers.clear());
+        assert_eq!(worker, "spec.worker.spec.containers");
         let mut c = simple_cluster();
         c.spec.worker.replicas = -1;
         let error = cluster(&c).unwrap_err();
         assert_eq!(error.to_string(), "spec.worker.replicas must not be negative, got -1");
-        let mut c = simple_cluster();
-        c.spec.worker.spec.containers.clear();
-        assert_eq!(field(cluster(&c)), "spec.worker.spec.containers");
     }
 
     #[test]
     fn job_fields_are_named_from_the_job() {
-        let mut j = simple_job();
-        j.spec.job.spec.containers.clear();
-        assert_eq!(field(job(&j)), "spec.job.spec.containers");
-        let mut j = simple_job();
-        j.spec.cluster.spec.worker.spec.containers.clear();
-        assert_eq!(field(job(&j)), "spec.cluster.spec.worker.spec.containers");
-        let mut j = simple_job();
-        j.metadata.name = Some("Job".into());
-        assert_eq!(field(job(&j)), "metadata.name");
+        let runner = job_field(|j| j.spec.job.spec.containers.clear());
+        assert_eq!(runner, "spec.job.spec.containers");
+        let workers = job_field(|j| j.spec.cluster.spec.worker.spec.containers.clear());
+        assert_eq!(workers, "spec.cluster.spec.worker.spec.containers");
+        assert_eq!(job_field(|j| j.metadata.name = Some("Job".into())), "metadata.name");
     }
 
     #[test]

@@ -116,7 +116,7 @@ mod tests {
             job_status: Some(phase),
             cluster_name: Some("j".into()),
             job_runner_pod_name: Some("j-runner-1".into()),
-            start_time: (phase != JobPhase::ClusterCreated).then(|| EARLIER.into()),
+            start_time: (phase == JobPhase::Running).then(|| EARLIER.into()),
             end_time: None,
         }
     }
@@ -147,20 +147,24 @@ mod tests {
 
     #[test]
     fn a_starting_runner_changes_nothing() {
-        let mut created = at(JobPhase::ClusterCreated);
-        created.start_time = None;
+        let created = at(JobPhase::ClusterCreated);
         let s = step(&created, Runner::Starting, true);
         assert_eq!(s.status, created);
         assert!(!s.start_runner && !s.delete_cluster && s.events.is_empty());
     }
 
     #[test]
-    fn a_running_runner_starts_the_clock_once() {
-        let mut created = at(JobPhase::ClusterCreated);
-        created.start_time = None;
-        let s = step(&created, Runner::Running, true);
-        assert_eq!(s.status.job_status, Some(JobPhase::Running));
-        assert_eq!(s.status.start_time.as_deref(), Some(NOW));
+    fn the_clock_starts_once_when_the_runner_is_first_seen_running_or_done() {
+        // Done already: it ran and finished between two looks (the cluster may be gone).
+        let seen = [
+            (Runner::Running, true, JobPhase::Running),
+            (Runner::Succeeded, false, JobPhase::Successful),
+        ];
+        for (runner, cluster_running, phase) in seen {
+            let s = step(&at(JobPhase::ClusterCreated), runner, cluster_running);
+            assert_eq!(s.status.job_status, Some(phase));
+            assert_eq!(s.status.start_time.as_deref(), Some(NOW), "{runner:?}");
+        }
         let again = step(&at(JobPhase::Running), Runner::Running, true);
         assert_eq!(again.status, at(JobPhase::Running), "startTime is not moved");
     }
@@ -181,17 +185,6 @@ mod tests {
             assert!(s.events[0].1.starts_with("Runner j-runner-1 "), "{}", s.events[0].1);
             assert!(phase.is_finished());
         }
-    }
-
-    #[test]
-    fn a_runner_that_finished_unseen_still_gets_a_start_time() {
-        // The runner ran and finished between two looks (or the cluster stopped running).
-        let mut created = at(JobPhase::ClusterCreated);
-        created.start_time = None;
-        let s = step(&created, Runner::Succeeded, false);
-        assert_eq!(s.status.job_status, Some(JobPhase::Successful));
-        assert_eq!(s.status.start_time.as_deref(), Some(NOW));
-        assert!(s.delete_cluster);
     }
 
     #[test]
