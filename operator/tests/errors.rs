@@ -5,8 +5,11 @@ mod common;
 
 use common::*;
 use crds::DaskCluster;
-use k8s_openapi::api::core::v1::{Event, ResourceQuota};
+use k8s_openapi::api::core::v1::{Event, ResourceQuota, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
+use kube::config::{AuthInfo, Kubeconfig};
 use serde_json::json;
 
 #[tokio::test]
@@ -43,4 +46,77 @@ async fn a_quota_that_refuses_worker_pods_is_reported_on_the_worker_group() {
     let message = event.message.unwrap_or_default();
     assert!(message.contains("exceeded quota"), "{message}");
     assert!(event.involved_object.uid.is_some(), "kubectl describe finds Events by uid");
+}
+
+/// A kubeconfig for the test control plane that authenticates as `account`
+/// of `ns` (a ServiceAccount token) instead of as its administrator.
+async fn kubeconfig_as(client: &Client, ns: &str, account: &str) -> std::path::PathBuf {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let sa = serde_json::from_value(json!({ "metadata": { "name": account } })).unwrap();
+    accounts.create(&PostParams::default(), &sa).await.unwrap();
+    let request = serde_json::from_value(json!({ "spec": { "audiences": [] } })).unwrap();
+    let token = accounts
+        .create_token_request(account, &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let mut config = Kubeconfig::read().unwrap();
+    for user in &mut config.auth_infos {
+        user.auth_info = Some(AuthInfo { token: Some(token.clone().into()), ..Default::default() });
+    }
+    let path = std::env::temp_dir().join(format!("kubeconfig-{ns}-{account}"));
+    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    path
+}
+
+#[tokio::test]
+#[ignore = "needs a control plane (tests/run)"]
+async fn a_missing_permission_is_reported_as_forbidden_on_the_object() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "op-rbac").await;
+    // Everything the operator needs, except creating pods.
+    let role: Role = serde_json::from_value(json!({
+        "metadata": { "name": "operator" },
+        "rules": [
+            { "apiGroups": ["kubernetes.dask.org", "apps", "events.k8s.io"], "resources": ["*"], "verbs": ["*"] },
+            { "apiGroups": [""], "resources": ["services", "events"], "verbs": ["*"] },
+            { "apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"] }
+        ]
+    }))
+    .unwrap();
+    Api::<Role>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": "operator" },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "operator" },
+        "subjects": [{ "kind": "ServiceAccount", "name": "operator", "namespace": ns.name }]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let kubeconfig = kubeconfig_as(&client, &ns.name, "operator").await;
+
+    let _operator =
+        Operator::start_with_env(&ns.name, &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
+    let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
+    clusters.create(&PostParams::default(), &cluster("rbac", 1, 8786, 8787)).await.unwrap();
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
+    let event = eventually(60, "a Forbidden Warning on the worker group", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some("Forbidden")
+                && e.involved_object.name.as_deref() == Some("rbac-default")
+        })
+    })
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    let message = event.message.unwrap_or_default();
+    assert!(message.contains("cannot patch resource \"pods\""), "{message}");
+    std::fs::remove_file(kubeconfig).ok();
 }
