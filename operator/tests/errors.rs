@@ -32,20 +32,25 @@ async fn a_quota_that_refuses_worker_pods_is_reported_on_the_worker_group() {
     let _operator = Operator::start(&ns.name);
     let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
     clusters.create(&PostParams::default(), &cluster("q", 3, 8786, 8787)).await.unwrap();
-    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
-    let event = eventually(60, "a QuotaExceeded Warning on the worker group", || async {
+    let message = warning_on_worker_group(&client, &ns.name, "q-default", "QuotaExceeded").await;
+    assert!(message.contains("exceeded quota"), "{message}");
+}
+
+/// Waits for a Warning with `reason` on the DaskWorkerGroup `group`; its message.
+async fn warning_on_worker_group(client: &Client, ns: &str, group: &str, reason: &str) -> String {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let event = eventually(60, &format!("a {reason} Warning on {group}"), || async {
         let list = events.list(&ListParams::default()).await.ok()?;
         list.items.into_iter().find(|e| {
-            e.reason.as_deref() == Some("QuotaExceeded")
+            e.reason.as_deref() == Some(reason)
                 && e.involved_object.kind.as_deref() == Some("DaskWorkerGroup")
-                && e.involved_object.name.as_deref() == Some("q-default")
+                && e.involved_object.name.as_deref() == Some(group)
         })
     })
     .await;
     assert_eq!(event.type_.as_deref(), Some("Warning"));
-    let message = event.message.unwrap_or_default();
-    assert!(message.contains("exceeded quota"), "{message}");
     assert!(event.involved_object.uid.is_some(), "kubectl describe finds Events by uid");
+    event.message.unwrap_or_default()
 }
 
 /// A kubeconfig for the test control plane that authenticates as `account`
@@ -106,17 +111,7 @@ async fn a_missing_permission_is_reported_as_forbidden_on_the_object() {
         Operator::start_with_env(&ns.name, &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
     let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
     clusters.create(&PostParams::default(), &cluster("rbac", 1, 8786, 8787)).await.unwrap();
-    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
-    let event = eventually(60, "a Forbidden Warning on the worker group", || async {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        list.items.into_iter().find(|e| {
-            e.reason.as_deref() == Some("Forbidden")
-                && e.involved_object.name.as_deref() == Some("rbac-default")
-        })
-    })
-    .await;
-    assert_eq!(event.type_.as_deref(), Some("Warning"));
-    let message = event.message.unwrap_or_default();
+    let message = warning_on_worker_group(&client, &ns.name, "rbac-default", "Forbidden").await;
     assert!(message.contains("cannot patch resource \"pods\""), "{message}");
     std::fs::remove_file(kubeconfig).ok();
 }
