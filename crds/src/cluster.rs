@@ -4,7 +4,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{DaskScheduler, DaskWorker, WorkloadStatus};
+use crate::common::{ClusterPhase, DaskScheduler, DaskWorker, WorkloadStatus};
 
 /// Field for field the dask-kubernetes `DaskCluster` spec.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -37,4 +37,16 @@ pub struct DaskClusterSpec {
     pub idle_timeout: i64,
     pub scheduler: DaskScheduler,
     pub worker: DaskWorker,
+}
+
+impl DaskCluster {
+    /// The phase the operator last wrote, if any.
+    pub fn phase(&self) -> Option<ClusterPhase> {
+        self.status.as_ref().and_then(|s| s.phase)
+    }
+
+    /// Its scheduler is ready and reachable: clients, workers and runners can connect.
+    pub fn is_running(&self) -> bool {
+        self.phase() == Some(ClusterPhase::Running)
+    }
 }

@@ -73,6 +73,20 @@ fn conditions_schema(_: &mut SchemaGenerator) -> Schema {
     })
 }
 
+// A DaskCluster's `status.phase`, spelled as dask-kubernetes spells it (its
+// `KubeCluster` and the gateway wait for `Running`). Not a doc comment: the
+// CRD keeps the field's description.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ClusterPhase {
+    Created,
+    /// Its scheduler is not ready yet, or its Service does not exist yet.
+    Pending,
+    /// Its scheduler is ready and reachable through its Service.
+    Running,
+    /// Its spec is invalid (the Degraded condition says why).
+    Error,
+}
+
 /// Status common to DaskCluster and DaskWorkerGroup: what exists, computed by
 /// the operator from the cluster's real objects on every reconcile.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -80,7 +94,7 @@ fn conditions_schema(_: &mut SchemaGenerator) -> Schema {
 pub struct WorkloadStatus {
     /// Created | Pending | Running | Error (the values dask-kubernetes uses).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<String>,
+    pub phase: Option<ClusterPhase>,
     /// Worker pods that exist (the scale subresource's status.replicas).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
@@ -113,5 +127,60 @@ pub fn condition(
         message: message.into(),
         observed_generation: generation,
         last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+    }
+}
+
+/// `new` conditions, each keeping the `lastTransitionTime` of its `old`
+/// namesake when its status is the same: the time says when the condition
+/// last flipped, not when the status was last written.
+pub fn keep_transition_times(mut new: Vec<Condition>, old: &[Condition]) -> Vec<Condition> {
+    for condition in &mut new {
+        let same = old.iter().find(|o| o.type_ == condition.type_ && o.status == condition.status);
+        if let Some(same) = same {
+            condition.last_transition_time = same.last_transition_time.clone();
+        }
+    }
+    new
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(condition: Condition, seconds: i64) -> Condition {
+        let time = k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap();
+        Condition { last_transition_time: Time(time), ..condition }
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_the_status_flips() {
+        let old = vec![
+            at(condition("Ready", false, "SchedulerNotReady", "", Some(1)), 100),
+            at(condition("Degraded", false, "Valid", "", Some(1)), 100),
+        ];
+        let new = vec![
+            at(condition("Ready", true, "AllReady", "", Some(2)), 200),
+            at(condition("Degraded", false, "Valid", "other message", Some(2)), 200),
+            at(condition("Progressing", true, "Reconciling", "", Some(2)), 200),
+        ];
+        let merged = keep_transition_times(new, &old);
+        let time = |t: &str| merged.iter().find(|c| c.type_ == t).unwrap().last_transition_time.0;
+        assert_eq!(time("Ready").as_second(), 200, "Ready flipped False -> True");
+        assert_eq!(time("Degraded").as_second(), 100, "Degraded stayed False");
+        assert_eq!(time("Progressing").as_second(), 200, "a new condition starts now");
+        assert_eq!(merged[1].message, "other message", "only the time is carried over");
+    }
+
+    #[test]
+    fn phases_keep_the_dask_kubernetes_spelling() {
+        for (phase, text) in [
+            (ClusterPhase::Created, "Created"),
+            (ClusterPhase::Pending, "Pending"),
+            (ClusterPhase::Running, "Running"),
+            (ClusterPhase::Error, "Error"),
+        ] {
+            assert_eq!(serde_json::to_value(phase).unwrap(), text);
+            assert_eq!(serde_json::from_value::<ClusterPhase>(text.into()).unwrap(), phase);
+        }
     }
 }

@@ -51,12 +51,35 @@ pub struct DaskJobCluster {
     pub spec: DaskClusterSpec,
 }
 
+// A DaskJob's `status.jobStatus`, spelled as dask-kubernetes spells it. Not a
+// doc comment: the CRD keeps the field's description.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum JobPhase {
+    /// Written by dask-kubernetes only; this operator goes to ClusterCreated at once.
+    JobCreated,
+    /// The job's DaskCluster exists; the runner starts once it is Running.
+    ClusterCreated,
+    /// The runner pod runs.
+    Running,
+    /// The runner pod succeeded (and the cluster was deleted).
+    Successful,
+    /// The runner pod failed (and the cluster was deleted).
+    Failed,
+}
+
+impl JobPhase {
+    /// The runner finished: nothing more happens to the job.
+    pub fn is_finished(self) -> bool {
+        matches!(self, JobPhase::Successful | JobPhase::Failed)
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DaskJobStatus {
     /// JobCreated | ClusterCreated | Running | Successful | Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job_status: Option<String>,
+    pub job_status: Option<JobPhase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -65,4 +88,10 @@ pub struct DaskJobStatus {
     pub start_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<String>,
+}
+
+impl DaskJobStatus {
+    pub fn is_finished(&self) -> bool {
+        self.job_status.is_some_and(JobPhase::is_finished)
+    }
 }

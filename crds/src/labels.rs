@@ -4,6 +4,9 @@
 pub const CLUSTER_NAME: &str = "dask.org/cluster-name";
 pub const COMPONENT: &str = "dask.org/component";
 pub const WORKER_GROUP_NAME: &str = "dask.org/workergroup-name";
+/// A hash of the worker template a pod was made from (ours, not
+/// dask-kubernetes'): a changed template (image, env, args, resources) rolls.
+pub const TEMPLATE_HASH: &str = "dask.org/template-hash";
 
 pub const COMPONENT_SCHEDULER: &str = "scheduler";
 pub const COMPONENT_WORKER: &str = "worker";

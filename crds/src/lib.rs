@@ -10,14 +10,16 @@
 pub mod autoscaler;
 pub mod cluster;
 pub mod common;
+pub mod env;
 pub mod job;
 pub mod labels;
+pub mod scheduler;
 pub mod workergroup;
 
 pub use autoscaler::{DaskAutoscaler, DaskAutoscalerSpec, DaskAutoscalerStatus};
 pub use cluster::{DaskCluster, DaskClusterSpec};
-pub use common::{DaskScheduler, DaskWorker, SimpleObjectMeta, WorkloadStatus};
-pub use job::{DaskJob, DaskJobCluster, DaskJobRunner, DaskJobSpec, DaskJobStatus};
+pub use common::{ClusterPhase, DaskScheduler, DaskWorker, SimpleObjectMeta, WorkloadStatus};
+pub use job::{DaskJob, DaskJobCluster, DaskJobRunner, DaskJobSpec, DaskJobStatus, JobPhase};
 pub use workergroup::{DaskWorkerGroup, DaskWorkerGroupSpec};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

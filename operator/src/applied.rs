@@ -24,8 +24,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use tracing::warn;
 
+use crate::Result;
+use crate::api::apply_params;
 use crate::build::fnv1a;
-use crate::{Result, apply_params};
 
 /// Records beyond this are dropped wholesale: forgetting costs one re-apply
 /// per child, and keeps children of long-deleted clusters from piling up.

@@ -4,22 +4,15 @@
 use std::collections::BTreeMap;
 
 use crds::labels::*;
-use crds::{
-    DaskCluster, DaskJob, DaskWorker, DaskWorkerGroup, DaskWorkerGroupSpec, SimpleObjectMeta,
-};
+use crds::scheduler::{service_host, service_name};
+use crds::{DaskCluster, DaskJob, DaskWorkerGroup, DaskWorkerGroupSpec, SimpleObjectMeta, env};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
-use k8s_openapi::api::core::v1::{EnvVar, Pod, PodSpec, PodTemplateSpec, Service, ServiceSpec};
+use k8s_openapi::api::core::v1::{EnvVar, Pod, PodSpec, PodTemplateSpec, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
-/// The scheduler's HTTP routes, including `distributed.http.scheduler.api`
-/// (not in distributed's defaults), so the operator can retire workers and read
-/// the adaptive target and idleness over plain HTTP instead of Dask RPC.
-pub const SCHEDULER_HTTP_ROUTES: &str = r#"["distributed.http.scheduler.prometheus","distributed.http.scheduler.info","distributed.http.scheduler.json","distributed.http.health","distributed.http.proxy","distributed.http.statics","distributed.http.scheduler.api"]"#;
-
-/// Label carrying a hash of the worker template a pod was made from, so a
-/// changed template (image, env, args, resources) is rolled out.
-pub const TEMPLATE_HASH: &str = "dask.org/template-hash";
+/// Re-exported for the integration tests, which start real schedulers with it.
+pub use crds::env::SCHEDULER_HTTP_ROUTES;
 
 /// Annotation on a default worker group: the cluster's `spec.worker.replicas`
 /// last written to it. A group whose replicas differ from it was scaled
@@ -27,44 +20,8 @@ pub const TEMPLATE_HASH: &str = "dask.org/template-hash";
 /// takes the new count over instead of undoing it.
 pub const PROPAGATED_REPLICAS: &str = "kubernetes.dask.org/cluster-replicas";
 
-pub const DEFAULT_COMM_PORT: i32 = 8786;
-pub const DEFAULT_DASHBOARD_PORT: i32 = 8787;
-
-pub fn scheduler_name(cluster: &str) -> String {
-    format!("{cluster}-scheduler")
-}
-
 pub fn default_group_name(cluster: &str) -> String {
     format!("{cluster}-default")
-}
-
-/// Checks what the API server would only reject later, or never: names that
-/// make invalid child names, and templates without containers.
-pub fn validate_cluster(cluster: &DaskCluster) -> Result<(), String> {
-    let name = cluster.name_any();
-    // The Service "<name>-scheduler" must be a DNS-1035 label of at most 63 characters.
-    let valid_start = name.chars().next().is_some_and(|c| c.is_ascii_lowercase());
-    let valid_chars =
-        name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !valid_start || !valid_chars || name.ends_with('-') || name.len() > 53 {
-        return Err(format!(
-            "metadata.name {name:?} must start with a letter, use only a-z, 0-9 and '-', and be at most 53 characters"
-        ));
-    }
-    if cluster.spec.scheduler.spec.containers.is_empty() {
-        return Err("spec.scheduler.spec.containers must not be empty".into());
-    }
-    validate_worker(&cluster.spec.worker, "spec.worker")
-}
-
-pub fn validate_worker(worker: &DaskWorker, path: &str) -> Result<(), String> {
-    if worker.replicas < 0 {
-        return Err(format!("{path}.replicas must not be negative, got {}", worker.replicas));
-    }
-    if worker.spec.containers.is_empty() {
-        return Err(format!("{path}.spec.containers must not be empty"));
-    }
-    Ok(())
 }
 
 /// Labels of an object made from a template: the owner's own labels, the
@@ -118,23 +75,9 @@ fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
     owner.controller_owner_ref(&()).expect("reconciled objects have a name and uid")
 }
 
-fn service_port(service: &ServiceSpec, name: &str, default: i32) -> i32 {
-    let ports = service.ports.as_deref().unwrap_or_default();
-    ports.iter().find(|p| p.name.as_deref() == Some(name)).map(|p| p.port).unwrap_or(default)
-}
-
-/// Port of the scheduler's Dask comm, from the Service (`tcp-comm`).
-pub fn comm_port(cluster: &DaskCluster) -> i32 {
-    service_port(&cluster.spec.scheduler.service, "tcp-comm", DEFAULT_COMM_PORT)
-}
-
-/// Port of the scheduler's HTTP server (dashboard and /api/v1), from the Service (`http-dashboard`).
-pub fn dashboard_port(cluster: &DaskCluster) -> i32 {
-    service_port(&cluster.spec.scheduler.service, "http-dashboard", DEFAULT_DASHBOARD_PORT)
-}
-
+/// The scheduler's Dask comm address, through its Service (DASK_SCHEDULER_ADDRESS).
 pub fn scheduler_address(cluster_name: &str, namespace: &str, domain: &str, port: i32) -> String {
-    format!("tcp://{}.{namespace}.svc.{domain}:{port}", scheduler_name(cluster_name))
+    format!("tcp://{}:{port}", service_host(cluster_name, namespace, domain))
 }
 
 fn scheduler_selector(cluster: &str) -> BTreeMap<String, String> {
@@ -155,13 +98,10 @@ pub fn scheduler_deployment(cluster: &DaskCluster) -> Deployment {
         &[(CLUSTER_NAME, &name), (COMPONENT, COMPONENT_SCHEDULER)],
     );
     let mut spec = cluster.spec.scheduler.spec.clone();
-    inject_env(
-        &mut spec,
-        &[("DASK_DISTRIBUTED__SCHEDULER__HTTP__ROUTES", SCHEDULER_HTTP_ROUTES.to_string())],
-    );
+    inject_env(&mut spec, &[(env::SCHEDULER_HTTP_ROUTES_VAR, SCHEDULER_HTTP_ROUTES.to_string())]);
     Deployment {
         metadata: ObjectMeta {
-            name: Some(scheduler_name(&name)),
+            name: Some(service_name(&name)),
             namespace: cluster.namespace(),
             labels: Some(labels.clone()),
             owner_references: Some(vec![owner_ref(cluster)]),
@@ -201,7 +141,7 @@ pub fn scheduler_service(cluster: &DaskCluster) -> Service {
     }
     Service {
         metadata: ObjectMeta {
-            name: Some(scheduler_name(&name)),
+            name: Some(service_name(&name)),
             namespace: cluster.namespace(),
             labels: Some(merged_labels(
                 cluster.labels(),
@@ -290,8 +230,8 @@ pub fn worker_pod(
     inject_env(
         &mut spec,
         &[
-            ("DASK_WORKER_NAME", pod_name.to_string()),
-            ("DASK_SCHEDULER_ADDRESS", scheduler_address.to_string()),
+            (env::WORKER_NAME, pod_name.to_string()),
+            (env::SCHEDULER_ADDRESS, scheduler_address.to_string()),
         ],
     );
     Pod {
@@ -337,7 +277,7 @@ pub fn runner_pod(job: &DaskJob, name: &str, scheduler_address: &str) -> Pod {
     let template = job.spec.job.metadata.as_ref();
     let mut spec = job.spec.job.spec.clone();
     spec.restart_policy.get_or_insert_with(|| "OnFailure".into());
-    inject_env(&mut spec, &[("DASK_SCHEDULER_ADDRESS", scheduler_address.to_string())]);
+    inject_env(&mut spec, &[(env::SCHEDULER_ADDRESS, scheduler_address.to_string())]);
     Pod {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
@@ -447,16 +387,5 @@ mod tests {
         assert_eq!(cluster.owner_references()[0].kind, "DaskJob");
         // An unlabelled job's cluster carries no empty label map (see `non_empty`).
         assert!(!serde_json::to_string(&cluster).unwrap().contains("{}"));
-    }
-
-    #[test]
-    fn invalid_clusters_are_named_precisely() {
-        let mut cluster = fixture();
-        cluster.metadata.name = Some("x".repeat(54));
-        assert!(validate_cluster(&cluster).unwrap_err().contains("metadata.name"));
-        let mut cluster = fixture();
-        cluster.spec.worker.replicas = -1;
-        assert!(validate_cluster(&cluster).unwrap_err().contains("spec.worker.replicas"));
-        assert!(validate_cluster(&fixture()).is_ok());
     }
 }

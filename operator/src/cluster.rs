@@ -1,28 +1,30 @@
 //! DaskCluster → scheduler Deployment + Service + default DaskWorkerGroup, and
 //! a status computed from them; `spec.idleTimeout` through the scheduler API.
+//!
+//! Each reconcile: dereference (the cluster, quorum read) → validate → build
+//! (pure, [`build`]) → apply → status ([`status`]) → idle check.
+
+mod status;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crds::common::condition;
-use crds::{DaskCluster, DaskWorkerGroup, WorkloadStatus};
-use futures::StreamExt;
+use crds::{DaskCluster, DaskWorkerGroup};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
+use crate::api::{cached, patch_status, strip_bookkeeping, trim_group};
 use crate::applied::Applied;
-use crate::build;
-use crate::context::{cached, controller_config, on_error, publish, strip_bookkeeping, trim_group};
+use crate::config::controller_config;
 use crate::scheduler_api::SchedulerApi;
-use crate::{Context, Error, Result, apply_params};
+use crate::{Context, Error, Result, build, report, validate};
 
 const KIND: &str = "DaskCluster";
 
@@ -74,15 +76,25 @@ pub async fn run(ctx: Arc<Context>) {
         ctx: ctx.clone(),
         children: Children { deployments, services, groups, applied: Arc::default() },
     });
-    Controller::for_stream(cluster_events.applied_objects(), clusters)
+    let results = Controller::for_stream(cluster_events.applied_objects(), clusters.clone())
         .owns_stream(deployment_events.touched_objects())
         .owns_stream(service_events.touched_objects())
         .owns_stream(group_events.touched_objects())
         .with_config(controller_config())
         .shutdown_on_signal()
-        .run(reconcile, error_policy, state)
-        .for_each(|_| futures::future::ready(()))
-        .await;
+        .run(reconcile, error_policy, state);
+    let ctx = &ctx;
+    report::failures(results, clusters, KIND, |cluster, error| async move {
+        report::warn_failed(ctx, &*cluster, &error).await;
+        if let Error::Invalid(invalid) = &error {
+            // Beyond the Event: the cluster's status says what is wrong.
+            let status = status::invalid(&cluster, invalid);
+            if let Err(e) = patch_status(&ctx.client, &*cluster, &status).await {
+                warn!(error = %e, "could not write the error status");
+            }
+        }
+    })
+    .await;
 }
 
 #[instrument(skip(cached, state), fields(name = %cached.name_any(), namespace = cached.namespace().unwrap_or_default()))]
@@ -91,7 +103,7 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
     let _timer = ctx.metrics.reconcile(KIND);
     let name = cached.name_any();
     let ns = cached.namespace().unwrap_or_default();
-    let clusters: Api<DaskCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let clusters = ctx.api::<DaskCluster>(&ns);
     // A quorum read: children are never built from a stale (or trimmed) spec.
     let Some(cluster) = clusters.get_opt(&name).await? else {
         return Ok(Action::await_change());
@@ -100,12 +112,8 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
         // Children go by owner-reference garbage collection; nothing to do.
         return Ok(Action::await_change());
     }
+    validate::cluster(&cluster)?;
 
-    if let Err(reason) = build::validate_cluster(&cluster) {
-        return Err(Error::Invalid { kind: KIND, name, reason });
-    }
-
-    let first_time = cluster.status.as_ref().and_then(|s| s.phase.as_deref()).is_none();
     let group_ref = ObjectRef::new(&build::default_group_name(&name)).within(&ns);
     if let Some(existing) = children.groups.get(&group_ref)
         && let Some(replicas) = build::directly_scaled_replicas(&existing, &cluster)
@@ -129,25 +137,19 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
         &children.services,
         build::scheduler_service(&cluster),
     );
-    if first_time {
-        publish(
-            ctx,
-            &cluster,
-            EventType::Normal,
-            "Created",
-            "Created the scheduler, its Service and the default worker group",
-        )
-        .await;
+    if cluster.phase().is_none() {
+        let note = "Created the scheduler, its Service and the default worker group";
+        ctx.events.normal(&cluster, "Created", note).await;
     }
 
     let scheduler_ready =
         deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) >= 1;
-    let status = cluster_status(&cluster, &group, scheduler_ready, service_exists);
-    let running = status.phase.as_deref() == Some("Running");
-    if status_changed(&cluster, &status) {
-        let body =
-            json!({ "apiVersion": "kubernetes.dask.org/v1", "kind": KIND, "status": status });
-        clusters.patch_status(&name, &apply_params(), &Patch::Apply(body)).await?;
+    let status =
+        status::status(&cluster, &group, status::Observed { scheduler_ready, service_exists });
+    let running = status.phase == Some(crds::ClusterPhase::Running);
+    // A settled cluster costs no writes.
+    if cluster.status.as_ref() != Some(&status) {
+        patch_status(client, &cluster, &status).await?;
     }
 
     if running && cluster.spec.idle_timeout > 0 {
@@ -156,85 +158,13 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
     Ok(Action::requeue(Duration::from_secs(if running { 300 } else { 15 })))
 }
 
-/// Status from what exists: Running only when the scheduler really is ready
-/// and its Service exists.
-fn cluster_status(
-    cluster: &DaskCluster,
-    group: &DaskWorkerGroup,
-    scheduler_ready: bool,
-    service_exists: bool,
-) -> WorkloadStatus {
-    let generation = cluster.metadata.generation;
-    let group_status = group.status.clone().unwrap_or_default();
-    let desired = cluster.spec.worker.replicas;
-    let ready = group_status.ready_replicas.unwrap_or(0);
-    let replicas = group_status.replicas.unwrap_or(0);
-    let reachable = scheduler_ready && service_exists;
-    let settled = reachable && ready == desired && replicas == desired;
-    let conditions = vec![
-        condition(
-            "Ready",
-            settled,
-            if !service_exists {
-                "ServicePending"
-            } else if !scheduler_ready {
-                "SchedulerNotReady"
-            } else if settled {
-                "AllReady"
-            } else {
-                "WorkersNotReady"
-            },
-            format!(
-                "scheduler ready: {scheduler_ready}; service: {service_exists}; workers ready: {ready}/{desired}"
-            ),
-            generation,
-        ),
-        condition(
-            "Progressing",
-            !settled,
-            if settled { "Settled" } else { "Reconciling" },
-            format!("{replicas} worker pods for {desired} wanted"),
-            generation,
-        ),
-        condition("Degraded", false, "Valid", "", generation),
-    ];
-    WorkloadStatus {
-        phase: Some(if reachable { "Running" } else { "Pending" }.into()),
-        replicas: Some(replicas),
-        ready_replicas: Some(ready),
-        selector: Some(build::worker_selector(group)),
-        observed_generation: generation,
-        conditions,
-    }
-}
-
-/// Status writes are skipped when nothing but timestamps would change, so a
-/// settled cluster costs no writes.
-fn status_changed(cluster: &DaskCluster, new: &WorkloadStatus) -> bool {
-    let Some(old) = cluster.status.as_ref() else { return true };
-    let strip = |s: &WorkloadStatus| {
-        let mut s = s.clone();
-        for c in &mut s.conditions {
-            c.last_transition_time = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-            );
-        }
-        s
-    };
-    strip(old) != strip(new)
-}
-
 /// Deletes the cluster once its scheduler has been idle for `spec.idleTimeout`.
 async fn check_idle(cluster: &DaskCluster, ctx: &Context) -> Result<Action> {
     let ns = cluster.namespace().unwrap_or_default();
-    let base = SchedulerApi::base_url(
-        &cluster.name_any(),
-        &ns,
-        &ctx.cluster_domain,
-        build::dashboard_port(cluster),
-    );
-    let timeout = cluster.spec.idle_timeout as f64;
-    let poll = Action::requeue(Duration::from_secs_f64(timeout.clamp(1.0, 30.0)));
+    let port = cluster.spec.scheduler.dashboard_port();
+    let base = SchedulerApi::base_url(&cluster.name_any(), &ns, &ctx.config.cluster_domain, port);
+    let timeout = cluster.spec.idle_timeout;
+    let poll = Action::requeue(Duration::from_secs_f64((timeout as f64).clamp(1.0, 30.0)));
     let idle_since = match ctx.scheduler.idle_since(&base).await {
         Ok(since) => since,
         Err(e) => {
@@ -243,52 +173,16 @@ async fn check_idle(cluster: &DaskCluster, ctx: &Context) -> Result<Action> {
         }
     };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
-    match idle_since {
-        Some(since) if now - since > timeout => {
-            info!(idle_for = now - since, "idle timeout reached; deleting the cluster");
-            let note = format!(
-                "Scheduler idle for {:.0}s (idleTimeout {}s)",
-                now - since,
-                cluster.spec.idle_timeout
-            );
-            publish(ctx, cluster, EventType::Normal, "IdleTimeout", &note).await;
-            let api: Api<DaskCluster> = Api::namespaced(ctx.client.clone(), &ns);
-            api.delete(&cluster.name_any(), &DeleteParams::background()).await?;
-            Ok(Action::await_change())
-        }
-        _ => Ok(poll),
-    }
+    let Some(idle_for) = status::idle_past_timeout(idle_since, now, timeout) else {
+        return Ok(poll);
+    };
+    info!(idle_for, "idle timeout reached; deleting the cluster");
+    let note = format!("Scheduler idle for {idle_for:.0}s (idleTimeout {timeout}s)");
+    ctx.events.normal(cluster, "IdleTimeout", &note).await;
+    ctx.api::<DaskCluster>(&ns).delete(&cluster.name_any(), &DeleteParams::background()).await?;
+    Ok(Action::await_change())
 }
 
 fn error_policy(cluster: Arc<DaskCluster>, error: &Error, state: Arc<State>) -> Action {
-    let ctx = state.ctx.clone();
-    if let Error::Invalid { reason, .. } = error {
-        // Beyond the Event: the cluster's status says what is wrong.
-        let (ctx, cluster, reason) = (ctx.clone(), cluster.clone(), reason.clone());
-        tokio::spawn(async move { report_invalid(&ctx, &cluster, &reason).await });
-    }
-    on_error(cluster, error, ctx, KIND, Duration::from_secs(5))
-}
-
-async fn report_invalid(ctx: &Context, cluster: &DaskCluster, reason: &str) {
-    let status = WorkloadStatus {
-        phase: Some("Error".into()),
-        observed_generation: cluster.metadata.generation,
-        conditions: vec![condition(
-            "Degraded",
-            true,
-            "InvalidSpec",
-            reason,
-            cluster.metadata.generation,
-        )],
-        ..Default::default()
-    };
-    let body = json!({ "apiVersion": "kubernetes.dask.org/v1", "kind": KIND, "status": status });
-    let api: Api<DaskCluster> =
-        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
-    if let Err(e) =
-        api.patch_status(&cluster.name_any(), &apply_params(), &Patch::Apply(body)).await
-    {
-        warn!(error = %e, "could not write the error status");
-    }
+    report::error_policy(&state.ctx, &*cluster, error, KIND, Duration::from_secs(5))
 }

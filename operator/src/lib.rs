@@ -1,30 +1,34 @@
 //! The dask-rs operator: reconciles `kubernetes.dask.org/v1` resources into
 //! scheduler and worker pods.
 //!
-//! Every controller is level-triggered: `reconcile` compares what should exist
-//! (pure builders in [`build`]) with what does, applies the difference with
-//! server-side apply under one field manager, and writes a status computed from
-//! the real objects. Nothing is kept in memory that a restart would lose.
+//! Every controller is level-triggered and follows one pipeline: read the
+//! object whole, [`validate`] it, decide with pure functions (the builders in
+//! [`build`], the worker group's plan, the job's transition, the autoscaler's
+//! decision, the cluster's status), apply the difference with server-side
+//! apply under one field manager, and write a status computed from the real
+//! objects. Nothing is kept in memory that a restart would lose. A failed
+//! reconcile is retried by its error policy and reported as a Warning Event
+//! ([`report`]).
 
+pub mod api;
 pub mod applied;
 pub mod autoscaler;
 pub mod build;
 pub mod cluster;
+pub mod config;
 pub mod context;
+pub mod error;
+pub mod events;
 pub mod job;
 pub mod leader;
+pub mod logging;
 pub mod metrics;
+pub mod report;
 pub mod scheduler_api;
 pub mod server;
+pub mod validate;
 pub mod workergroup;
 
-pub use context::{Context, Error, Result};
-
-/// The field manager of every server-side apply this operator makes.
-pub const MANAGER: &str = "dask-operator";
-
-/// Every server-side apply this operator makes: its one field manager,
-/// taking back fields someone else changed (force), as the owner of children.
-pub fn apply_params() -> kube::api::PatchParams {
-    kube::api::PatchParams::apply(MANAGER).force()
-}
+pub use api::{MANAGER, apply_params};
+pub use context::Context;
+pub use error::{Error, Result};

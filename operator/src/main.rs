@@ -2,6 +2,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use clap::Parser;
+use dask_operator::config::Config;
+use dask_operator::logging::{self, LogFormat};
 use dask_operator::metrics::Metrics;
 use dask_operator::scheduler_api::SchedulerApi;
 use dask_operator::{Context, autoscaler, cluster, job, leader, server, workergroup};
@@ -18,15 +20,19 @@ struct Args {
     /// Address of the /metrics and /healthz endpoints.
     #[arg(long, env = "DASK_OPERATOR_METRICS_ADDR", default_value = "127.0.0.1:8080")]
     metrics_addr: SocketAddr,
-    /// Log format: text or json.
-    #[arg(long, env = "DASK_OPERATOR_LOG_FORMAT", default_value = "text")]
-    log_format: String,
+    /// Log format.
+    #[arg(long, env = "DASK_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// Name of the Lease for leader election; none means no election (a single replica).
     #[arg(long, env = "DASK_OPERATOR_LEASE_NAME")]
     lease_name: Option<String>,
     /// Namespace of the Lease (in a pod: its own namespace).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
     lease_namespace: String,
+    /// This replica's name (in a pod: its pod's), its identity in the leader
+    /// election and in the Events it publishes.
+    #[arg(long, env = "POD_NAME")]
+    pod_name: Option<String>,
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "DASK_OPERATOR_NAMESPACE")]
     namespace: Option<String>,
@@ -36,41 +42,31 @@ struct Args {
     resolve_schedulers_to: Option<IpAddr>,
 }
 
-fn init_tracing(format: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    if format == "json" { builder.json().init() } else { builder.init() }
-}
-
 // One thread: the operator waits on the API server, not on the CPU (a
 // thousand clusters take a tenth of a core), and a single-threaded runtime
 // keeps the allocator to one arena, so memory stays close to what is live.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    init_tracing(&args.log_format);
+    logging::init(args.log_format);
     let client = kube::Client::try_default().await?;
     let metrics = Arc::new(Metrics::default());
-    let healthy = server::spawn_health_probe(client.clone(), args.namespace.clone());
-    let http = tokio::spawn(server::serve(args.metrics_addr, metrics.clone(), healthy));
+    let config = Config {
+        cluster_domain: args.cluster_domain,
+        namespace: args.namespace,
+        instance: args.pod_name.clone(),
+    };
+    let scheduler = SchedulerApi::new(args.resolve_schedulers_to);
+    let ctx = Arc::new(Context::new(client.clone(), config, metrics.clone(), scheduler));
+    let healthy = server::spawn_health_probe(ctx.watched());
+    let http = tokio::spawn(server::serve(args.metrics_addr, metrics, healthy));
 
     let mut leadership = None;
     if let Some(lease) = &args.lease_name {
-        let identity = std::env::var("POD_NAME")
-            .unwrap_or_else(|_| format!("dask-operator-{}", std::process::id()));
-        leadership =
-            Some(leader::acquire(client.clone(), &args.lease_namespace, lease, &identity).await?);
+        let identity =
+            args.pod_name.unwrap_or_else(|| format!("dask-operator-{}", std::process::id()));
+        leadership = Some(leader::acquire(client, &args.lease_namespace, lease, &identity).await?);
     }
-    let ctx = Arc::new(
-        Context::new(
-            client,
-            metrics,
-            SchedulerApi::new(args.resolve_schedulers_to),
-            args.cluster_domain,
-        )
-        .watching(args.namespace),
-    );
     info!("starting controllers");
     let controllers = async {
         tokio::join!(
@@ -99,5 +95,23 @@ async fn lost(leadership: Option<tokio::sync::watch::Receiver<bool>>) {
             }
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn arguments_parse() {
+        Args::command().debug_assert();
+        let args =
+            Args::try_parse_from(["dask-operator", "--log-format", "json", "--pod-name", "op-0"])
+                .unwrap();
+        assert_eq!(args.log_format, LogFormat::Json);
+        assert_eq!(args.pod_name.as_deref(), Some("op-0"));
+        assert!(Args::try_parse_from(["dask-operator", "--log-format", "yaml"]).is_err());
     }
 }

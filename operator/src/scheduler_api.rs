@@ -4,14 +4,38 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use reqwest::{RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::json;
-
-use crate::{Error, Result};
 
 #[derive(Clone)]
 pub struct SchedulerApi {
     http: reqwest::Client,
+}
+
+/// Why a call to the scheduler failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// No answer: the scheduler is not up yet, gone, or unreachable.
+    #[error("{method} {url}: no answer: {source}")]
+    Unreachable {
+        method: &'static str,
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// An error status, e.g. 404 from a scheduler without the API routes.
+    #[error("{method} {url}: HTTP {status}")]
+    Status { method: &'static str, url: String, status: StatusCode },
+    /// An answer that is not the JSON expected.
+    #[error("{method} {url}: unexpected answer: {source}")]
+    Body {
+        method: &'static str,
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -46,6 +70,22 @@ impl reqwest::dns::Resolve for FixedResolver {
     }
 }
 
+type Result<T> = std::result::Result<T, SchedulerError>;
+
+/// Sends a request; anything but a 2xx answer is an error.
+async fn send(method: &'static str, url: &str, request: RequestBuilder) -> Result<Response> {
+    let url = || url.to_string();
+    let resp = request.send().await.map_err(|source| SchedulerError::Unreachable {
+        method,
+        url: url(),
+        source,
+    })?;
+    match resp.status() {
+        status if status.is_success() => Ok(resp),
+        status => Err(SchedulerError::Status { method, url: url(), status }),
+    }
+}
+
 impl SchedulerApi {
     pub fn new(resolve_to: Option<IpAddr>) -> Self {
         let mut builder = reqwest::Client::builder()
@@ -59,19 +99,12 @@ impl SchedulerApi {
 
     /// Base URL of a cluster's scheduler HTTP server, through its Service.
     pub fn base_url(cluster: &str, namespace: &str, domain: &str, port: i32) -> String {
-        format!("http://{}.{namespace}.svc.{domain}:{port}", crate::build::scheduler_name(cluster))
+        format!("http://{}:{port}", crds::scheduler::service_host(cluster, namespace, domain))
     }
 
-    async fn get<T: for<'de> Deserialize<'de>>(&self, url: String) -> Result<T> {
-        let resp = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| Error::Scheduler(format!("GET {url}: {e}")))?;
-        let resp =
-            resp.error_for_status().map_err(|e| Error::Scheduler(format!("GET {url}: {e}")))?;
-        resp.json().await.map_err(|e| Error::Scheduler(format!("GET {url}: {e}")))
+    async fn get<T: DeserializeOwned>(&self, url: String) -> Result<T> {
+        let resp = send("GET", &url, self.http.get(&url)).await?;
+        resp.json().await.map_err(|source| SchedulerError::Body { method: "GET", url, source })
     }
 
     pub async fn workers(&self, base: &str) -> Result<Vec<WorkerInfo>> {
@@ -81,10 +114,8 @@ impl SchedulerApi {
     /// Retires workers by address: their data moves to the others first.
     pub async fn retire(&self, base: &str, addresses: &[String]) -> Result<()> {
         let url = format!("{base}/api/v1/retire_workers");
-        let resp = self.http.post(&url).json(&json!({ "workers": addresses })).send().await;
-        resp.and_then(|r| r.error_for_status())
-            .map(|_| ())
-            .map_err(|e| Error::Scheduler(format!("POST {url}: {e}")))
+        let request = self.http.post(&url).json(&json!({ "workers": addresses }));
+        send("POST", &url, request).await.map(drop)
     }
 
     /// The number of workers the scheduler's adaptive logic asks for.
@@ -95,5 +126,43 @@ impl SchedulerApi {
     /// Since when the scheduler has been idle (seconds since the epoch), if it is.
     pub async fn idle_since(&self, base: &str) -> Result<Option<f64>> {
         Ok(self.get::<Idle>(format!("{base}/api/v1/check_idle")).await?.idle_since)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::routing::get;
+
+    use super::*;
+
+    /// A stand-in scheduler on loopback: a good, a missing and a garbled route.
+    async fn fake_scheduler() -> String {
+        let app = Router::new()
+            .route("/api/v1/adaptive_target", get(|| async { r#"{"workers": 3}"# }))
+            .route("/api/v1/check_idle", get(|| async { "not json" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        base
+    }
+
+    #[tokio::test]
+    async fn errors_say_what_went_wrong() {
+        let api = SchedulerApi::new(None);
+        let base = fake_scheduler().await;
+        assert_eq!(api.adaptive_target(&base).await.unwrap(), 3);
+        let missing = api.workers(&base).await.unwrap_err();
+        assert!(
+            matches!(missing, SchedulerError::Status { status: StatusCode::NOT_FOUND, .. }),
+            "{missing:?}"
+        );
+        assert!(missing.to_string().starts_with("GET http://127.0.0.1:"), "{missing}");
+        let garbled = api.idle_since(&base).await.unwrap_err();
+        assert!(matches!(garbled, SchedulerError::Body { .. }), "{garbled:?}");
+        // A port nobody listens on: bound, then released.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let gone = api.retire(&format!("http://{closed}"), &[]).await.unwrap_err();
+        assert!(matches!(gone, SchedulerError::Unreachable { method: "POST", .. }), "{gone:?}");
     }
 }

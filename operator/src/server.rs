@@ -9,7 +9,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use crds::DaskCluster;
-use kube::Client;
 use kube::api::{Api, ListParams};
 
 use crate::metrics::Metrics;
@@ -22,14 +21,10 @@ struct AppState {
 
 /// Probes the API server every 10 s with a cheap list; `/healthz` fails when
 /// the operator can no longer see its resources, so a stuck process restarts.
-pub fn spawn_health_probe(client: Client, namespace: Option<String>) -> Arc<AtomicBool> {
+pub fn spawn_health_probe(api: Api<DaskCluster>) -> Arc<AtomicBool> {
     let healthy = Arc::new(AtomicBool::new(true));
     let flag = healthy.clone();
     tokio::spawn(async move {
-        let api: Api<DaskCluster> = match namespace {
-            Some(ns) => Api::namespaced(client, &ns),
-            None => Api::all(client),
-        };
         loop {
             let ok = tokio::time::timeout(
                 Duration::from_secs(10),

@@ -25,7 +25,7 @@ async fn manifest_becomes_scheduler_service_and_workers() {
     let pods = wait_workers(&client, &ns.name, "simple", 2).await;
 
     let status = clusters.get("simple").await.unwrap().status.unwrap();
-    assert_eq!(status.phase.as_deref(), Some("Running"));
+    assert_eq!(status.phase, Some(crds::ClusterPhase::Running));
     assert_eq!(
         status.selector.as_deref(),
         Some("dask.org/cluster-name=simple,dask.org/workergroup-name=simple-default")
@@ -202,7 +202,7 @@ async fn invalid_cluster_reports_an_error_and_spares_the_others() {
     wait_workers(&client, &ns.name, "good", 2).await;
     let status = eventually(30, "an Error status on the invalid cluster", || async {
         let status = clusters.get("bad").await.ok()?.status?;
-        (status.phase.as_deref() == Some("Error")).then_some(status)
+        (status.phase == Some(crds::ClusterPhase::Error)).then_some(status)
     })
     .await;
     let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
@@ -282,7 +282,7 @@ async fn daskjob_creates_its_cluster_then_a_uniquely_named_runner() {
 
     let status = eventually(60, "the job to be Running", || async {
         let status = jobs.get("simple-job").await.ok()?.status?;
-        (status.job_status.as_deref() == Some("Running")).then_some(status)
+        (status.job_status == Some(crds::JobPhase::Running)).then_some(status)
     })
     .await;
     let cluster =

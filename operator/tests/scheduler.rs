@@ -60,7 +60,7 @@ async fn autoscaler_follows_the_scheduler_target_within_bounds() {
     let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
     clusters.create(&PostParams::default(), &cluster("ad", 0, comm, dashboard)).await.unwrap();
     eventually(60, "the cluster to run", || async {
-        (clusters.get("ad").await.ok()?.status?.phase.as_deref() == Some("Running")).then_some(())
+        clusters.get("ad").await.ok()?.is_running().then_some(())
     })
     .await;
 

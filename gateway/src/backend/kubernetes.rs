@@ -126,12 +126,11 @@ impl KubernetesBackend {
             let bytes = secret.as_ref()?.data.as_ref()?.get(key)?;
             String::from_utf8(bytes.0.clone()).ok()
         };
-        let phase = dc.status.as_ref().and_then(|s| s.phase.as_deref());
         let status = if dc.meta().deletion_timestamp.is_some() {
             ClusterStatus::Stopping
         } else if annotations.contains_key(FAILED) {
             ClusterStatus::Failed
-        } else if phase == Some("Running") && secret.is_some() {
+        } else if dc.is_running() && secret.is_some() {
             ClusterStatus::Running
         } else {
             ClusterStatus::Pending
@@ -170,8 +169,7 @@ impl KubernetesBackend {
                 let now = k8s_openapi::jiff::Timestamp::now();
                 for dc in store.state() {
                     let started = dc.creation_timestamp().map(|t| t.0).unwrap_or(now);
-                    let running =
-                        dc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+                    let running = dc.is_running();
                     let overdue = now.duration_since(started).as_secs_f64() > timeout.as_secs_f64();
                     if running
                         || !overdue
@@ -182,7 +180,7 @@ impl KubernetesBackend {
                     }
                     let reason =
                         format!("the scheduler did not become ready within {}s", timeout.as_secs());
-                    warn!(cluster = %dc.name_any(), %reason, phase = ?dc.status.as_ref().and_then(|s| s.phase.clone()), "cluster failed");
+                    warn!(cluster = %dc.name_any(), %reason, phase = ?dc.phase(), "cluster failed");
                     let patch = json!({ "metadata": { "annotations": { FAILED: reason } }, "spec": { "worker": { "replicas": 0 } } });
                     if let Err(e) = api
                         .patch(&dc.name_any(), &PatchParams::default(), &Patch::Merge(patch))

@@ -99,6 +99,11 @@ pub struct Operator {
 
 impl Operator {
     pub fn start(namespace: &str) -> Self {
+        Self::start_with_env(namespace, &[])
+    }
+
+    /// The operator with extra environment variables (e.g. its own KUBECONFIG).
+    pub fn start_with_env(namespace: &str, env: &[(&str, &str)]) -> Self {
         let bin = env!("CARGO_BIN_EXE_dask-operator");
         let log = std::env::temp_dir()
             .join(format!("dask-operator-{namespace}-{}.log", uuid::Uuid::new_v4().simple()));
@@ -113,7 +118,9 @@ impl Operator {
                 "127.0.0.1:0",
             ])
             .env("RUST_LOG", "warn,dask_operator=info")
-            .stdout(Stdio::null())
+            .envs(env.iter().copied())
+            // The operator logs to stdout; its stderr has what main returns.
+            .stdout(file.try_clone().expect("the operator's log file"))
             .stderr(file)
             .spawn()
             .expect("the operator binary starts");

@@ -1,0 +1,191 @@
+//! A DaskCluster's status, computed from what exists; no I/O.
+
+use crds::common::{condition, keep_transition_times};
+use crds::{ClusterPhase, DaskCluster, DaskWorkerGroup, WorkloadStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+use crate::build;
+use crate::validate::Invalid;
+
+/// What the cluster's children show.
+#[derive(Clone, Copy, Debug)]
+pub struct Observed {
+    /// The scheduler Deployment has a ready pod.
+    pub scheduler_ready: bool,
+    /// The scheduler Service exists (the API server may still be allocating it).
+    pub service_exists: bool,
+}
+
+/// Running only when the scheduler really is ready and its Service exists;
+/// worker counts from the default group's status.
+pub fn status(cluster: &DaskCluster, group: &DaskWorkerGroup, seen: Observed) -> WorkloadStatus {
+    let Observed { scheduler_ready, service_exists } = seen;
+    let generation = cluster.metadata.generation;
+    let group_status = group.status.clone().unwrap_or_default();
+    let desired = cluster.spec.worker.replicas;
+    let ready = group_status.ready_replicas.unwrap_or(0);
+    let replicas = group_status.replicas.unwrap_or(0);
+    let reachable = scheduler_ready && service_exists;
+    let settled = reachable && ready == desired && replicas == desired;
+    let ready_reason = if !service_exists {
+        "ServicePending"
+    } else if !scheduler_ready {
+        "SchedulerNotReady"
+    } else if settled {
+        "AllReady"
+    } else {
+        "WorkersNotReady"
+    };
+    let conditions = vec![
+        condition(
+            "Ready",
+            settled,
+            ready_reason,
+            format!(
+                "scheduler ready: {scheduler_ready}; service: {service_exists}; workers ready: {ready}/{desired}"
+            ),
+            generation,
+        ),
+        condition(
+            "Progressing",
+            !settled,
+            if settled { "Settled" } else { "Reconciling" },
+            format!("{replicas} worker pods for {desired} wanted"),
+            generation,
+        ),
+        condition("Degraded", false, "Valid", "", generation),
+    ];
+    WorkloadStatus {
+        phase: Some(if reachable { ClusterPhase::Running } else { ClusterPhase::Pending }),
+        replicas: Some(replicas),
+        ready_replicas: Some(ready),
+        selector: Some(build::worker_selector(group)),
+        observed_generation: generation,
+        conditions: keep_transition_times(conditions, previous_conditions(cluster)),
+    }
+}
+
+/// The status of a cluster whose spec is invalid: Error, and why.
+pub fn invalid(cluster: &DaskCluster, invalid: &Invalid) -> WorkloadStatus {
+    let generation = cluster.metadata.generation;
+    let degraded = condition("Degraded", true, "InvalidSpec", invalid.to_string(), generation);
+    WorkloadStatus {
+        phase: Some(ClusterPhase::Error),
+        observed_generation: generation,
+        conditions: keep_transition_times(vec![degraded], previous_conditions(cluster)),
+        ..Default::default()
+    }
+}
+
+fn previous_conditions(cluster: &DaskCluster) -> &[Condition] {
+    cluster.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default()
+}
+
+/// How long the scheduler has been idle past `timeout` seconds, if it has.
+pub fn idle_past_timeout(idle_since: Option<f64>, now: f64, timeout: i64) -> Option<f64> {
+    let idle_for = now - idle_since?;
+    (timeout > 0 && idle_for > timeout as f64).then_some(idle_for)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+
+    fn cluster(replicas: i32) -> DaskCluster {
+        let mut cluster: DaskCluster =
+            serde_yaml::from_str(include_str!("../../../crds/tests/fixtures/simplecluster.yaml"))
+                .unwrap();
+        cluster.metadata.uid = Some("uid".into());
+        cluster.metadata.generation = Some(3);
+        cluster.spec.worker.replicas = replicas;
+        cluster
+    }
+
+    fn group(cluster: &DaskCluster, replicas: i32, ready: i32) -> DaskWorkerGroup {
+        let mut group = build::default_worker_group(cluster);
+        group.status = Some(WorkloadStatus {
+            replicas: Some(replicas),
+            ready_replicas: Some(ready),
+            ..Default::default()
+        });
+        group
+    }
+
+    fn seen(scheduler_ready: bool, service_exists: bool) -> Observed {
+        Observed { scheduler_ready, service_exists }
+    }
+
+    fn get<'a>(status: &'a WorkloadStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn running_needs_a_ready_scheduler_and_its_service() {
+        let c = cluster(2);
+        let g = group(&c, 2, 2);
+        let cases = [
+            (seen(true, false), ClusterPhase::Pending, "ServicePending"),
+            (seen(false, true), ClusterPhase::Pending, "SchedulerNotReady"),
+            (seen(true, true), ClusterPhase::Running, "AllReady"),
+        ];
+        for (observed, phase, reason) in cases {
+            let s = status(&c, &g, observed);
+            assert_eq!(s.phase, Some(phase), "{observed:?}");
+            assert_eq!(get(&s, "Ready").reason, reason);
+        }
+    }
+
+    #[test]
+    fn counts_come_from_the_default_group() {
+        let c = cluster(3);
+        let s = status(&c, &group(&c, 3, 1), seen(true, true));
+        assert_eq!((s.replicas, s.ready_replicas), (Some(3), Some(1)));
+        assert_eq!(s.phase, Some(ClusterPhase::Running), "Running does not wait for workers");
+        assert_eq!(get(&s, "Ready").status, "False");
+        assert_eq!(get(&s, "Ready").reason, "WorkersNotReady");
+        assert_eq!(get(&s, "Progressing").status, "True");
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(
+            s.selector.as_deref(),
+            Some("dask.org/cluster-name=simple,dask.org/workergroup-name=simple-default")
+        );
+    }
+
+    #[test]
+    fn an_unchanged_status_keeps_its_transition_times() {
+        let mut c = cluster(1);
+        let g = group(&c, 1, 1);
+        let mut first = status(&c, &g, seen(true, true));
+        let long_ago = Time(k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap());
+        for condition in &mut first.conditions {
+            condition.last_transition_time = long_ago.clone();
+        }
+        c.status = Some(first.clone());
+        assert_eq!(status(&c, &g, seen(true, true)), first, "nothing to write");
+        // The scheduler goes: Ready and Progressing flip, Degraded does not.
+        let second = status(&c, &g, seen(false, true));
+        assert_ne!(get(&second, "Ready").last_transition_time, long_ago);
+        assert_ne!(get(&second, "Progressing").last_transition_time, long_ago);
+        assert_eq!(get(&second, "Degraded").last_transition_time, long_ago);
+    }
+
+    #[test]
+    fn an_invalid_cluster_says_which_field() {
+        let c = cluster(1);
+        let s = invalid(&c, &Invalid::new("spec.worker.replicas", "must not be negative"));
+        assert_eq!(s.phase, Some(ClusterPhase::Error));
+        let degraded = get(&s, "Degraded");
+        assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "InvalidSpec"));
+        assert_eq!(degraded.message, "spec.worker.replicas must not be negative");
+    }
+
+    #[test]
+    fn idle_timeout() {
+        assert_eq!(idle_past_timeout(None, 100.0, 10), None, "busy");
+        assert_eq!(idle_past_timeout(Some(95.0), 100.0, 10), None, "not yet");
+        assert_eq!(idle_past_timeout(Some(80.0), 100.0, 10), Some(20.0));
+        assert_eq!(idle_past_timeout(Some(0.0), 100.0, 0), None, "0 never times out");
+    }
+}

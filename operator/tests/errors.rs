@@ -1,0 +1,117 @@
+//! Failures reach whoever owns the object, as Warning Events, not only the
+//! operator's log (sim tier: a real API server).
+
+mod common;
+
+use common::*;
+use crds::DaskCluster;
+use k8s_openapi::api::core::v1::{Event, ResourceQuota, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::Client;
+use kube::api::{Api, ListParams, PostParams};
+use kube::config::{AuthInfo, Kubeconfig};
+use serde_json::json;
+
+#[tokio::test]
+#[ignore = "needs a control plane (tests/run)"]
+async fn a_quota_that_refuses_worker_pods_is_reported_on_the_worker_group() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "op-quota").await;
+    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), &ns.name);
+    let quota = serde_json::from_value(json!({
+        "metadata": { "name": "pods" }, "spec": { "hard": { "pods": "1" } }
+    }))
+    .unwrap();
+    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    // Admission enforces a quota once the quota controller has counted its use.
+    eventually(30, "the quota to be counted", || async {
+        quotas.get("pods").await.ok()?.status?.used.map(drop)
+    })
+    .await;
+
+    let _operator = Operator::start(&ns.name);
+    let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
+    clusters.create(&PostParams::default(), &cluster("q", 3, 8786, 8787)).await.unwrap();
+    let message = warning_on_worker_group(&client, &ns.name, "q-default", "QuotaExceeded").await;
+    assert!(message.contains("exceeded quota"), "{message}");
+}
+
+/// Waits for a Warning with `reason` on the DaskWorkerGroup `group`; its message.
+async fn warning_on_worker_group(client: &Client, ns: &str, group: &str, reason: &str) -> String {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let event = eventually(60, &format!("a {reason} Warning on {group}"), || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.involved_object.kind.as_deref() == Some("DaskWorkerGroup")
+                && e.involved_object.name.as_deref() == Some(group)
+        })
+    })
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(event.involved_object.uid.is_some(), "kubectl describe finds Events by uid");
+    event.message.unwrap_or_default()
+}
+
+/// A kubeconfig for the test control plane that authenticates as `account`
+/// of `ns` (a ServiceAccount token) instead of as its administrator.
+async fn kubeconfig_as(client: &Client, ns: &str, account: &str) -> std::path::PathBuf {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let sa = serde_json::from_value(json!({ "metadata": { "name": account } })).unwrap();
+    accounts.create(&PostParams::default(), &sa).await.unwrap();
+    let request = serde_json::from_value(json!({ "spec": { "audiences": [] } })).unwrap();
+    let token = accounts
+        .create_token_request(account, &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let mut config = Kubeconfig::read().unwrap();
+    for user in &mut config.auth_infos {
+        user.auth_info = Some(AuthInfo { token: Some(token.clone().into()), ..Default::default() });
+    }
+    let path = std::env::temp_dir().join(format!("kubeconfig-{ns}-{account}"));
+    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    path
+}
+
+#[tokio::test]
+#[ignore = "needs a control plane (tests/run)"]
+async fn a_missing_permission_is_reported_as_forbidden_on_the_object() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "op-rbac").await;
+    // Everything the operator needs, except creating pods.
+    let role: Role = serde_json::from_value(json!({
+        "metadata": { "name": "operator" },
+        "rules": [
+            { "apiGroups": ["kubernetes.dask.org", "apps", "events.k8s.io"], "resources": ["*"], "verbs": ["*"] },
+            { "apiGroups": [""], "resources": ["services", "events"], "verbs": ["*"] },
+            { "apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "delete"] }
+        ]
+    }))
+    .unwrap();
+    Api::<Role>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": { "name": "operator" },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "operator" },
+        "subjects": [{ "kind": "ServiceAccount", "name": "operator", "namespace": ns.name }]
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), &ns.name)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let kubeconfig = kubeconfig_as(&client, &ns.name, "operator").await;
+
+    let _operator =
+        Operator::start_with_env(&ns.name, &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
+    let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
+    clusters.create(&PostParams::default(), &cluster("rbac", 1, 8786, 8787)).await.unwrap();
+    let message = warning_on_worker_group(&client, &ns.name, "rbac-default", "Forbidden").await;
+    assert!(message.contains("cannot patch resource \"pods\""), "{message}");
+    std::fs::remove_file(kubeconfig).ok();
+}
