@@ -8,6 +8,7 @@ pub mod backend;
 pub mod config;
 pub mod dashboard;
 pub mod handoff;
+pub mod idle;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
@@ -48,7 +49,7 @@ impl Gateway {
     pub fn new(config: &Config, backend: Arc<dyn Backend>) -> anyhow::Result<Self> {
         Ok(Self {
             backend,
-            auth: Authenticator::new(&config.auth)?,
+            auth: Authenticator::new(&config.auth, &config.limits)?,
             options: OptionsSpec::new(
                 config.options.profiles.clone(),
                 config.options.fields.clone(),
@@ -71,6 +72,13 @@ pub fn router(gateway: Arc<Gateway>, prefix: &str) -> Router {
     let routes = if prefix.is_empty() { routes } else { Router::new().nest(prefix, routes) };
     routes
         .route("/metrics", axum::routing::get(metrics::render))
+        .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), metrics::track))
+        .with_state(gateway)
+}
+
+/// The heartbeat listener's side: the scheduler routes alone, no prefix.
+pub fn heartbeat_router(gateway: Arc<Gateway>) -> Router {
+    api::scheduler_routes()
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), metrics::track))
         .with_state(gateway)
 }
