@@ -151,6 +151,7 @@ impl Backend for LocalBackend {
                 )));
             }
         }
+        forget_oldest_finished(&mut clusters, MAX_FINISHED);
         let (tx, rx) = mpsc::unbounded_channel();
         let name = cluster.name.clone();
         let supervisor = Supervisor {
@@ -211,6 +212,25 @@ impl Backend for LocalBackend {
 
     fn changes(&self) -> watch::Receiver<u64> {
         self.table.changed.subscribe()
+    }
+}
+
+/// Stopped and failed clusters kept for `?status=STOPPED,FAILED`: a loop of
+/// create and delete must not grow the table without end.
+const MAX_FINISHED: usize = 1000;
+
+fn forget_oldest_finished(clusters: &mut HashMap<String, Entry>, keep: usize) {
+    let mut finished: Vec<(i64, String)> = clusters
+        .values()
+        .filter(|e| e.cluster.stop_time.is_some() && !e.cluster.status.is_active())
+        .map(|e| (e.cluster.stop_time.unwrap_or_default(), e.cluster.name.clone()))
+        .collect();
+    if finished.len() <= keep {
+        return;
+    }
+    finished.sort();
+    for (_, name) in &finished[..finished.len() - keep] {
+        clusters.remove(name);
     }
 }
 
