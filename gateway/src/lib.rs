@@ -63,6 +63,10 @@ impl Gateway {
     }
 }
 
+/// Largest JSON body the API reads (axum's default is 2 MiB): requests are
+/// small, and every open connection may hold one.
+const API_BODY_LIMIT: usize = 256 * 1024;
+
 /// The HTTP side of the port: API and dashboards under `prefix`, `/metrics` at the root.
 pub fn router(gateway: Arc<Gateway>, prefix: &str) -> Router {
     let routes = api::routes(gateway.clone())
@@ -73,6 +77,7 @@ pub fn router(gateway: Arc<Gateway>, prefix: &str) -> Router {
     routes
         .route("/metrics", axum::routing::get(metrics::render))
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), metrics::track))
+        .layer(axum::extract::DefaultBodyLimit::max(API_BODY_LIMIT))
         .with_state(gateway)
 }
 
@@ -80,5 +85,6 @@ pub fn router(gateway: Arc<Gateway>, prefix: &str) -> Router {
 pub fn heartbeat_router(gateway: Arc<Gateway>) -> Router {
     api::scheduler_routes()
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), metrics::track))
+        .layer(axum::extract::DefaultBodyLimit::max(API_BODY_LIMIT))
         .with_state(gateway)
 }

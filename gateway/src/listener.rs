@@ -26,6 +26,10 @@ use crate::sni::{self, Hello};
 use crate::{Gateway, metrics};
 
 const SNI_PREFIX: &str = "daskgateway-";
+/// Most bytes hyper buffers per connection for a request head (its default
+/// is ~400 KiB): with the connection cap, this bounds the memory a flood of
+/// huge headers can take.
+const MAX_HEAD_BUFFER: usize = 64 * 1024;
 /// Copy buffers where splice(2) is unavailable: large enough that a busy
 /// Dask transfer is not syscall-bound.
 #[cfg(not(target_os = "linux"))]
@@ -133,6 +137,7 @@ async fn serve_http(stream: TcpStream, app: Router, timeouts: &Timeouts) {
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.header_read)
+        .max_buf_size(MAX_HEAD_BUFFER)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     if let Err(e) = connection.await {
