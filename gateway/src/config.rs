@@ -161,7 +161,10 @@ impl Default for ConnectionLimits {
         Self {
             max_connections: 4096,
             first_byte_timeout: 10.0,
-            header_read_timeout: 10.0,
+            // Longer than aiohttp's 15 s keep-alive (the Python client), so
+            // the client, not the gateway, closes an idle pooled connection
+            // and never races a request against the close.
+            header_read_timeout: 30.0,
             http_idle_timeout: 120.0,
             websocket_idle_timeout: 600.0,
             relay_idle_timeout: 3600.0,
