@@ -23,6 +23,9 @@ pub struct Activity {
     /// The socket while its owner holds it; `None` once dropped, so the
     /// watchdog never shuts down a descriptor number that was reused.
     fd: Mutex<Option<RawFd>>,
+    /// Ends the watchdog with the connection (not at its next deadline), so
+    /// a churn of short connections leaves no sleeping tasks behind.
+    closed: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -58,6 +61,7 @@ impl<S: AsRawFd> Tracked<S> {
             last_ms: AtomicU64::new(0),
             timeout_ms: AtomicU64::new(timeout.as_millis() as u64),
             fd: Mutex::new(Some(inner.as_raw_fd())),
+            closed: tokio::sync::Notify::new(),
         });
         tokio::spawn(watchdog(activity.clone()));
         (Self { inner, activity: activity.clone() }, activity)
@@ -68,13 +72,17 @@ impl<S: AsRawFd> Drop for Tracked<S> {
     fn drop(&mut self) {
         // Runs before `inner` closes the descriptor.
         *self.activity.fd.lock().expect("fd lock") = None;
+        self.activity.closed.notify_one();
     }
 }
 
 async fn watchdog(activity: Arc<Activity>) {
     loop {
         match activity.remaining() {
-            Some(wait) => tokio::time::sleep(wait).await,
+            Some(wait) => tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = activity.closed.notified() => return,
+            },
             None => {
                 if let Some(fd) = *activity.fd.lock().expect("fd lock") {
                     // The descriptor is still open: its owner clears `fd`
@@ -154,16 +162,21 @@ impl tokio_splice::Stream for Tracked<tokio::net::TcpStream> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
+    /// A connected (client, server) pair on loopback.
+    pub(crate) async fn tcp_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        (client, listener.accept().await.unwrap().0)
+    }
+
     #[tokio::test]
     async fn a_silent_connection_is_shut_down_and_an_active_one_is_not() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (mut client, server) = tcp_pair().await;
         let (mut server, _) = Tracked::new(server, Duration::from_millis(300));
         // Traffic every 100 ms keeps it open past the timeout.
         for _ in 0..6 {

@@ -244,9 +244,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_sni_peek_waits_for_a_hello_split_across_segments() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (mut client, server) = crate::idle::tests::tcp_pair().await;
         let hello = sni::tests::hello(Some("daskgateway-abc"), 16384);
         let (head, tail) = hello.split_at(7);
         client.write_all(head).await.unwrap();
@@ -260,9 +258,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_sni_peek_gives_up_at_its_deadline() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (mut client, server) = crate::idle::tests::tcp_pair().await;
         client.write_all(&[0x16, 3, 1]).await.unwrap();
         let started = Instant::now();
         let found = peek_server_name(&server, started + Duration::from_millis(300)).await;

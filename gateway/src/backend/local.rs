@@ -163,6 +163,7 @@ impl Backend for LocalBackend {
             wanted: 0,
             scheduler_address: None,
             active: HashSet::new(),
+            cooling: Vec::new(),
         };
         clusters.insert(name.clone(), Entry { cluster, commands: tx, handoff: None });
         drop(clusters);
@@ -252,6 +253,8 @@ struct Supervisor {
     scheduler_address: Option<String>,
     /// Workers the scheduler last reported active.
     active: HashSet<String>,
+    /// Start slots of workers that exited while starting, held until their time is up.
+    cooling: Vec<(OwnedSemaphorePermit, Instant)>,
 }
 
 struct Worker {
@@ -523,21 +526,25 @@ impl Supervisor {
     }
 
     fn reap_workers(&mut self) {
+        let cooling = &mut self.cooling;
         self.workers.retain(|name, worker| match worker.child.try_wait() {
             Ok(None) => true,
-            Ok(Some(status)) => {
-                if !status.success() {
+            exited => {
+                if let Ok(Some(status)) = exited.as_ref().map(|s| s.filter(|s| !s.success())) {
                     warn!(worker = %name, %status, "worker exited");
                 }
+                // A worker that dies while starting keeps its slot for the
+                // full slot time: a crashing command cannot respawn in a loop.
+                cooling.extend(worker.starting.take());
                 false
             }
-            Err(_) => false,
         });
         for worker in self.workers.values_mut() {
             if worker.starting.as_ref().is_some_and(|(_, at)| at.elapsed() >= WORKER_START_SLOT) {
                 worker.starting = None;
             }
         }
+        self.cooling.retain(|(_, at)| at.elapsed() < WORKER_START_SLOT);
     }
 }
 
@@ -569,4 +576,29 @@ async fn tail(path: &Path, lines: usize) -> String {
     let text = tokio::fs::read_to_string(path).await.unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::tests::sample;
+
+    #[test]
+    fn only_the_newest_finished_clusters_are_kept() {
+        let mut clusters = HashMap::new();
+        for (i, status) in [ClusterStatus::Stopped, ClusterStatus::Failed, ClusterStatus::Stopped]
+            .into_iter()
+            .chain(std::iter::once(ClusterStatus::Running))
+            .enumerate()
+        {
+            let mut cluster = sample(&format!("c{i}"), "alice", status);
+            cluster.stop_time = (!status.is_active()).then_some(i as i64);
+            let commands = mpsc::unbounded_channel().0;
+            clusters.insert(cluster.name.clone(), Entry { cluster, commands, handoff: None });
+        }
+        forget_oldest_finished(&mut clusters, 1);
+        let mut left: Vec<_> = clusters.keys().cloned().collect();
+        left.sort();
+        assert_eq!(left, ["c2", "c3"]);
+    }
 }
