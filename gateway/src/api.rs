@@ -63,7 +63,9 @@ impl From<BackendError> for ApiError {
     fn from(e: BackendError) -> Self {
         match e {
             BackendError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, e.to_string()),
-            BackendError::NotRunning(_) => Self::new(StatusCode::CONFLICT, e.to_string()),
+            BackendError::NotRunning(_) | BackendError::LimitReached(_) => {
+                Self::new(StatusCode::CONFLICT, e.to_string())
+            }
             BackendError::Other(e) => {
                 warn!(error = %e, "backend error");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
@@ -87,10 +89,17 @@ pub fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
         .route("/api/version", get(version))
         .route("/api/health", get(health))
         .route("/api/openapi.json", get(|| async { Json(crate::openapi::document()) }))
-        // Users or the cluster's own token (its idle timeout) may stop it.
+        .merge(scheduler_routes())
+        .merge(user_routes)
+}
+
+/// What schedulers call with their cluster token: heartbeats, and DELETE
+/// on their idle timeout (users may DELETE too). Also served alone on the
+/// heartbeat listener.
+pub fn scheduler_routes() -> Router<Arc<Gateway>> {
+    Router::new()
         .route("/api/v1/clusters/{name}", axum::routing::delete(delete_cluster))
         .route("/api/v1/clusters/{name}/heartbeat", post(heartbeat))
-        .merge(user_routes)
 }
 
 /// Puts the caller's [`User`] in the request, or answers 401 with the
@@ -116,6 +125,7 @@ async fn login(gw: &Gateway, headers: &HeaderMap) -> ApiResult<(User, Option<Str
     gw.auth.authenticate(headers).await.map_err(|e| match e {
         AuthError::Required | AuthError::Failed => ApiError::unauthorized(gw.auth.challenge()),
         AuthError::HubUnreachable(m) => ApiError::new(StatusCode::BAD_GATEWAY, m),
+        AuthError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
         AuthError::Hub(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m),
     })
 }
@@ -229,7 +239,7 @@ async fn create_cluster(
         addresses: None,
         workers: 0,
     };
-    gw.backend.create(cluster).await?;
+    gw.backend.create(cluster, gw.limits.user_max_clusters).await?;
     info!(cluster = %name, user = %user.name, "cluster created");
     Ok((StatusCode::CREATED, Json(json!({ "name": name }))).into_response())
 }
@@ -278,7 +288,9 @@ fn has_cluster_token(headers: &HeaderMap, cluster: &Cluster) -> bool {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("token "));
-    sent.is_some_and(|t| bool::from(t.trim().as_bytes().ct_eq(cluster.token.as_bytes())))
+    // A failed cluster's record keeps no token: an empty one matches nothing.
+    !cluster.token.is_empty()
+        && sent.is_some_and(|t| bool::from(t.trim().as_bytes().ct_eq(cluster.token.as_bytes())))
 }
 
 async fn delete_cluster(
@@ -428,7 +440,21 @@ async fn heartbeat(
     if !has_cluster_token(&headers, &cluster) {
         return Err(unauthorized());
     }
-    let beat: Heartbeat = parse_body(&body)?;
+    // A stopped or failed cluster's scheduler may still be running user
+    // code: it gets no say over workers any more.
+    if !cluster.status.is_active() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("cluster {name} is {}: heartbeat refused", cluster.status.name()),
+        ));
+    }
+    let mut beat: Heartbeat = parse_body(&body)?;
+    let others = others_of(&gw, &cluster).await;
+    let count = limits::clamp_heartbeat(&gw.limits, &cluster, &others, beat.count);
+    if i64::from(count) != beat.count {
+        warn!(cluster = %name, asked = beat.count, allowed = count, "heartbeat count clamped to the limits");
+    }
+    beat.count = i64::from(count);
     gw.backend.heartbeat(&name, beat).await?;
     Ok(StatusCode::OK)
 }

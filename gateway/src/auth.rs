@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
@@ -15,7 +15,14 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{AuthConfig, AuthKind};
+use crate::config::{AuthConfig, AuthKind, Limits};
+
+/// Longest user name accepted, in bytes (names are labels, annotations and
+/// map keys: a header-sized name would cost memory everywhere).
+pub const MAX_USER_NAME: usize = 256;
+
+/// How often expired sessions are swept out, at the latest.
+const SESSION_SWEEP: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -40,6 +47,9 @@ pub enum AuthError {
     Hub(String),
     #[error("JupyterHub unreachable: {0}")]
     HubUnreachable(String),
+    /// Credentials that can never be valid, e.g. a user name over [`MAX_USER_NAME`].
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// The users file: `[users.<name>]` with an argon2 `password` hash (PHC
@@ -63,17 +73,76 @@ struct Session {
     expires: Instant,
 }
 
-/// Sessions by cookie value, and each user's current cookie.
-#[derive(Default)]
+/// Sessions by cookie value, and each user's current cookie; at most
+/// `max` of them, expired ones swept out.
 struct Sessions {
     by_cookie: HashMap<String, Session>,
     by_user: HashMap<String, String>,
+    max: usize,
+    swept: Instant,
+}
+
+impl Sessions {
+    fn new(max: usize) -> Self {
+        Self { by_cookie: HashMap::new(), by_user: HashMap::new(), max, swept: Instant::now() }
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        self.by_cookie.retain(|_, s| s.expires > now);
+        let by_cookie = &self.by_cookie;
+        self.by_user.retain(|_, cookie| by_cookie.contains_key(cookie));
+        self.swept = now;
+    }
+
+    /// Room for one more session: expired ones go first; when every slot
+    /// is live, none (the login works, without a cookie) rather than
+    /// logging someone else out.
+    fn has_room(&mut self, now: Instant) -> bool {
+        if self.by_cookie.len() >= self.max || now.duration_since(self.swept) > SESSION_SWEEP {
+            self.sweep(now);
+        }
+        self.by_cookie.len() < self.max
+    }
+}
+
+/// Argon2 checks off the async threads, a few at a time, and the same work
+/// for unknown users (against a dummy hash), so that timing does not say
+/// which names exist.
+struct PasswordChecks {
+    permits: tokio::sync::Semaphore,
+    dummy_hash: String,
+}
+
+impl PasswordChecks {
+    fn new(concurrent: usize) -> anyhow::Result<Self> {
+        let dummy = uuid::Uuid::new_v4().simple().to_string();
+        Ok(Self {
+            permits: tokio::sync::Semaphore::new(concurrent.max(1)),
+            dummy_hash: hash_password(&dummy)?,
+        })
+    }
+
+    /// Whether `password` matches `hash` (`None`: an unknown user, always false).
+    async fn verify(&self, hash: Option<&str>, password: &str) -> bool {
+        let Ok(_permit) = self.permits.acquire().await else { return false };
+        let known = hash.is_some();
+        let hash = hash.unwrap_or(&self.dummy_hash).to_string();
+        let password = password.to_string();
+        let matched = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash)
+                .is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        })
+        .await
+        .unwrap_or(false);
+        known && matched
+    }
 }
 
 pub struct Authenticator {
     kind: AuthKind,
     shared_password: Option<[u8; 32]>,
     users: HashMap<String, UserEntry>,
+    passwords: Arc<PasswordChecks>,
     hub_url: Option<String>,
     http: reqwest::Client,
     /// (user, SHA-256 of the token).
@@ -98,7 +167,7 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
 }
 
 impl Authenticator {
-    pub fn new(config: &AuthConfig) -> anyhow::Result<Self> {
+    pub fn new(config: &AuthConfig, limits: &Limits) -> anyhow::Result<Self> {
         let users = match &config.users_file {
             Some(path) => load_users(path)?,
             None => HashMap::new(),
@@ -113,6 +182,7 @@ impl Authenticator {
             kind: config.kind,
             shared_password: config.password.as_deref().map(|p| sha256(p.as_bytes())),
             users,
+            passwords: Arc::new(PasswordChecks::new(limits.max_concurrent_password_checks)?),
             hub_url: config
                 .jupyterhub_api_url
                 .as_ref()
@@ -122,7 +192,7 @@ impl Authenticator {
             admins: config.admins.iter().cloned().collect(),
             cookie_name: config.cookie_name.clone(),
             max_age: Duration::from_secs(config.cookie_max_age),
-            sessions: Mutex::new(Sessions::default()),
+            sessions: Mutex::new(Sessions::new(limits.max_sessions)),
         })
     }
 
@@ -147,7 +217,7 @@ impl Authenticator {
         let (scheme, credentials) = header.split_once(' ').ok_or(AuthError::Failed)?;
         let credentials = credentials.trim();
         let user = match scheme.to_ascii_lowercase().as_str() {
-            "basic" => self.basic(credentials)?,
+            "basic" => self.basic(credentials).await?,
             "bearer" | "token" | "jupyterhub" => match self.static_token(credentials) {
                 Some(user) => user,
                 None if self.kind == AuthKind::Jupyterhub => self.hub_user(credentials).await?,
@@ -155,7 +225,9 @@ impl Authenticator {
             },
             _ => return Err(AuthError::Failed),
         };
-        Ok((user.clone(), Some(self.open_session(user))))
+        check_user_name(&user.name)?;
+        let cookie = self.open_session(user.clone());
+        Ok((user, cookie))
     }
 
     fn with_role(&self, name: String, admin: bool) -> User {
@@ -163,7 +235,7 @@ impl Authenticator {
         User { name, admin }
     }
 
-    fn basic(&self, credentials: &str) -> Result<User, AuthError> {
+    async fn basic(&self, credentials: &str) -> Result<User, AuthError> {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(credentials)
             .map_err(|_| AuthError::Failed)?;
@@ -172,6 +244,7 @@ impl Authenticator {
         if name.is_empty() {
             return Err(AuthError::Failed);
         }
+        check_user_name(name)?;
         match self.kind {
             AuthKind::Simple => {
                 let ok = self.shared_password.is_none_or(|expected| {
@@ -180,12 +253,13 @@ impl Authenticator {
                 ok.then(|| self.with_role(name.into(), false)).ok_or(AuthError::Failed)
             }
             AuthKind::Basic => {
-                let entry = self.users.get(name).ok_or(AuthError::Failed)?;
-                let hash = PasswordHash::new(&entry.password).map_err(|_| AuthError::Failed)?;
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &hash)
-                    .map_err(|_| AuthError::Failed)?;
-                Ok(self.with_role(name.into(), entry.admin))
+                let entry = self.users.get(name);
+                let hash = entry.map(|e| e.password.as_str());
+                if !self.passwords.verify(hash, password).await {
+                    return Err(AuthError::Failed);
+                }
+                let admin = entry.is_some_and(|e| e.admin);
+                Ok(self.with_role(name.into(), admin))
             }
             AuthKind::Jupyterhub => Err(AuthError::Failed),
         }
@@ -255,7 +329,8 @@ impl Authenticator {
 
     /// One session per user, as in dask-gateway: clients that ignore cookies
     /// (scripts, load tests) reuse it instead of filling memory with new ones.
-    fn open_session(&self, user: User) -> String {
+    /// `None` when the table is full of live sessions.
+    fn open_session(&self, user: User) -> Option<String> {
         let mut sessions = self.sessions.lock().expect("sessions lock");
         let now = Instant::now();
         let fresh = |s: &Session| s.user == user && s.expires > now + self.max_age / 2;
@@ -269,6 +344,9 @@ impl Authenticator {
                 if let Some(old) = sessions.by_user.remove(&user.name) {
                     sessions.by_cookie.remove(&old);
                 }
+                if !sessions.has_room(now) {
+                    return None;
+                }
                 let value =
                     format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
                 sessions.by_user.insert(user.name.clone(), value.clone());
@@ -278,12 +356,27 @@ impl Authenticator {
                 value
             }
         };
-        format!(
+        Some(format!(
             "{}={value}; Max-Age={}; Path=/; HttpOnly; SameSite=Lax",
             self.cookie_name,
             self.max_age.as_secs()
-        )
+        ))
     }
+
+    #[cfg(test)]
+    fn session_count(&self) -> usize {
+        self.sessions.lock().expect("sessions lock").by_cookie.len()
+    }
+}
+
+fn check_user_name(name: &str) -> Result<(), AuthError> {
+    if name.len() > MAX_USER_NAME {
+        return Err(AuthError::Invalid(format!(
+            "user name: at most {MAX_USER_NAME} bytes, got {}",
+            name.len()
+        )));
+    }
+    Ok(())
 }
 
 fn load_users(path: &Path) -> anyhow::Result<HashMap<String, UserEntry>> {
@@ -330,7 +423,7 @@ mod tests {
             .unwrap();
         let config =
             AuthConfig { kind: AuthKind::Basic, users_file: Some(file), ..Default::default() };
-        let auth = Authenticator::new(&config).unwrap();
+        let auth = Authenticator::new(&config, &Limits::default()).unwrap();
         assert!(matches!(
             auth.authenticate(&basic("alice", "wrong")).await,
             Err(AuthError::Failed)
@@ -361,7 +454,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let auth = Authenticator::new(&config).unwrap();
+        let auth = Authenticator::new(&config, &Limits::default()).unwrap();
         assert_eq!(auth.authenticate(&headers("Bearer tok-123")).await.unwrap().0.name, "bot");
         assert!(auth.authenticate(&headers("Bearer tok-124")).await.is_err());
     }
@@ -373,12 +466,63 @@ mod tests {
             admins: vec!["root".into()],
             ..Default::default()
         };
-        let auth = Authenticator::new(&config).unwrap();
+        let auth = Authenticator::new(&config, &Limits::default()).unwrap();
         assert_eq!(
             auth.authenticate(&basic("bob", "pw")).await.unwrap().0,
             User { name: "bob".into(), admin: false }
         );
         assert!(auth.authenticate(&basic("root", "pw")).await.unwrap().0.admin);
         assert!(auth.authenticate(&basic("bob", "nope")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn long_names_are_refused_and_sessions_are_capped() {
+        let limits = Limits { max_sessions: 3, ..Limits::default() };
+        let auth = Authenticator::new(&AuthConfig::default(), &limits).unwrap();
+        let long = "x".repeat(MAX_USER_NAME + 1);
+        assert!(matches!(
+            auth.authenticate(&basic(&long, "")).await,
+            Err(AuthError::Invalid(m)) if m.contains("user name")
+        ));
+        assert!(auth.authenticate(&basic(&"y".repeat(MAX_USER_NAME), "")).await.is_ok());
+        for i in 0..10 {
+            let (user, _) = auth.authenticate(&basic(&format!("u{i}"), "")).await.unwrap();
+            assert_eq!(user.name, format!("u{i}"));
+        }
+        assert_eq!(auth.session_count(), 3);
+    }
+
+    #[tokio::test]
+    async fn expired_sessions_make_room() {
+        let limits = Limits { max_sessions: 2, ..Limits::default() };
+        let config = AuthConfig { cookie_max_age: 0, ..Default::default() };
+        let auth = Authenticator::new(&config, &limits).unwrap();
+        for i in 0..5 {
+            let (_, cookie) = auth.authenticate(&basic(&format!("u{i}"), "")).await.unwrap();
+            assert!(cookie.is_some(), "expired sessions are swept for new ones");
+        }
+        assert!(auth.session_count() <= 2);
+    }
+
+    #[tokio::test]
+    async fn unknown_users_cost_a_password_check_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("users.toml");
+        let hash = hash_password("s3cret").unwrap();
+        std::fs::write(&file, format!("[users.alice]\npassword = \"{hash}\"\n")).unwrap();
+        let config =
+            AuthConfig { kind: AuthKind::Basic, users_file: Some(file), ..Default::default() };
+        let auth = Authenticator::new(&config, &Limits::default()).unwrap();
+        let timed = |user: &'static str| {
+            let auth = &auth;
+            async move {
+                let started = Instant::now();
+                assert!(auth.authenticate(&basic(user, "wrong")).await.is_err());
+                started.elapsed()
+            }
+        };
+        let (known, unknown) = (timed("alice").await, timed("mallory").await);
+        // Both ran argon2 (tens of ms in a debug build); an early return would be ~0.
+        assert!(unknown * 4 > known, "known {known:?}, unknown {unknown:?}");
     }
 }

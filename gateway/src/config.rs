@@ -25,6 +25,7 @@ pub struct Config {
     pub limits: Limits,
     pub cluster: ClusterDefaults,
     pub backend: BackendConfig,
+    pub connections: ConnectionLimits,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -84,15 +85,143 @@ pub struct OptionsConfig {
     pub fields: Vec<FieldConfig>,
 }
 
-/// Per-user and per-cluster limits; none means unlimited.
-#[derive(Debug, Clone, Default, Deserialize)]
+// --- Hardening: resource and connection limits (issue 10). ---
+
+/// Per-user and per-cluster limits, enforced wherever workers are started
+/// (scale, adapt, heartbeats) on both backends. Unset keys are unlimited;
+/// the worker, core and memory caps have defaults so that one request
+/// cannot ask a shared machine for four billion workers.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     pub user_max_clusters: Option<u32>,
     pub user_max_cores: Option<f64>,
     pub user_max_memory: Option<crate::options::Memory>,
     pub cluster_max_workers: Option<u32>,
+    pub cluster_max_cores: Option<f64>,
+    pub cluster_max_memory: Option<crate::options::Memory>,
+    /// Local backend: worker processes that may be starting at once, over
+    /// all clusters (a big scale starts in batches of this size).
+    pub local_max_starting_workers: u32,
+    /// Open sessions (cookies) kept; past this, logins still work but get no cookie.
+    pub max_sessions: usize,
+    /// Password checks (argon2) running at once, on blocking threads.
+    pub max_concurrent_password_checks: usize,
 }
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            user_max_clusters: None,
+            user_max_cores: Some(DEFAULT_USER_MAX_CORES),
+            user_max_memory: Some(crate::options::Memory(DEFAULT_USER_MAX_MEMORY_GIB << 30)),
+            cluster_max_workers: Some(DEFAULT_CLUSTER_MAX_WORKERS),
+            cluster_max_cores: None,
+            cluster_max_memory: None,
+            local_max_starting_workers: 4,
+            max_sessions: 10_000,
+            max_concurrent_password_checks: 4,
+        }
+    }
+}
+
+pub const DEFAULT_CLUSTER_MAX_WORKERS: u32 = 32;
+pub const DEFAULT_USER_MAX_CORES: f64 = 64.0;
+pub const DEFAULT_USER_MAX_MEMORY_GIB: u64 = 256;
+
+/// Connection hygiene on the one port. Times are in seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionLimits {
+    /// Open connections on the public port; past it, new ones are closed at once.
+    pub max_connections: usize,
+    /// Time for a client's first bytes (TLS ClientHello or HTTP request line).
+    pub first_byte_timeout: f64,
+    /// Time for a request's headers once a request (or keep-alive wait) begins.
+    pub header_read_timeout: f64,
+    /// An HTTP connection with no request in flight and no bytes either way
+    /// for this long is closed (keep-alive, stalled bodies).
+    pub http_idle_timeout: f64,
+    /// A dashboard websocket with no bytes either way for this long is closed.
+    pub websocket_idle_timeout: f64,
+    /// A relayed scheduler (TLS) connection with no bytes either way for
+    /// this long is closed; Dask reconnects pooled comms on demand.
+    pub relay_idle_timeout: f64,
+    /// A second, API-only listener for scheduler heartbeats (Kubernetes:
+    /// point `backend.api_url` at it), so that a flood on the public port
+    /// cannot cut them off. The local backend always gets its own on
+    /// loopback.
+    pub heartbeat_listen: Option<SocketAddr>,
+    /// Open connections on the heartbeat listener.
+    pub heartbeat_max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 4096,
+            first_byte_timeout: 10.0,
+            // Longer than aiohttp's 15 s keep-alive (the Python client), so
+            // the client, not the gateway, closes an idle pooled connection
+            // and never races a request against the close.
+            header_read_timeout: 30.0,
+            http_idle_timeout: 120.0,
+            websocket_idle_timeout: 600.0,
+            relay_idle_timeout: 3600.0,
+            heartbeat_listen: None,
+            heartbeat_max_connections: 512,
+        }
+    }
+}
+
+impl ConnectionLimits {
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.max_connections > 0, "connections.max_connections: must be positive");
+        anyhow::ensure!(
+            self.heartbeat_max_connections > 0,
+            "connections.heartbeat_max_connections: must be positive"
+        );
+        for (key, value) in [
+            ("first_byte_timeout", self.first_byte_timeout),
+            ("header_read_timeout", self.header_read_timeout),
+            ("http_idle_timeout", self.http_idle_timeout),
+            ("websocket_idle_timeout", self.websocket_idle_timeout),
+            ("relay_idle_timeout", self.relay_idle_timeout),
+        ] {
+            anyhow::ensure!(
+                value.is_finite() && value > 0.0 && value <= 86_400.0,
+                "connections.{key}: must be between 0 and 86400 seconds"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Limits {
+    fn check(&self) -> anyhow::Result<()> {
+        for (key, value) in
+            [("user_max_cores", self.user_max_cores), ("cluster_max_cores", self.cluster_max_cores)]
+        {
+            if let Some(v) = value {
+                anyhow::ensure!(
+                    v.is_finite() && v >= 0.0,
+                    "limits.{key}: must be a non-negative number"
+                );
+            }
+        }
+        anyhow::ensure!(
+            self.local_max_starting_workers > 0,
+            "limits.local_max_starting_workers: must be positive"
+        );
+        anyhow::ensure!(
+            self.max_concurrent_password_checks > 0,
+            "limits.max_concurrent_password_checks: must be positive"
+        );
+        Ok(())
+    }
+}
+
+// --- End of the hardening block. ---
 
 /// Settings of every cluster that options do not change.
 #[derive(Debug, Clone, Deserialize)]
@@ -157,6 +286,7 @@ impl Default for Config {
             limits: Limits::default(),
             cluster: ClusterDefaults::default(),
             backend: BackendConfig::Local(LocalConfig::default()),
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -271,6 +401,8 @@ impl Config {
         for f in &self.options.fields {
             f.check()?;
         }
+        self.limits.check()?;
+        self.connections.check()?;
         anyhow::ensure!(
             self.prefix.is_empty() || (self.prefix.starts_with('/') && !self.prefix.ends_with('/')),
             "prefix: must start with '/' and not end with it, e.g. \"/services/dask-gateway\""
@@ -306,6 +438,20 @@ mod tests {
         let names: Vec<_> =
             Config::default().options.profiles.iter().map(|p| p.name.clone()).collect();
         assert_eq!(names, ["small", "medium", "larger"]);
+    }
+
+    #[test]
+    fn defaults_bound_workers_and_connections() {
+        let config = Config::default();
+        assert_eq!(config.limits.cluster_max_workers, Some(DEFAULT_CLUSTER_MAX_WORKERS));
+        assert!(config.limits.user_max_cores.is_some() && config.limits.user_max_memory.is_some());
+        let c = &config.connections;
+        assert!(c.max_connections >= 1024 && c.max_connections <= 65_536);
+        assert!(c.header_read_timeout <= 30.0 && c.first_byte_timeout <= 30.0);
+        assert!(c.http_idle_timeout <= 600.0 && c.http_idle_timeout >= 30.0);
+        assert!(c.relay_idle_timeout <= 86_400.0 && c.websocket_idle_timeout <= 3600.0);
+        let err = Config::parse("[connections]\nheader_read_timeout = -1\n").unwrap_err();
+        assert!(err.to_string().contains("connections.header_read_timeout"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod config;
 pub mod dashboard;
 pub mod handoff;
+pub mod idle;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
@@ -48,7 +49,7 @@ impl Gateway {
     pub fn new(config: &Config, backend: Arc<dyn Backend>) -> anyhow::Result<Self> {
         Ok(Self {
             backend,
-            auth: Authenticator::new(&config.auth)?,
+            auth: Authenticator::new(&config.auth, &config.limits)?,
             options: OptionsSpec::new(
                 config.options.profiles.clone(),
                 config.options.fields.clone(),
@@ -62,6 +63,10 @@ impl Gateway {
     }
 }
 
+/// Largest JSON body the API reads (axum's default is 2 MiB): requests are
+/// small, and every open connection may hold one.
+const API_BODY_LIMIT: usize = 256 * 1024;
+
 /// The HTTP side of the port: API and dashboards under `prefix`, `/metrics` at the root.
 pub fn router(gateway: Arc<Gateway>, prefix: &str) -> Router {
     let routes = api::routes(gateway.clone())
@@ -72,5 +77,14 @@ pub fn router(gateway: Arc<Gateway>, prefix: &str) -> Router {
     routes
         .route("/metrics", axum::routing::get(metrics::render))
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), metrics::track))
+        .layer(axum::extract::DefaultBodyLimit::max(API_BODY_LIMIT))
+        .with_state(gateway)
+}
+
+/// The heartbeat listener's side: the scheduler routes alone, no prefix.
+pub fn heartbeat_router(gateway: Arc<Gateway>) -> Router {
+    api::scheduler_routes()
+        .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), metrics::track))
+        .layer(axum::extract::DefaultBodyLimit::max(API_BODY_LIMIT))
         .with_state(gateway)
 }

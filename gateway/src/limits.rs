@@ -30,24 +30,42 @@ fn worker_limit(limits: &Limits, cluster: &Cluster, others: &[Cluster]) -> Optio
             best = Some((workers, why));
         }
     };
+    let cores = cluster.config.worker_cores.max(f64::MIN_POSITIVE);
+    let memory = cluster.config.worker_memory.max(1);
+    let gib = |bytes: u64| bytes as f64 / (1u64 << 30) as f64;
+    if let Some(max) = limits.cluster_max_cores {
+        // `as u32` saturates: a huge quotient is u32::MAX, never a wrap.
+        consider((max / cores).floor().max(0.0) as u32, format!("resource limit of {max} cores"));
+    }
+    if let Some(max) = limits.cluster_max_memory {
+        let room = u32::try_from(max.0 / memory).unwrap_or(u32::MAX);
+        consider(room, format!("resource limit of {} GiB of memory", gib(max.0)));
+    }
     if let Some(max) = limits.user_max_cores {
         let used: f64 = others.iter().map(|c| c.workers as f64 * c.config.worker_cores).sum();
-        let room = ((max - used) / cluster.config.worker_cores).floor().max(0.0) as u32;
+        let room = ((max - used) / cores).floor().max(0.0) as u32;
         consider(room, format!("the limit of {max} cores for user {}", cluster.username));
     }
     if let Some(max) = limits.user_max_memory {
-        let used: u64 = others.iter().map(|c| c.workers as u64 * c.config.worker_memory).sum();
-        let room = (max.0.saturating_sub(used) / cluster.config.worker_memory.max(1)) as u32;
+        let used: u64 = others
+            .iter()
+            .map(|c| (c.workers as u64).saturating_mul(c.config.worker_memory))
+            .fold(0, u64::saturating_add);
+        let room = u32::try_from(max.0.saturating_sub(used) / memory).unwrap_or(u32::MAX);
         consider(
             room,
-            format!(
-                "the limit of {} GiB of memory for user {}",
-                max.0 as f64 / (1u64 << 30) as f64,
-                cluster.username
-            ),
+            format!("the limit of {} GiB of memory for user {}", gib(max.0), cluster.username),
         );
     }
     best
+}
+
+/// The worker count a scheduler's heartbeat may have, whatever it asks
+/// for: heartbeats come from code the user controls (the token is readable
+/// in the scheduler), so they get the same limits as `scale`.
+pub fn clamp_heartbeat(limits: &Limits, cluster: &Cluster, others: &[Cluster], count: i64) -> u32 {
+    let asked = u32::try_from(count.max(0)).unwrap_or(u32::MAX);
+    clamp_scale(limits, cluster, others, asked).value
 }
 
 pub fn clamp_scale(limits: &Limits, cluster: &Cluster, others: &[Cluster], count: u32) -> Clamped {
@@ -90,9 +108,38 @@ mod tests {
     use crate::models::tests::sample;
     use crate::options::Memory;
 
+    fn unlimited() -> Limits {
+        Limits {
+            user_max_cores: None,
+            user_max_memory: None,
+            cluster_max_workers: None,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults_clamp_a_four_billion_worker_request() {
+        let c = sample("a", "alice", ClusterStatus::Running);
+        let clamped = clamp_scale(&Limits::default(), &c, &[], u32::MAX);
+        assert_eq!(clamped.value, crate::config::DEFAULT_CLUSTER_MAX_WORKERS);
+        assert!(clamped.message.unwrap().starts_with("Scale request of 4294967295 workers"));
+        assert_eq!(clamp_heartbeat(&Limits::default(), &c, &[], i64::MAX), 32);
+        assert_eq!(clamp_heartbeat(&Limits::default(), &c, &[], -5), 0);
+        assert_eq!(clamp_heartbeat(&unlimited(), &c, &[], i64::MAX), u32::MAX);
+    }
+
+    #[test]
+    fn cluster_cores_and_memory_caps() {
+        let c = sample("a", "alice", ClusterStatus::Running); // 1 core, 1 GiB per worker
+        let limits = Limits { cluster_max_cores: Some(2.5), ..unlimited() };
+        assert_eq!(clamp_scale(&limits, &c, &[], 10).value, 2);
+        let limits = Limits { cluster_max_memory: Some(Memory(3 << 30)), ..unlimited() };
+        assert_eq!(clamp_scale(&limits, &c, &[], 10).value, 3);
+    }
+
     #[test]
     fn cluster_max_workers_clamps_with_the_reference_message() {
-        let limits = Limits { cluster_max_workers: Some(3), ..Default::default() };
+        let limits = Limits { cluster_max_workers: Some(3), ..unlimited() };
         let c = sample("a", "alice", ClusterStatus::Running);
         let clamped = clamp_scale(&limits, &c, &[], 5);
         assert_eq!(clamped.value, 3);
@@ -114,7 +161,7 @@ mod tests {
         let limits = Limits {
             user_max_cores: Some(4.0),
             user_max_memory: Some(Memory(8 << 30)),
-            ..Default::default()
+            ..unlimited()
         };
         let c = sample("a", "alice", ClusterStatus::Running); // 1 core, 1 GiB per worker
         let mut other = sample("b", "alice", ClusterStatus::Running);
@@ -126,7 +173,7 @@ mod tests {
 
     #[test]
     fn cluster_count_is_limited_per_user() {
-        let limits = Limits { user_max_clusters: Some(1), ..Default::default() };
+        let limits = Limits { user_max_clusters: Some(1), ..unlimited() };
         assert!(check_new_cluster(&limits, "alice", &[]).is_ok());
         let err =
             check_new_cluster(&limits, "alice", &[sample("a", "alice", ClusterStatus::Running)])

@@ -7,7 +7,8 @@ use clap::{Parser, Subcommand};
 use dask_gateway_rs::backend::Backend;
 use dask_gateway_rs::backend::local::{LocalBackend, Settings};
 use dask_gateway_rs::config::{BackendConfig, Config, LogFormat};
-use dask_gateway_rs::{Gateway, listener, router};
+use dask_gateway_rs::listener::{Port, Timeouts};
+use dask_gateway_rs::{Gateway, heartbeat_router, listener, router};
 use tracing::info;
 
 /// A dask-gateway compatible server. With no config file: loopback, any user
@@ -56,6 +57,35 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// Every open connection is a file descriptor: the soft limit (often 1024)
+/// goes up to the hard one, and a cap the limit cannot hold is reported, so
+/// accept(2) never fails with EMFILE below the configured caps.
+fn raise_file_limit(connections: usize) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+        tracing::warn!(soft, hard, "could not raise the open file limit");
+    }
+    let limit = getrlimit(Resource::RLIMIT_NOFILE).map(|(soft, _)| soft).unwrap_or(soft);
+    // Room for the clusters' own files and sockets besides the connections.
+    if (connections as u64).saturating_add(1024) > limit {
+        tracing::warn!(
+            limit,
+            connections,
+            "the open file limit is below the connection caps plus 1024: lower connections.max_connections or raise `ulimit -n`"
+        );
+    }
+}
+
+/// The address a process on this machine reaches `address` at.
+fn loopback(address: SocketAddr) -> std::net::IpAddr {
+    if address.ip().is_unspecified() {
+        "127.0.0.1".parse().expect("an address")
+    } else {
+        address.ip()
+    }
+}
+
 fn init_tracing(format: LogFormat) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
@@ -91,29 +121,42 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     init_tracing(config.log_format);
+    raise_file_limit(
+        config.connections.max_connections + config.connections.heartbeat_max_connections,
+    );
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| anyhow::anyhow!("listen {}: {e}", config.listen))?;
     let address = listener.local_addr()?;
+    // Schedulers' heartbeats get a listener of their own, so that a flood
+    // on the public port cannot cut them off (and fail every cluster). The
+    // local backend's schedulers reach it on loopback.
+    let heartbeat_listen = match (&config.backend, config.connections.heartbeat_listen) {
+        (_, Some(listen)) => Some(listen),
+        (BackendConfig::Local(_), None) => Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        (BackendConfig::Kubernetes(_), None) => None,
+    };
+    let heartbeat_listener = match heartbeat_listen {
+        Some(listen) => Some(
+            tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("connections.heartbeat_listen {listen}: {e}"))?,
+        ),
+        None => None,
+    };
     let backend: Arc<dyn Backend> = match &config.backend {
         BackendConfig::Local(local) => {
-            // Schedulers on this machine reach the gateway on loopback.
-            let host = if address.ip().is_unspecified() {
-                "127.0.0.1".to_string()
-            } else {
-                address.ip().to_string()
-            };
-            let api_url = format!(
-                "http://{}{}/api",
-                SocketAddr::new(host.parse()?, address.port()),
-                config.prefix
-            );
+            let heartbeats =
+                heartbeat_listener.as_ref().expect("a heartbeat listener").local_addr()?;
+            let api_url =
+                format!("http://{}/api", SocketAddr::new(loopback(heartbeats), heartbeats.port()));
             Arc::new(LocalBackend::new(Settings::new(
                 local,
                 &config.cluster,
                 api_url,
                 config.limits.cluster_max_workers,
+                config.limits.local_max_starting_workers,
             )))
         }
         BackendConfig::Kubernetes(k8s) => {
@@ -129,8 +172,28 @@ async fn main() -> anyhow::Result<()> {
     let gateway = Arc::new(Gateway::new(&config, backend)?);
     let app = router(gateway.clone(), &config.prefix);
     info!(%address, prefix = %config.prefix, "dask gateway listening (API, dashboards and scheduler TLS on one port)");
+    let timeouts = Timeouts::from(&config.connections);
+    if let Some(heartbeats) = heartbeat_listener {
+        info!(address = %heartbeats.local_addr()?, "scheduler heartbeats listening");
+        tokio::spawn(listener::serve(
+            heartbeats,
+            heartbeat_router(gateway.clone()),
+            gateway.clone(),
+            Port::Heartbeat,
+            config.connections.heartbeat_max_connections,
+            timeouts.clone(),
+        ));
+    }
+    let public = listener::serve(
+        listener,
+        app,
+        gateway,
+        Port::Public,
+        config.connections.max_connections,
+        timeouts,
+    );
     tokio::select! {
-        served = listener::serve(listener, app, gateway) => served?,
+        served = public => served?,
         _ = tokio::signal::ctrl_c() => info!("shutting down"),
     }
     Ok(())

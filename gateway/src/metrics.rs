@@ -19,9 +19,32 @@ use crate::models::ClusterStatus;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
+    method: &'static str,
     route: String,
     status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: &'static str,
+}
+
+/// The method as a label: one of a fixed set, so that clients sending
+/// made-up methods cannot grow the label set (and `/metrics`) without end.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    const KNOWN: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::PATCH, "PATCH"),
+        (Method::DELETE, "DELETE"),
+        (Method::HEAD, "HEAD"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::TRACE, "TRACE"),
+    ];
+    KNOWN.iter().find(|(m, _)| m == method).map_or("OTHER", |(_, label)| label)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,6 +63,8 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram>,
     clusters: Family<StatusLabels, Gauge>,
     scheduler_connections: Family<RouteLabels, Counter>,
+    open_connections: Family<ListenerLabels, Gauge>,
+    refused_connections: Family<ListenerLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -59,11 +84,52 @@ impl Default for Metrics {
             "Client connections to schedulers, by route (handoff: given to a local scheduler; relay: spliced)",
             scheduler_connections.clone(),
         );
-        Self { registry, requests, latency, clusters, scheduler_connections }
+        let open_connections = Family::<ListenerLabels, Gauge>::default();
+        registry.register(
+            "open_connections",
+            "Connections open, by listener (public port or the schedulers' heartbeat port)",
+            open_connections.clone(),
+        );
+        let refused_connections = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "refused_connections",
+            "Connections closed at once because the listener was at its cap",
+            refused_connections.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            clusters,
+            scheduler_connections,
+            open_connections,
+            refused_connections,
+        }
+    }
+}
+
+/// Counts a connection as open for as long as it lives.
+pub struct OpenConnection(Gauge);
+
+impl OpenConnection {
+    pub fn new(metrics: &Metrics, listener: &'static str) -> Self {
+        let gauge = metrics.open_connections.get_or_create(&ListenerLabels { listener }).clone();
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
 impl Metrics {
+    pub fn connection_refused(&self, listener: &'static str) {
+        self.refused_connections.get_or_create(&ListenerLabels { listener }).inc();
+    }
+
     pub fn scheduler_connection(&self, route: &str) {
         self.scheduler_connections.get_or_create(&RouteLabels { route: route.into() }).inc();
     }
@@ -77,7 +143,7 @@ pub async fn track(State(gw): State<Arc<Gateway>>, request: Request, next: Next)
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let start = Instant::now();
     let response = next.run(request).await;
     gw.metrics
@@ -106,4 +172,17 @@ pub async fn render(State(gw): State<Arc<Gateway>>) -> Response {
     }
     ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::method_label;
+    use axum::http::Method;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::from_bytes(b"FOO").unwrap()), "OTHER");
+        assert_eq!(method_label(&Method::from_bytes(&[b'X'; 200]).unwrap()), "OTHER");
+    }
 }

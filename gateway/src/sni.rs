@@ -115,11 +115,11 @@ fn server_name(body: &[u8]) -> Option<Option<String>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A minimal ClientHello with the given SNI, split into records of `record` bytes.
-    fn hello(sni: Option<&str>, record: usize) -> Vec<u8> {
+    pub(crate) fn hello(sni: Option<&str>, record: usize) -> Vec<u8> {
         let mut ext = Vec::new();
         if let Some(name) = sni {
             let n = name.as_bytes();

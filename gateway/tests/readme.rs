@@ -80,7 +80,7 @@ fn every_toml_example_in_the_readme_is_a_valid_config() {
     assert_eq!(local.options.profiles[0].name, "small");
     assert_eq!(local.options.fields[0].field, "environment");
     assert_eq!(local.limits.user_max_clusters, Some(3));
-    assert_eq!(local.limits.cluster_max_workers, Some(10));
+    assert_eq!(local.limits.cluster_max_workers, Some(32));
     let kubernetes = parsed.iter().find_map(|c| match &c.backend {
         BackendConfig::Kubernetes(k) => Some(k),
         BackendConfig::Local(_) => None,

@@ -54,8 +54,19 @@ impl FakeBackend {
 
 #[async_trait]
 impl Backend for FakeBackend {
-    async fn create(&self, cluster: Cluster) -> Result<(), BackendError> {
-        self.clusters.lock().unwrap().insert(cluster.name.clone(), cluster);
+    async fn create(&self, cluster: Cluster, max: Option<u32>) -> Result<(), BackendError> {
+        let mut clusters = self.clusters.lock().unwrap();
+        let mine = clusters
+            .values()
+            .filter(|c| c.username == cluster.username && c.status.is_active())
+            .count();
+        if let Some(max) = max
+            && mine as u64 >= u64::from(max)
+        {
+            return Err(BackendError::LimitReached(format!("the limit is {max}")));
+        }
+        clusters.insert(cluster.name.clone(), cluster);
+        drop(clusters);
         self.changes.send_modify(|n| *n += 1);
         Ok(())
     }

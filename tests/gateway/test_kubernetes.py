@@ -94,3 +94,69 @@ def test_kubernetes_backend_lifecycle(kubectl, namespace, k8s_gateway):
              "the DaskCluster to be deleted")
     wait_for(lambda: gw.request("GET", "/api/v1/clusters/", "alice")[1] == {}, "the cluster to leave the list")
     wait_for(lambda: not kubectl.json("get", "pods", "-n", namespace, "-l", selector)["items"], "the worker pods to go")
+
+
+def k8s_backend(namespace):
+    return (f'[backend]\ntype = "kubernetes"\nnamespace = "{namespace}"\nimage = "dask-rs/worker:test"\n'
+            f'api_url = "http://dask-gateway.{namespace}:8000/api"\ninstance = "test-{namespace}"\n')
+
+
+@pytest.mark.timeout(240)
+def test_parallel_creates_on_two_replicas_give_exactly_one_cluster(kubectl, namespace, operator, start_gateway):
+    config = "[limits]\nuser_max_clusters = 1\n[cluster]\nstart_timeout = 120\n"
+    replicas = [start_gateway(config, backend=k8s_backend(namespace)) for _ in range(2)]
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda i: replicas[i % 2].request("POST", "/api/v1/clusters/", "alice", {}), range(20)))
+    statuses = sorted(a[0] for a in answers)
+    assert statuses == [201] + [409] * 19, [a[:2] for a in answers]
+    assert len(kubectl.json("get", "daskclusters", "-n", namespace)["items"]) == 1
+    slots = kubectl.json("get", "leases", "-n", namespace)["items"]
+    assert len(slots) == 1 and slots[0]["metadata"]["ownerReferences"][0]["kind"] == "DaskCluster"
+    # Another user has slots of their own; a stopped cluster frees its slot.
+    assert replicas[1].request("POST", "/api/v1/clusters/", "bob", {})[0] == 201
+    name = next(a[1]["name"] for a in answers if a[0] == 201)
+    assert replicas[0].request("DELETE", f"/api/v1/clusters/{name}", "alice")[0] == 204
+    wait_for(lambda: replicas[1].request("POST", "/api/v1/clusters/", "alice", {})[0] == 201,
+             "a create after the stop", 60)
+
+
+@pytest.mark.timeout(240)
+def test_a_failed_cluster_loses_its_pods_and_heartbeats(kubectl, namespace, k8s_gateway):
+    gw = k8s_gateway()
+    status, body, _ = gw.request("POST", "/api/v1/clusters/", "alice", {})
+    name = body["name"]
+    wait_for(lambda: gw.request("GET", f"/api/v1/clusters/{name}?wait", "alice")[1]["status"] == "RUNNING",
+             "the cluster to run", 90)
+    secret = kubectl.json("get", "secret", f"dask-{name}-gateway", "-n", namespace)
+    token = base64.b64decode(secret["data"]["api-token"]).decode()
+    beat = {"scheduler_address": "tls://10.0.0.1:8786", "api_address": "http://10.0.0.1:8788", "count": 2}
+    headers = {"Authorization": f"token {token}"}
+    assert gw.request("POST", f"/api/v1/clusters/{name}/heartbeat", body=beat, headers=headers)[0] == 200
+    selector = f"dask.org/cluster-name=dask-{name}"
+    wait_for(lambda: len(kubectl.json("get", "pods", "-n", namespace, "-l", selector)["items"]) >= 3,
+             "the scheduler and two workers")
+    # A heartbeat past every limit is clamped (default cluster_max_workers 32, no i32 overflow).
+    assert gw.request("POST", f"/api/v1/clusters/{name}/heartbeat", body={**beat, "count": 2**32 - 1}, headers=headers)[0] == 200
+    wait_for(lambda: kubectl.json("get", "daskcluster", f"dask-{name}", "-n", namespace)["spec"]["worker"]["replicas"] == 32,
+             "replicas clamped to 32")
+
+    # The scheduler's API is unreachable from here: the scale order fails and
+    # the cluster is FAILED; its DaskCluster, scheduler and workers go, the
+    # record stays (without the key and token), and heartbeats are refused.
+    status, body, _ = gw.request("POST", f"/api/v1/clusters/{name}/scale", "alice", {"count": 1})
+    assert status == 409, body
+    wait_for(lambda: kubectl.run("get", "daskcluster", f"dask-{name}", "-n", namespace, check=False).returncode != 0,
+             "the failed DaskCluster to be deleted")
+    wait_for(lambda: not kubectl.json("get", "pods", "-n", namespace, "-l", selector)["items"], "the pods to go", 90)
+    record = kubectl.json("get", "secret", f"dask-{name}-gateway", "-n", namespace)
+    assert "api-token" not in record.get("data", {}) and "dask.pem" not in record.get("data", {})
+    cluster = wait_for(lambda: (c := gw.request("GET", f"/api/v1/clusters/{name}", "alice")[1])["status"] == "FAILED" and c,
+                       "the FAILED record")
+    assert cluster["tls_key"] is None
+    assert name in gw.request("GET", "/api/v1/clusters/?status=FAILED", "alice")[1]
+    status, _, _ = gw.request("POST", f"/api/v1/clusters/{name}/heartbeat", body=beat, headers=headers)
+    assert 400 <= status < 500
+    assert gw.request("DELETE", f"/api/v1/clusters/{name}", "alice")[0] == 204
+    wait_for(lambda: kubectl.run("get", "secret", f"dask-{name}-gateway", "-n", namespace, check=False).returncode != 0,
+             "the record to go")

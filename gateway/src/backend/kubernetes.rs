@@ -15,9 +15,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use crds::DaskCluster;
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -36,6 +37,13 @@ const USER: &str = "gateway.dask.org/user";
 const OPTIONS: &str = "gateway.dask.org/options";
 const SETTINGS: &str = "gateway.dask.org/config";
 const FAILED: &str = "gateway.dask.org/failed";
+/// On a FAILED cluster's Secret, which outlives its DaskCluster as the record.
+const RECORD: &str = "gateway.dask.org/record";
+const CREATED: &str = "gateway.dask.org/created";
+const STOPPED: &str = "gateway.dask.org/stopped";
+/// A slot Lease younger than this counts as taken even before its
+/// DaskCluster exists (that create is in flight on some replica).
+const SLOT_GRACE_SECONDS: i64 = 60;
 const CREDENTIALS: &str = "/etc/dask-credentials";
 const COMM_PORT: i32 = 8786;
 const DASHBOARD_PORT: i32 = 8787;
@@ -159,10 +167,43 @@ impl KubernetesBackend {
         })
     }
 
+    /// A FAILED cluster's record: its Secret, kept (keys removed) when its
+    /// DaskCluster and pods were deleted.
+    fn record_to_cluster(&self, secret: &Secret) -> Option<Cluster> {
+        let labels = secret.labels();
+        labels.get(RECORD)?;
+        let name = labels.get(CLUSTER)?.clone();
+        let annotations = secret.annotations();
+        let millis = |key: &str| annotations.get(key).and_then(|v| v.parse::<i64>().ok());
+        Some(Cluster {
+            username: annotations.get(USER).cloned().unwrap_or_default(),
+            token: String::new(),
+            options: annotations
+                .get(OPTIONS)
+                .and_then(|o| serde_json::from_str(o).ok())
+                .unwrap_or_default(),
+            config: annotations.get(SETTINGS).and_then(|c| serde_json::from_str(c).ok())?,
+            status: ClusterStatus::Failed,
+            start_time: millis(CREATED).unwrap_or_default(),
+            stop_time: millis(STOPPED),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            addresses: None,
+            workers: 0,
+            name,
+        })
+    }
+
+    fn find_record(&self, name: &str) -> Option<Arc<Secret>> {
+        self.secrets
+            .get(&reflector::ObjectRef::new(&secret_name(name)).within(&self.namespace))
+            .filter(|s| s.labels().contains_key(RECORD))
+    }
+
     /// PENDING clusters past the start timeout become FAILED, with the reason
     /// on the resource (an annotation) and in the log; their workers go.
     fn spawn_start_timeout(&self, timeout: Duration) {
-        let (store, api) = (self.clusters.clone(), self.api());
+        let (store, failer) = (self.clusters.clone(), self.failer());
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -171,26 +212,128 @@ impl KubernetesBackend {
                     let started = dc.creation_timestamp().map(|t| t.0).unwrap_or(now);
                     let running = dc.is_running();
                     let overdue = now.duration_since(started).as_secs_f64() > timeout.as_secs_f64();
-                    if running
-                        || !overdue
-                        || dc.annotations().contains_key(FAILED)
-                        || dc.meta().deletion_timestamp.is_some()
-                    {
+                    if running || !overdue || dc.meta().deletion_timestamp.is_some() {
                         continue;
                     }
                     let reason =
                         format!("the scheduler did not become ready within {}s", timeout.as_secs());
-                    warn!(cluster = %dc.name_any(), %reason, phase = ?dc.phase(), "cluster failed");
-                    let patch = json!({ "metadata": { "annotations": { FAILED: reason } }, "spec": { "worker": { "replicas": 0 } } });
-                    if let Err(e) = api
-                        .patch(&dc.name_any(), &PatchParams::default(), &Patch::Merge(patch))
-                        .await
-                    {
-                        warn!(error = %e, "could not mark the cluster failed");
-                    }
+                    failer.fail(&dc, &reason).await;
                 }
             }
         });
+    }
+
+    fn failer(&self) -> Failer {
+        Failer {
+            clusters: self.api(),
+            secrets: Api::namespaced(self.client.clone(), &self.namespace),
+        }
+    }
+
+    fn leases(&self) -> Api<Lease> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Takes one of `user`'s `max` cluster slots for `cluster`: a Lease with
+    /// a name derived from the user and the slot number, whose create the
+    /// API server arbitrates (409 when taken). So parallel creates, on any
+    /// number of gateway replicas, never overshoot the limit; nothing here
+    /// trusts the watch cache.
+    async fn reserve_slot(
+        &self,
+        user: &str,
+        cluster: &str,
+        max: u32,
+    ) -> Result<String, BackendError> {
+        let leases = self.leases();
+        for i in 0..max {
+            let name = slot_name(&self.settings.instance, user, i);
+            // Twice: once more after releasing a stale holder.
+            for _ in 0..2 {
+                let lease = self.slot_lease(&name, user, cluster)?;
+                match leases.create(&PostParams::default(), &lease).await {
+                    Ok(_) => return Ok(name),
+                    Err(kube::Error::Api(e)) if e.code == 409 => {
+                        if !self.release_if_stale(&leases, &name).await? {
+                            break;
+                        }
+                    }
+                    Err(e) => return Err(anyhow::Error::from(e).into()),
+                }
+            }
+        }
+        Err(BackendError::LimitReached(format!(
+            "User {user} already has {max} active clusters, the limit is {max}; stop one first"
+        )))
+    }
+
+    fn slot_lease(&self, name: &str, user: &str, cluster: &str) -> Result<Lease, BackendError> {
+        let lease = json!({
+            "metadata": {
+                "name": name,
+                "labels": { INSTANCE: self.settings.instance, "app.kubernetes.io/component": "cluster-slot" },
+                "annotations": { USER: user },
+            },
+            "spec": { "holderIdentity": cluster },
+        });
+        Ok(serde_json::from_value(lease).map_err(anyhow::Error::from)?)
+    }
+
+    /// Deletes slot `name` when its cluster no longer counts (gone, failed,
+    /// stopping) and no create is in flight for it; true when the slot is free.
+    async fn release_if_stale(
+        &self,
+        leases: &Api<Lease>,
+        name: &str,
+    ) -> Result<bool, BackendError> {
+        let Some(lease) = leases.get_opt(name).await.map_err(anyhow::Error::from)? else {
+            return Ok(true);
+        };
+        let holder =
+            lease.spec.as_ref().and_then(|s| s.holder_identity.clone()).unwrap_or_default();
+        // A quorum read of the holder, not the cache, which may lag.
+        let dc = self.api().get_opt(&resource_name(&holder)).await.map_err(anyhow::Error::from)?;
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let young = lease
+            .creation_timestamp()
+            .is_some_and(|t| now.duration_since(t.0).as_secs() < SLOT_GRACE_SECONDS);
+        let live = match dc {
+            Some(dc) => {
+                dc.meta().deletion_timestamp.is_none() && !dc.annotations().contains_key(FAILED)
+            }
+            None => young,
+        };
+        if live {
+            return Ok(false);
+        }
+        // Only the version we judged: a concurrent re-take is left alone.
+        let preconditions =
+            Preconditions { resource_version: lease.resource_version(), uid: lease.uid() };
+        let params = DeleteParams { preconditions: Some(preconditions), ..Default::default() };
+        match leases.delete(name, &params).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(true),
+            Err(e) => Err(anyhow::Error::from(e).into()),
+        }
+    }
+
+    /// The slot goes with its cluster: owned by the DaskCluster, so that
+    /// deleting the cluster frees it.
+    async fn bind_slot(&self, slot: &str, owner: &DaskCluster) {
+        let Some(owner) = owner_reference(owner) else { return };
+        let patch = json!({ "metadata": { "ownerReferences": [owner] } });
+        if let Err(e) =
+            self.leases().patch(slot, &PatchParams::default(), &Patch::Merge(patch)).await
+        {
+            // Not fatal: a slot whose cluster is gone is reclaimed on the next create.
+            warn!(%slot, error = %e, "could not bind the cluster slot to its cluster");
+        }
+    }
+
+    async fn release_slot(&self, slot: &str) {
+        if let Err(e) = self.leases().delete(slot, &DeleteParams::default()).await {
+            warn!(%slot, error = %e, "could not release a cluster slot");
+        }
     }
 
     fn container_env(&self, cluster: &Cluster) -> Vec<Value> {
@@ -292,14 +435,8 @@ impl KubernetesBackend {
     }
 
     fn secret(&self, cluster: &Cluster, owner: &DaskCluster) -> anyhow::Result<Secret> {
-        let owner_ref = OwnerReference {
-            api_version: DaskCluster::api_version(&()).into(),
-            kind: DaskCluster::kind(&()).into(),
-            name: owner.name_any(),
-            uid: owner.uid().ok_or_else(|| anyhow::anyhow!("the DaskCluster has no uid"))?,
-            controller: Some(true),
-            block_owner_deletion: Some(true),
-        };
+        let owner_ref =
+            owner_reference(owner).ok_or_else(|| anyhow::anyhow!("the DaskCluster has no uid"))?;
         Ok(serde_json::from_value(json!({
             "metadata": {
                 "name": secret_name(&cluster.name),
@@ -311,9 +448,114 @@ impl KubernetesBackend {
         }))?)
     }
 
+    /// The DaskCluster and its Secret; never one without the other.
+    async fn create_resources(&self, cluster: &Cluster) -> Result<DaskCluster, BackendError> {
+        let dc: DaskCluster =
+            serde_json::from_value(self.dask_cluster(cluster)).map_err(anyhow::Error::from)?;
+        let created = self
+            .api()
+            .create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &dc)
+            .await;
+        let created = created.map_err(anyhow::Error::from)?;
+        let secret = self.secret(cluster, &created)?;
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+        if let Err(e) = secrets.create(&PostParams::default(), &secret).await {
+            // No half-created cluster: without its credentials it could never start.
+            self.api().delete(&created.name_any(), &DeleteParams::background()).await.ok();
+            return Err(anyhow::anyhow!("could not create the cluster's credentials: {e}").into());
+        }
+        Ok(created)
+    }
+
     fn find(&self, name: &str) -> Option<Arc<DaskCluster>> {
         self.clusters.get(&reflector::ObjectRef::new(&resource_name(name)).within(&self.namespace))
     }
+}
+
+fn owner_reference(owner: &DaskCluster) -> Option<OwnerReference> {
+    Some(OwnerReference {
+        api_version: DaskCluster::api_version(&()).into(),
+        kind: DaskCluster::kind(&()).into(),
+        name: owner.name_any(),
+        uid: owner.uid()?,
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    })
+}
+
+/// The Lease for slot `i` of `user` (names are any bytes: hashed into a
+/// valid object name).
+fn slot_name(instance: &str, user: &str, i: u32) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{instance}\0{user}").as_bytes());
+    format!("dask-gateway-slot-{}-{i}", hex::encode(&digest[..10]))
+}
+
+/// Marks clusters FAILED: keeps a record, removes every pod.
+#[derive(Clone)]
+struct Failer {
+    clusters: Api<DaskCluster>,
+    secrets: Api<Secret>,
+}
+
+impl Failer {
+    /// The cluster's Secret becomes its record (reason, owner, options,
+    /// times; the keys and token removed, no owner any more), then the
+    /// DaskCluster goes, and with it the scheduler and the workers: user
+    /// code of a failed cluster keeps no resources and gets no heartbeats.
+    async fn fail(&self, dc: &DaskCluster, reason: &str) {
+        let Some(name) = dc.labels().get(CLUSTER) else { return };
+        warn!(cluster = %name, reason, "cluster failed; removing its pods");
+        let annotations = dc.annotations();
+        let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+        let created = dc.creation_timestamp().map(|t| t.0.as_millisecond()).unwrap_or(now);
+        let record = json!({
+            "metadata": {
+                "ownerReferences": null,
+                "labels": { RECORD: "failed" },
+                "annotations": {
+                    FAILED: reason,
+                    USER: annotations.get(USER),
+                    OPTIONS: annotations.get(OPTIONS),
+                    SETTINGS: annotations.get(SETTINGS),
+                    CREATED: created.to_string(),
+                    STOPPED: now.to_string(),
+                },
+            },
+            "data": { "api-token": null, "dask.pem": null },
+        });
+        let patched = self
+            .secrets
+            .patch(&secret_name(name), &PatchParams::default(), &Patch::Merge(record))
+            .await;
+        if let Err(e) = patched {
+            // Without a record, keep the DaskCluster as one and stop its workers.
+            warn!(cluster = %name, error = %e, "could not write the failure record; keeping the DaskCluster");
+            let patch = json!({ "metadata": { "annotations": { FAILED: reason } }, "spec": { "worker": { "replicas": 0 } } });
+            if let Err(e) = self
+                .clusters
+                .patch(&dc.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+                .await
+            {
+                warn!(error = %e, "could not mark the cluster failed");
+            }
+            return;
+        }
+        match self.clusters.delete(&dc.name_any(), &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => warn!(cluster = %name, error = %e, "could not delete a failed cluster"),
+        }
+    }
+}
+
+/// Worker pods for a heartbeat: the (already clamped) count plus the
+/// workers being retired, which keep their pods until they have left. The
+/// retiring ones can only be pods that exist, so a forged list of names
+/// cannot raise the count; never negative, never a wrapped `i32`.
+fn worker_replicas(count: i64, closing: usize, current: i32) -> i32 {
+    let closing = closing.min(current.max(0) as usize) as i64;
+    i32::try_from(count.max(0).saturating_add(closing)).unwrap_or(i32::MAX)
 }
 
 /// A watch cache of `api` (objects with `selector`) that bumps `changed` on every event.
@@ -342,34 +584,58 @@ where
 
 #[async_trait]
 impl Backend for KubernetesBackend {
-    async fn create(&self, cluster: Cluster) -> Result<(), BackendError> {
-        let dc: DaskCluster =
-            serde_json::from_value(self.dask_cluster(&cluster)).map_err(anyhow::Error::from)?;
-        let created = self
-            .api()
-            .create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &dc)
-            .await;
-        let created = created.map_err(anyhow::Error::from)?;
-        let secret = self.secret(&cluster, &created)?;
-        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-        if let Err(e) = secrets.create(&PostParams::default(), &secret).await {
-            // No half-created cluster: without its credentials it could never start.
-            self.api().delete(&created.name_any(), &DeleteParams::background()).await.ok();
-            return Err(anyhow::anyhow!("could not create the cluster's credentials: {e}").into());
+    async fn create(
+        &self,
+        cluster: Cluster,
+        max_clusters: Option<u32>,
+    ) -> Result<(), BackendError> {
+        let slot = match max_clusters {
+            Some(max) => Some(self.reserve_slot(&cluster.username, &cluster.name, max).await?),
+            None => None,
+        };
+        let created = self.create_resources(&cluster).await;
+        match (&slot, &created) {
+            (Some(slot), Ok(dc)) => self.bind_slot(slot, dc).await,
+            // A failed create gives its slot back at once.
+            (Some(slot), Err(_)) => self.release_slot(slot).await,
+            (None, _) => {}
         }
-        Ok(())
+        created.map(drop)
     }
 
     async fn get(&self, name: &str) -> Option<Cluster> {
-        self.find(name).and_then(|dc| self.to_cluster(&dc))
+        match self.find(name) {
+            Some(dc) => self.to_cluster(&dc),
+            None => self.find_record(name).and_then(|s| self.record_to_cluster(&s)),
+        }
     }
 
     async fn list(&self) -> Vec<Cluster> {
-        self.clusters.state().iter().filter_map(|dc| self.to_cluster(dc)).collect()
+        let mut clusters: Vec<Cluster> =
+            self.clusters.state().iter().filter_map(|dc| self.to_cluster(dc)).collect();
+        let live: std::collections::HashSet<String> =
+            clusters.iter().map(|c| c.name.clone()).collect();
+        clusters.extend(
+            self.secrets
+                .state()
+                .iter()
+                .filter_map(|s| self.record_to_cluster(s))
+                .filter(|c| !live.contains(&c.name)),
+        );
+        clusters
     }
 
     async fn stop(&self, name: &str) -> Result<(), BackendError> {
-        // Owner references take the scheduler, workers and Secret with it.
+        // Owner references take the scheduler, workers, Secret and slot with
+        // it; a failed cluster's record is deleted on its own.
+        if self.find_record(name).is_some() {
+            let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
+            match secrets.delete(&secret_name(name), &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(anyhow::Error::from(e).into()),
+            }
+        }
         match self.api().delete(&resource_name(name), &DeleteParams::background()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
@@ -382,7 +648,8 @@ impl Backend for KubernetesBackend {
         // Workers the scheduler is retiring keep their pods until they have
         // left: lowering replicas at once would make the operator retire
         // workers of its own choosing as well.
-        let wanted = beat.count.max(0) as i32 + beat.closing_workers.len() as i32;
+        let wanted =
+            worker_replicas(beat.count, beat.closing_workers.len(), dc.spec.worker.replicas);
         if dc.spec.worker.replicas != wanted {
             info!(cluster = name, workers = wanted, "the scheduler asks for a new worker count");
             let patch = json!({ "spec": { "replicas": wanted } });
@@ -395,18 +662,27 @@ impl Backend for KubernetesBackend {
     }
 
     async fn fail(&self, name: &str, reason: &str) {
-        warn!(cluster = name, reason, "cluster failed");
-        let patch = json!({ "metadata": { "annotations": { FAILED: reason } } });
-        if let Err(e) = self
-            .api()
-            .patch(&resource_name(name), &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
-            warn!(error = %e, "could not mark the cluster failed");
+        if let Some(dc) = self.find(name) {
+            self.failer().fail(&dc, reason).await;
         }
     }
 
     fn changes(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_replicas;
+
+    #[test]
+    fn heartbeat_replicas_never_overflow_or_go_negative() {
+        assert_eq!(worker_replicas(2, 1, 3), 3);
+        assert_eq!(worker_replicas(-7, 0, 0), 0);
+        assert_eq!(worker_replicas(i64::MAX, 5, 5), i32::MAX);
+        assert_eq!(worker_replicas(4_294_967_295, 0, 0), i32::MAX);
+        // Forged closing names beyond the pods that exist do not count.
+        assert_eq!(worker_replicas(2, 1_000_000, 3), 5);
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::net::UnixDatagram;
 use tokio::process::{Child, Command};
-use tokio::sync::{RwLock, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, RwLock, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -40,7 +40,14 @@ pub struct Settings {
     pub adaptive_period: f64,
     pub max_workers: Option<u32>,
     pub handoff: bool,
+    /// Worker processes starting at once, over every cluster: a big scale
+    /// starts in batches, so the machine (and this API) stays responsive.
+    pub starting: Arc<Semaphore>,
 }
+
+/// How long a new worker process counts as "starting" (holds a slot of
+/// [`Settings::starting`]) unless a heartbeat reports it active sooner.
+const WORKER_START_SLOT: Duration = Duration::from_secs(5);
 
 impl Settings {
     pub fn new(
@@ -48,6 +55,7 @@ impl Settings {
         defaults: &ClusterDefaults,
         api_url: String,
         max_workers: Option<u32>,
+        max_starting_workers: u32,
     ) -> Self {
         Self {
             dask: local.dask.clone(),
@@ -58,6 +66,7 @@ impl Settings {
             adaptive_period: defaults.adaptive_period,
             max_workers,
             handoff: local.handoff,
+            starting: Arc::new(Semaphore::new(max_starting_workers.max(1) as usize)),
         }
     }
 }
@@ -122,7 +131,27 @@ impl LocalBackend {
 
 #[async_trait]
 impl Backend for LocalBackend {
-    async fn create(&self, cluster: Cluster) -> Result<(), BackendError> {
+    async fn create(
+        &self,
+        cluster: Cluster,
+        max_clusters: Option<u32>,
+    ) -> Result<(), BackendError> {
+        // Count and insert under one write lock: parallel creates cannot
+        // all pass the check.
+        let mut clusters = self.table.clusters.write().await;
+        if let Some(max) = max_clusters {
+            let mine = clusters
+                .values()
+                .filter(|e| e.cluster.username == cluster.username && e.cluster.status.is_active())
+                .count();
+            if mine as u64 >= u64::from(max) {
+                return Err(BackendError::LimitReached(format!(
+                    "User {} already has {mine} active clusters, the limit is {max}; stop one first",
+                    cluster.username
+                )));
+            }
+        }
+        forget_oldest_finished(&mut clusters, MAX_FINISHED);
         let (tx, rx) = mpsc::unbounded_channel();
         let name = cluster.name.clone();
         let supervisor = Supervisor {
@@ -131,12 +160,13 @@ impl Backend for LocalBackend {
             dir: cluster_dir(&self.settings, &name),
             cluster: cluster.clone(),
             workers: HashMap::new(),
+            wanted: 0,
+            scheduler_address: None,
+            active: HashSet::new(),
+            cooling: Vec::new(),
         };
-        self.table
-            .clusters
-            .write()
-            .await
-            .insert(name.clone(), Entry { cluster, commands: tx, handoff: None });
+        clusters.insert(name.clone(), Entry { cluster, commands: tx, handoff: None });
+        drop(clusters);
         self.table.changed.send_modify(|n| *n += 1);
         let span = info_span!("cluster", cluster = %name);
         tokio::spawn(supervisor.run(rx).instrument(span));
@@ -186,6 +216,25 @@ impl Backend for LocalBackend {
     }
 }
 
+/// Stopped and failed clusters kept for `?status=STOPPED,FAILED`: a loop of
+/// create and delete must not grow the table without end.
+const MAX_FINISHED: usize = 1000;
+
+fn forget_oldest_finished(clusters: &mut HashMap<String, Entry>, keep: usize) {
+    let mut finished: Vec<(i64, String)> = clusters
+        .values()
+        .filter(|e| e.cluster.stop_time.is_some() && !e.cluster.status.is_active())
+        .map(|e| (e.cluster.stop_time.unwrap_or_default(), e.cluster.name.clone()))
+        .collect();
+    if finished.len() <= keep {
+        return;
+    }
+    finished.sort();
+    for (_, name) in &finished[..finished.len() - keep] {
+        clusters.remove(name);
+    }
+}
+
 fn cluster_dir(settings: &Settings, name: &str) -> PathBuf {
     settings.state_dir.join("clusters").join(name)
 }
@@ -197,7 +246,21 @@ struct Supervisor {
     dir: PathBuf,
     cluster: Cluster,
     /// Worker processes by Dask worker name.
-    workers: HashMap<String, Child>,
+    workers: HashMap<String, Worker>,
+    /// Workers the scheduler last asked for (already clamped to the limits).
+    wanted: usize,
+    /// The scheduler's address, once it has sent a heartbeat.
+    scheduler_address: Option<String>,
+    /// Workers the scheduler last reported active.
+    active: HashSet<String>,
+    /// Start slots of workers that exited while starting, held until their time is up.
+    cooling: Vec<(OwnedSemaphorePermit, Instant)>,
+}
+
+struct Worker {
+    child: Child,
+    /// Held while the process starts (see [`WORKER_START_SLOT`]).
+    starting: Option<(OwnedSemaphorePermit, Instant)>,
 }
 
 impl Supervisor {
@@ -209,7 +272,7 @@ impl Supervisor {
         commands.close();
         self.table.set_handoff(&self.cluster.name, None).await;
         self.table.update(&self.cluster.name, |c| c.status = ClusterStatus::Stopping).await;
-        let workers: Vec<Child> = self.workers.drain().map(|(_, child)| child).collect();
+        let workers: Vec<Child> = self.workers.drain().map(|(_, w)| w.child).collect();
         futures::future::join_all(workers.into_iter().map(terminate)).await;
         // The key is a secret: it does not outlive the cluster. Logs of a
         // failed cluster stay for the post-mortem.
@@ -282,7 +345,10 @@ impl Supervisor {
                     };
                     break (ClusterStatus::Failed, Some(reason));
                 }
-                _ = reap.tick() => self.reap_workers(),
+                _ = reap.tick() => {
+                    self.reap_workers();
+                    self.start_missing();
+                }
                 // The preload's "ready": from now on connections are handed over.
                 ready = handoff_ready(handoff.as_deref()), if awaiting_handoff => {
                     awaiting_handoff = false;
@@ -389,7 +455,7 @@ impl Supervisor {
         Ok((scheduler, Some(UnixDatagram::from_std(ours)?)))
     }
 
-    fn spawn_worker(&mut self, scheduler: &str) {
+    fn spawn_worker(&mut self, scheduler: &str, slot: OwnedSemaphorePermit) {
         let name = uuid::Uuid::new_v4().simple().to_string();
         let config = &self.cluster.config;
         let spawned = self.command(&format!("worker-{name}.log")).and_then(|mut cmd| {
@@ -401,7 +467,8 @@ impl Supervisor {
         match spawned {
             Ok(child) => {
                 info!(worker = %name, "starting a worker");
-                self.workers.insert(name, child);
+                let starting = Some((slot, Instant::now()));
+                self.workers.insert(name, Worker { child, starting });
             }
             Err(e) => warn!(error = %e, "could not start a worker"),
         }
@@ -413,6 +480,11 @@ impl Supervisor {
             // Dropping a Child kills and reaps it (it has usually exited already).
             self.workers.remove(closed);
         }
+        for name in &beat.active_workers {
+            if let Some(worker) = self.workers.get_mut(name) {
+                worker.starting = None;
+            }
+        }
         let active: HashSet<&String> = beat.active_workers.iter().collect();
         let closing: HashSet<&String> = beat.closing_workers.iter().collect();
         let pending: Vec<String> = self
@@ -423,31 +495,56 @@ impl Supervisor {
             .collect();
         let limit = self.settings.max_workers.map(i64::from).unwrap_or(i64::MAX);
         let wanted = beat.count.clamp(0, limit);
-        let missing = wanted - active.len() as i64 - pending.len() as i64;
-        if missing > 0 {
-            for _ in 0..missing {
-                self.spawn_worker(&beat.scheduler_address);
-            }
-        } else {
+        self.scheduler_address = Some(beat.scheduler_address.clone());
+        // What stays wanted from this cluster's own processes once those
+        // the scheduler already has are counted.
+        let alive = active.len() as i64 + pending.len() as i64;
+        self.wanted = usize::try_from(wanted - active.len() as i64).unwrap_or(0);
+        if wanted < alive {
             // Workers still starting are the cheapest to give up.
-            for name in pending.iter().take((-missing) as usize) {
+            for name in pending.iter().take((alive - wanted) as usize) {
                 info!(worker = %name, "stopping a worker that is no longer wanted");
                 self.workers.remove(name);
             }
         }
+        self.active = active.union(&closing).map(|n| (*n).clone()).collect();
+        self.start_missing();
+    }
+
+    /// Starts wanted workers while start slots are free; the 1 s tick and
+    /// the next heartbeat start the rest.
+    fn start_missing(&mut self) {
+        let Some(scheduler) = self.scheduler_address.clone() else { return };
+        loop {
+            let pending = self.workers.keys().filter(|n| !self.active.contains(*n)).count();
+            if pending >= self.wanted {
+                return;
+            }
+            let Ok(slot) = self.settings.starting.clone().try_acquire_owned() else { return };
+            self.spawn_worker(&scheduler, slot);
+        }
     }
 
     fn reap_workers(&mut self) {
-        self.workers.retain(|name, child| match child.try_wait() {
+        let cooling = &mut self.cooling;
+        self.workers.retain(|name, worker| match worker.child.try_wait() {
             Ok(None) => true,
-            Ok(Some(status)) => {
-                if !status.success() {
+            exited => {
+                if let Ok(Some(status)) = exited.as_ref().map(|s| s.filter(|s| !s.success())) {
                     warn!(worker = %name, %status, "worker exited");
                 }
+                // A worker that dies while starting keeps its slot for the
+                // full slot time: a crashing command cannot respawn in a loop.
+                cooling.extend(worker.starting.take());
                 false
             }
-            Err(_) => false,
         });
+        for worker in self.workers.values_mut() {
+            if worker.starting.as_ref().is_some_and(|(_, at)| at.elapsed() >= WORKER_START_SLOT) {
+                worker.starting = None;
+            }
+        }
+        self.cooling.retain(|(_, at)| at.elapsed() < WORKER_START_SLOT);
     }
 }
 
@@ -479,4 +576,29 @@ async fn tail(path: &Path, lines: usize) -> String {
     let text = tokio::fs::read_to_string(path).await.unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::tests::sample;
+
+    #[test]
+    fn only_the_newest_finished_clusters_are_kept() {
+        let mut clusters = HashMap::new();
+        for (i, status) in [ClusterStatus::Stopped, ClusterStatus::Failed, ClusterStatus::Stopped]
+            .into_iter()
+            .chain(std::iter::once(ClusterStatus::Running))
+            .enumerate()
+        {
+            let mut cluster = sample(&format!("c{i}"), "alice", status);
+            cluster.stop_time = (!status.is_active()).then_some(i as i64);
+            let commands = mpsc::unbounded_channel().0;
+            clusters.insert(cluster.name.clone(), Entry { cluster, commands, handoff: None });
+        }
+        forget_oldest_finished(&mut clusters, 1);
+        let mut left: Vec<_> = clusters.keys().cloned().collect();
+        left.sort();
+        assert_eq!(left, ["c2", "c3"]);
+    }
 }

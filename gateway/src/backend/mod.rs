@@ -18,14 +18,20 @@ pub enum BackendError {
     NotFound(String),
     #[error("cluster {0} is not running")]
     NotRunning(String),
+    /// A per-user limit (e.g. `user_max_clusters`), checked atomically.
+    #[error("{0}")]
+    LimitReached(String),
     #[error("{0}")]
     Other(#[from] anyhow::Error),
 }
 
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
-    /// Starts a new cluster (PENDING until its scheduler's first heartbeat).
-    async fn create(&self, cluster: Cluster) -> Result<(), BackendError>;
+    /// Starts a new cluster (PENDING until its scheduler's first heartbeat),
+    /// unless its owner already has `max_clusters` active ones: check and
+    /// create are one atomic step, across gateway replicas too.
+    async fn create(&self, cluster: Cluster, max_clusters: Option<u32>)
+    -> Result<(), BackendError>;
     async fn get(&self, name: &str) -> Option<Cluster>;
     /// Every known cluster, stopped ones included; callers filter.
     async fn list(&self) -> Vec<Cluster>;
