@@ -15,7 +15,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{AuthConfig, AuthKind};
+use crate::config::{AuthConfig, AuthKind, CookieSecure};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
@@ -40,6 +40,8 @@ pub enum AuthError {
     Hub(String),
     #[error("JupyterHub unreachable: {0}")]
     HubUnreachable(String),
+    #[error("JupyterHub is rate-limiting logins; retry later")]
+    HubRateLimited,
 }
 
 /// The users file: `[users.<name>]` with an argon2 `password` hash (PHC
@@ -81,6 +83,9 @@ pub struct Authenticator {
     admins: HashSet<String>,
     cookie_name: String,
     max_age: Duration,
+    /// The session cookie's `Path`: the gateway's prefix.
+    cookie_path: String,
+    cookie_secure: CookieSecure,
     sessions: Mutex<Sessions>,
 }
 
@@ -109,9 +114,18 @@ impl Authenticator {
             hex::decode_to_slice(&token.sha256, &mut digest)?;
             tokens.push((token.user.clone(), digest));
         }
+        let shared_password = match &config.password_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("auth.password_file {}: {e}", path.display()))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+            ),
+            None => config.password.clone(),
+        };
         Ok(Self {
             kind: config.kind,
-            shared_password: config.password.as_deref().map(|p| sha256(p.as_bytes())),
+            shared_password: shared_password.map(|p| sha256(p.as_bytes())),
             users,
             hub_url: config
                 .jupyterhub_api_url
@@ -122,8 +136,16 @@ impl Authenticator {
             admins: config.admins.iter().cloned().collect(),
             cookie_name: config.cookie_name.clone(),
             max_age: Duration::from_secs(config.cookie_max_age),
+            cookie_path: "/".into(),
+            cookie_secure: config.cookie_secure,
             sessions: Mutex::new(Sessions::default()),
         })
+    }
+
+    /// Scopes the session cookie to the gateway's path prefix.
+    pub fn under_prefix(mut self, prefix: &str) -> Self {
+        self.cookie_path = if prefix.is_empty() { "/".into() } else { prefix.into() };
+        self
     }
 
     /// The `WWW-Authenticate` scheme that makes the client send credentials.
@@ -155,7 +177,12 @@ impl Authenticator {
             },
             _ => return Err(AuthError::Failed),
         };
-        Ok((user.clone(), Some(self.open_session(user))))
+        let secure = match self.cookie_secure {
+            CookieSecure::Always => true,
+            CookieSecure::Never => false,
+            CookieSecure::Auto => came_over_https(headers),
+        };
+        Ok((user.clone(), Some(self.open_session(user, secure))))
     }
 
     fn with_role(&self, name: String, admin: bool) -> User {
@@ -231,8 +258,10 @@ impl Authenticator {
                 Ok(self.with_role(name, user.admin))
             }
             // JupyterHub answers 403 (or 401/404 in older versions) for a
-            // token it does not know: that is a failed login, not a server error.
-            401 | 403 | 404 => Err(AuthError::Failed),
+            // token it does not know, 400 for one it cannot parse: that is a
+            // failed login, not a server error.
+            400 | 401 | 403 | 404 => Err(AuthError::Failed),
+            429 => Err(AuthError::HubRateLimited),
             code if code >= 500 => {
                 Err(AuthError::HubUnreachable(format!("the Hub answered {code}")))
             }
@@ -255,7 +284,7 @@ impl Authenticator {
 
     /// One session per user, as in dask-gateway: clients that ignore cookies
     /// (scripts, load tests) reuse it instead of filling memory with new ones.
-    fn open_session(&self, user: User) -> String {
+    fn open_session(&self, user: User, secure: bool) -> String {
         let mut sessions = self.sessions.lock().expect("sessions lock");
         let now = Instant::now();
         let fresh = |s: &Session| s.user == user && s.expires > now + self.max_age / 2;
@@ -279,11 +308,24 @@ impl Authenticator {
             }
         };
         format!(
-            "{}={value}; Max-Age={}; Path=/; HttpOnly; SameSite=Lax",
+            "{}={value}; Max-Age={}; Path={}; HttpOnly; SameSite=Lax{}",
             self.cookie_name,
-            self.max_age.as_secs()
+            self.max_age.as_secs(),
+            self.cookie_path,
+            if secure { "; Secure" } else { "" },
         )
     }
+}
+
+/// Whether the proxy in front (an ingress, a load balancer) received the
+/// request over HTTPS. A forged header only makes the sender's own cookie
+/// `Secure`, so it needs no trust.
+fn came_over_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
 }
 
 fn load_users(path: &Path) -> anyhow::Result<HashMap<String, UserEntry>> {
@@ -380,5 +422,36 @@ mod tests {
         );
         assert!(auth.authenticate(&basic("root", "pw")).await.unwrap().0.admin);
         assert!(auth.authenticate(&basic("bob", "nope")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_session_cookie_is_scoped_httponly_and_secure_behind_https() {
+        let auth = Authenticator::new(&AuthConfig::default())
+            .unwrap()
+            .under_prefix("/services/dask-gateway");
+        let cookie = auth.authenticate(&basic("alice", "")).await.unwrap().1.unwrap();
+        assert!(cookie.contains("; Path=/services/dask-gateway;"), "{cookie}");
+        assert!(cookie.contains("; HttpOnly") && cookie.contains("; SameSite=Lax"), "{cookie}");
+        assert!(!cookie.contains("Secure"), "{cookie}");
+        let mut over_https = basic("bob", "");
+        over_https.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let cookie = auth.authenticate(&over_https).await.unwrap().1.unwrap();
+        assert!(cookie.ends_with("; Secure"), "{cookie}");
+
+        let config = AuthConfig { cookie_secure: CookieSecure::Always, ..Default::default() };
+        let auth = Authenticator::new(&config).unwrap();
+        let cookie = auth.authenticate(&basic("alice", "")).await.unwrap().1.unwrap();
+        assert!(cookie.contains("; Path=/;") && cookie.ends_with("; Secure"), "{cookie}");
+    }
+
+    #[tokio::test]
+    async fn the_shared_password_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "from-a-secret\n").unwrap();
+        let config = AuthConfig { password_file: Some(file), ..Default::default() };
+        let auth = Authenticator::new(&config).unwrap();
+        assert!(auth.authenticate(&basic("bob", "from-a-secret")).await.is_ok());
+        assert!(auth.authenticate(&basic("bob", "")).await.is_err());
     }
 }

@@ -42,13 +42,15 @@ pub struct Gateway {
     pub scheduler: SchedulerControl,
     pub proxy: dashboard::ProxyClient,
     pub metrics: metrics::Metrics,
+    /// The path prefix the gateway is served under (`""` or `/a/b`).
+    pub prefix: String,
 }
 
 impl Gateway {
     pub fn new(config: &Config, backend: Arc<dyn Backend>) -> anyhow::Result<Self> {
         Ok(Self {
             backend,
-            auth: Authenticator::new(&config.auth)?,
+            auth: Authenticator::new(&config.auth)?.under_prefix(&config.prefix),
             options: OptionsSpec::new(
                 config.options.profiles.clone(),
                 config.options.fields.clone(),
@@ -58,6 +60,7 @@ impl Gateway {
             scheduler: SchedulerControl::default(),
             proxy: dashboard::client(),
             metrics: metrics::Metrics::default(),
+            prefix: config.prefix.clone(),
         })
     }
 }
@@ -65,9 +68,9 @@ impl Gateway {
 /// The HTTP side of the port: API and dashboards under `prefix`, `/metrics` at the root.
 pub fn router(gateway: Arc<Gateway>, prefix: &str) -> Router {
     let routes = api::routes(gateway.clone())
-        .route("/clusters/{name}", any(dashboard::root))
-        .route("/clusters/{name}/", any(dashboard::root))
-        .route("/clusters/{name}/{*rest}", any(dashboard::path));
+        .route("/clusters/{name}", any(dashboard::proxy))
+        .route("/clusters/{name}/", any(dashboard::proxy))
+        .route("/clusters/{name}/{*rest}", any(dashboard::proxy));
     let routes = if prefix.is_empty() { routes } else { Router::new().nest(prefix, routes) };
     routes
         .route("/metrics", axum::routing::get(metrics::render))

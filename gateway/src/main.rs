@@ -56,8 +56,23 @@ fn load(args: &Args) -> anyhow::Result<Config> {
         Some(other) => anyhow::bail!("--log-format: {other:?} is neither text nor json"),
         None => {}
     }
+    config.check_exposure()?;
     Ok(config)
 }
+
+/// SIGINT (Ctrl-C) or SIGTERM (Kubernetes, systemd, `kill`).
+async fn stop_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    })
+}
+
+/// How long the clusters of the local backend get to stop at shutdown.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
 fn init_tracing(format: LogFormat) {
     let filter =
@@ -129,9 +144,13 @@ async fn main() -> anyhow::Result<()> {
     let gateway = Arc::new(Gateway::new(&config, backend)?);
     let app = router(gateway.clone(), &config.prefix);
     info!(%address, prefix = %config.prefix, "dask gateway listening (API, dashboards and scheduler TLS on one port)");
+    let stopping = stop_signal();
     tokio::select! {
-        served = listener::serve(listener, app, gateway) => served?,
-        _ = tokio::signal::ctrl_c() => info!("shutting down"),
+        served = listener::serve(listener, app, gateway.clone()) => served?,
+        signal = stopping => info!(signal = signal?, "shutting down"),
     }
+    // The listener is closed: no new work while the clusters stop.
+    gateway.backend.shutdown(SHUTDOWN_GRACE).await;
+    info!("stopped");
     Ok(())
 }
