@@ -118,10 +118,10 @@ pub async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response
         return ApiError::new(StatusCode::NOT_FOUND, "Not found").into_response();
     };
     let cluster = gw.backend.get(parsed.cluster).await;
-    if let (Some(cluster), Some(sent)) = (&cluster, parsed.capability) {
-        if capability_matches(cluster, sent) {
-            return forward(&gw, cluster, parsed.rest, request).await;
-        }
+    if let (Some(cluster), Some(sent)) = (&cluster, parsed.capability)
+        && capability_matches(cluster, sent)
+    {
+        return forward(&gw, cluster, parsed.rest, request).await;
     }
     // No valid capability: the gateway's own credentials decide.
     let (user, cookie) = match api::login(&gw, request.headers()).await {
@@ -206,16 +206,16 @@ async fn forward(gw: &Gateway, cluster: &Cluster, rest: &str, mut request: Reque
             .into_response();
         }
     };
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_side) = client_side {
-            let server_side = hyper::upgrade::on(&mut response);
-            tokio::spawn(async move {
-                if let (Ok(client), Ok(server)) = (client_side.await, server_side.await) {
-                    let (mut client, mut server) = (TokioIo::new(client), TokioIo::new(server));
-                    tokio::io::copy_bidirectional(&mut client, &mut server).await.ok();
-                }
-            });
-        }
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_side) = client_side
+    {
+        let server_side = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            if let (Ok(client), Ok(server)) = (client_side.await, server_side.await) {
+                let (mut client, mut server) = (TokioIo::new(client), TokioIo::new(server));
+                tokio::io::copy_bidirectional(&mut client, &mut server).await.ok();
+            }
+        });
     }
     let headers = response.headers_mut();
     for name in UPSTREAM_FORBIDDEN {

@@ -102,6 +102,11 @@ async def websocket_status(url, headers=None):
 
 
 @pytest.fixture
+def gateway(start_gateway):
+    return start_gateway('[auth]\nadmins = ["root"]\n')
+
+
+@pytest.fixture
 def clusters(gateway):
     """(alice's cluster, mallory's cluster), running, mallory's with her pages."""
     alice = Gateway(gateway.address, auth=BasicAuth("alice", ""))
@@ -178,9 +183,10 @@ def test_the_owners_link_opens_in_a_fresh_browser_and_nobody_elses_does(gateway,
         assert anonymous.status_code == 401 and anonymous.headers["WWW-Authenticate"] == "Basic", url
         bob = requests.get(url, auth=("bob", ""), allow_redirects=False, timeout=10)
         assert bob.status_code == 403 and "lacks permissions" in bob.json()["error"], url
-    # The owner's (and an admin's) credentials lead to the capability URL.
-    owner = requests.get(bare, auth=("alice", ""), allow_redirects=False, timeout=10)
-    assert owner.status_code == 302 and owner.headers["Location"] == route
+    # The owner's and an admin's credentials lead to the capability URL.
+    for user in ("alice", "root"):
+        owner = requests.get(bare, auth=(user, ""), allow_redirects=False, timeout=10)
+        assert owner.status_code == 302 and owner.headers["Location"] == route, user
     ws = f"{gateway.address.replace('http', 'ws')}/clusters/{mine.name}"
     token = route.split("/")[3]
     assert asyncio.run(websocket_status(f"{ws}/status/ws")) == 401
