@@ -137,6 +137,13 @@ pub async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response
             format!("User {} lacks permissions to view the dashboard of cluster {name}", user.name),
         )
         .into_response(),
+        // Cached Basic credentials ride along on a websocket from any site:
+        // with them (not the capability), only the gateway's own pages may open one.
+        Some(_) if !same_origin_or_none(request.headers()) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross-origin requests to a dashboard need its link's token",
+        )
+        .into_response(),
         Some(cluster) if wants_redirect(&request) && cluster.dashboard_target().is_some() => {
             let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
             let location = format!(
@@ -158,6 +165,18 @@ pub async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     response
+}
+
+/// No `Origin` (not a browser's cross-origin request), or the gateway's own.
+fn same_origin_or_none(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else { return true };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest.trim_end_matches('/'));
+    origin_host.is_some() && origin_host == host
 }
 
 /// Headers every dashboard answer carries: the sandbox, and no Referer
@@ -248,6 +267,24 @@ mod tests {
             Some(DashboardPath { cluster: "abc", capability: None, rest: "" })
         );
         assert_eq!(split("/api/v1/clusters/"), None);
+    }
+
+    #[test]
+    fn only_the_gateways_own_origin_may_use_its_credentials() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            h
+        };
+        assert!(same_origin_or_none(&headers(&[("host", "gw:8000")])));
+        assert!(same_origin_or_none(&headers(&[
+            ("host", "gw:8000"),
+            ("origin", "https://gw:8000")
+        ])));
+        assert!(!same_origin_or_none(&headers(&[("host", "gw:8000"), ("origin", "https://evil")])));
+        assert!(!same_origin_or_none(&headers(&[("host", "gw:8000"), ("origin", "null")])));
     }
 
     #[test]

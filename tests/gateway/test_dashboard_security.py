@@ -193,6 +193,11 @@ def test_the_owners_link_opens_in_a_fresh_browser_and_nobody_elses_does(gateway,
     bob_auth = {"Authorization": "Basic Ym9iOg=="}
     assert asyncio.run(websocket_status(f"{ws}/status/ws", bob_auth)) == 403
     assert asyncio.run(websocket_status(f"{ws}/{token}/eventstream")) == 101
+    # The owner's credentials open it from the gateway's pages, never from another site's.
+    alice_auth = {"Authorization": "Basic YWxpY2U6"}
+    assert asyncio.run(websocket_status(f"{ws}/eventstream", alice_auth)) == 101
+    evil_site = {**alice_auth, "Origin": "https://evil.example"}
+    assert asyncio.run(websocket_status(f"{ws}/eventstream", evil_site)) == 403
 
     # Every dashboard answer is sandboxed.
     page = requests.get(link, timeout=10)
