@@ -323,10 +323,12 @@ impl Supervisor {
     /// the handoff preload beside them.
     async fn prepare(&self) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
-        tokio::fs::create_dir_all(&self.dir).await?;
         // Keys and logs of every user's clusters: the gateway's user's only.
+        // Directories it creates are 0700 from the start; of the existing ones
+        // only its own `clusters/` is tightened (state_dir may be shared, e.g. /tmp).
+        tokio::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).await?;
         let clusters = self.dir.parent().expect("a cluster dir is under clusters/");
-        for dir in [&self.settings.state_dir, clusters, &self.dir] {
+        for dir in [clusters, &self.dir] {
             tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).await?;
         }
         tokio::fs::write(self.dir.join(HANDOFF_PRELOAD_FILE), HANDOFF_PRELOAD).await?;
