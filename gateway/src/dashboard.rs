@@ -27,6 +27,7 @@ use tracing::debug;
 
 use crate::Gateway;
 use crate::api::{self, ApiError};
+use crate::auth::User;
 use crate::models::Cluster;
 
 pub type ProxyClient = Client<HttpConnector, Body>;
@@ -112,6 +113,29 @@ fn wants_redirect(request: &Request) -> bool {
         && !request.headers().contains_key(header::UPGRADE)
 }
 
+/// What a signed-in user's dashboard request (without a valid capability) gets.
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    NotFound,
+    Forbidden,
+    /// Cached Basic credentials ride along on a websocket from any site: with
+    /// them (not the capability), only the gateway's own pages may open one.
+    CrossOrigin,
+    /// A browser navigating: on to the capability URL.
+    Redirect,
+    Forward,
+}
+
+fn decide(cluster: Option<&Cluster>, user: &User, same_origin: bool, navigation: bool) -> Decision {
+    match cluster {
+        None => Decision::NotFound,
+        Some(c) if !user.may_access(&c.username) => Decision::Forbidden,
+        Some(_) if !same_origin => Decision::CrossOrigin,
+        Some(c) if navigation && c.dashboard_target().is_some() => Decision::Redirect,
+        Some(_) => Decision::Forward,
+    }
+}
+
 pub async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     let path = request.uri().path().to_string();
     let Some(parsed) = split(&path) else {
@@ -129,22 +153,15 @@ pub async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response
         Err(e) => return e.into_response(),
     };
     let name = parsed.cluster;
-    let mut response = match cluster {
-        None => ApiError::new(StatusCode::NOT_FOUND, format!("Cluster {name} not found"))
-            .into_response(),
-        Some(cluster) if !user.may_access(&cluster.username) => ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("User {} lacks permissions to view the dashboard of cluster {name}", user.name),
-        )
-        .into_response(),
-        // Cached Basic credentials ride along on a websocket from any site:
-        // with them (not the capability), only the gateway's own pages may open one.
-        Some(_) if !same_origin_or_none(request.headers()) => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "cross-origin requests to a dashboard need its link's token",
-        )
-        .into_response(),
-        Some(cluster) if wants_redirect(&request) && cluster.dashboard_target().is_some() => {
+    let decision = decide(
+        cluster.as_ref(),
+        &user,
+        same_origin_or_none(request.headers()),
+        wants_redirect(&request),
+    );
+    let mut response = match (decision, cluster) {
+        (Decision::Forward, Some(cluster)) => forward(&gw, &cluster, parsed.rest, request).await,
+        (Decision::Redirect, Some(cluster)) => {
             let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
             let location = format!(
                 "{}/clusters/{name}/{CAPABILITY_MARK}{}{}{query}",
@@ -159,7 +176,18 @@ pub async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response
             sandboxed(response.headers_mut());
             response
         }
-        Some(cluster) => forward(&gw, &cluster, parsed.rest, request).await,
+        (Decision::Forbidden, _) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("User {} lacks permissions to view the dashboard of cluster {name}", user.name),
+        )
+        .into_response(),
+        (Decision::CrossOrigin, _) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross-origin requests to a dashboard need its link's token",
+        )
+        .into_response(),
+        _ => ApiError::new(StatusCode::NOT_FOUND, format!("Cluster {name} not found"))
+            .into_response(),
     };
     if let Some(cookie) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -267,6 +295,23 @@ mod tests {
             Some(DashboardPath { cluster: "abc", capability: None, rest: "" })
         );
         assert_eq!(split("/api/v1/clusters/"), None);
+    }
+
+    #[test]
+    fn owners_and_admins_get_the_dashboard_others_do_not() {
+        use crate::models::ClusterStatus;
+        use crate::models::tests::sample;
+        let user = |name: &str, admin| User { name: name.into(), admin };
+        let (alice, bob, root) = (user("alice", false), user("bob", false), user("root", true));
+        let running = sample("a", "alice", ClusterStatus::Running);
+        let pending = sample("a", "alice", ClusterStatus::Pending);
+        assert_eq!(decide(Some(&running), &alice, true, true), Decision::Redirect);
+        assert_eq!(decide(Some(&running), &root, true, true), Decision::Redirect);
+        assert_eq!(decide(Some(&running), &alice, true, false), Decision::Forward);
+        assert_eq!(decide(Some(&pending), &alice, true, true), Decision::Forward);
+        assert_eq!(decide(Some(&running), &bob, true, true), Decision::Forbidden);
+        assert_eq!(decide(Some(&running), &alice, false, false), Decision::CrossOrigin);
+        assert_eq!(decide(None, &alice, true, true), Decision::NotFound);
     }
 
     #[test]
