@@ -66,9 +66,20 @@ impl From<BackendError> for ApiError {
             BackendError::NotRunning(_) | BackendError::LimitReached(_) => {
                 Self::new(StatusCode::CONFLICT, e.to_string())
             }
+            BackendError::Refused { status, ref message } => Self::new(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
+                message.clone(),
+            ),
+            BackendError::Unavailable(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
             BackendError::Other(e) => {
+                // The details (the store's own words) are for the operator's log.
                 warn!(error = %e, "backend error");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; see the gateway's log",
+                )
             }
         }
     }
@@ -121,12 +132,16 @@ async fn authenticate(
     response
 }
 
-async fn login(gw: &Gateway, headers: &HeaderMap) -> ApiResult<(User, Option<String>)> {
+pub(crate) async fn login(gw: &Gateway, headers: &HeaderMap) -> ApiResult<(User, Option<String>)> {
     gw.auth.authenticate(headers).await.map_err(|e| match e {
         AuthError::Required | AuthError::Failed => ApiError::unauthorized(gw.auth.challenge()),
         AuthError::HubUnreachable(m) => ApiError::new(StatusCode::BAD_GATEWAY, m),
         AuthError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, m),
-        AuthError::Hub(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m),
+        AuthError::HubRateLimited => {
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, AuthError::HubRateLimited.to_string())
+        }
+        // An answer the gateway does not understand: the Hub is not usable now.
+        AuthError::Hub(m) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m),
     })
 }
 
@@ -200,7 +215,8 @@ async fn create_cluster(
     Extension(user): Extension<User>,
     body: Bytes,
 ) -> ApiResult<Response> {
-    let request: Value = if body.is_empty() { json!({}) } else { parse_body(&body)? };
+    // An object or nothing, as the Python server: `"x"` or `[1, 2]` is no request.
+    let request: Map<String, Value> = if body.is_empty() { Map::new() } else { parse_body(&body)? };
     let requested = match request.get("cluster_options") {
         None | Some(Value::Null) => Map::new(),
         Some(Value::Object(options)) => options.clone(),

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{AuthConfig, AuthKind, Limits};
+use crate::config::{AuthConfig, AuthKind, CookieSecure, Limits};
 
 /// Longest user name accepted, in bytes (names are labels, annotations and
 /// map keys: a header-sized name would cost memory everywhere).
@@ -50,6 +50,8 @@ pub enum AuthError {
     /// Credentials that can never be valid, e.g. a user name over [`MAX_USER_NAME`].
     #[error("{0}")]
     Invalid(String),
+    #[error("JupyterHub is rate-limiting logins; retry later")]
+    HubRateLimited,
 }
 
 /// The users file: `[users.<name>]` with an argon2 `password` hash (PHC
@@ -150,6 +152,9 @@ pub struct Authenticator {
     admins: HashSet<String>,
     cookie_name: String,
     max_age: Duration,
+    /// The session cookie's `Path`: the gateway's prefix.
+    cookie_path: String,
+    cookie_secure: CookieSecure,
     sessions: Mutex<Sessions>,
 }
 
@@ -178,9 +183,18 @@ impl Authenticator {
             hex::decode_to_slice(&token.sha256, &mut digest)?;
             tokens.push((token.user.clone(), digest));
         }
+        let shared_password = match &config.password_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("auth.password_file {}: {e}", path.display()))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+            ),
+            None => config.password.clone(),
+        };
         Ok(Self {
             kind: config.kind,
-            shared_password: config.password.as_deref().map(|p| sha256(p.as_bytes())),
+            shared_password: shared_password.map(|p| sha256(p.as_bytes())),
             users,
             passwords: Arc::new(PasswordChecks::new(limits.max_concurrent_password_checks)?),
             hub_url: config
@@ -192,8 +206,16 @@ impl Authenticator {
             admins: config.admins.iter().cloned().collect(),
             cookie_name: config.cookie_name.clone(),
             max_age: Duration::from_secs(config.cookie_max_age),
+            cookie_path: "/".into(),
+            cookie_secure: config.cookie_secure,
             sessions: Mutex::new(Sessions::new(limits.max_sessions)),
         })
+    }
+
+    /// Scopes the session cookie to the gateway's path prefix.
+    pub fn under_prefix(mut self, prefix: &str) -> Self {
+        self.cookie_path = if prefix.is_empty() { "/".into() } else { prefix.into() };
+        self
     }
 
     /// The `WWW-Authenticate` scheme that makes the client send credentials.
@@ -226,7 +248,12 @@ impl Authenticator {
             _ => return Err(AuthError::Failed),
         };
         check_user_name(&user.name)?;
-        let cookie = self.open_session(user.clone());
+        let secure = match self.cookie_secure {
+            CookieSecure::Always => true,
+            CookieSecure::Never => false,
+            CookieSecure::Auto => came_over_https(headers),
+        };
+        let cookie = self.open_session(user.clone(), secure);
         Ok((user, cookie))
     }
 
@@ -305,8 +332,10 @@ impl Authenticator {
                 Ok(self.with_role(name, user.admin))
             }
             // JupyterHub answers 403 (or 401/404 in older versions) for a
-            // token it does not know: that is a failed login, not a server error.
-            401 | 403 | 404 => Err(AuthError::Failed),
+            // token it does not know, 400 for one it cannot parse: that is a
+            // failed login, not a server error.
+            400 | 401 | 403 | 404 => Err(AuthError::Failed),
+            429 => Err(AuthError::HubRateLimited),
             code if code >= 500 => {
                 Err(AuthError::HubUnreachable(format!("the Hub answered {code}")))
             }
@@ -330,7 +359,7 @@ impl Authenticator {
     /// One session per user, as in dask-gateway: clients that ignore cookies
     /// (scripts, load tests) reuse it instead of filling memory with new ones.
     /// `None` when the table is full of live sessions.
-    fn open_session(&self, user: User) -> Option<String> {
+    fn open_session(&self, user: User, secure: bool) -> Option<String> {
         let mut sessions = self.sessions.lock().expect("sessions lock");
         let now = Instant::now();
         let fresh = |s: &Session| s.user == user && s.expires > now + self.max_age / 2;
@@ -357,9 +386,11 @@ impl Authenticator {
             }
         };
         Some(format!(
-            "{}={value}; Max-Age={}; Path=/; HttpOnly; SameSite=Lax",
+            "{}={value}; Max-Age={}; Path={}; HttpOnly; SameSite=Lax{}",
             self.cookie_name,
-            self.max_age.as_secs()
+            self.max_age.as_secs(),
+            self.cookie_path,
+            if secure { "; Secure" } else { "" },
         ))
     }
 
@@ -377,6 +408,17 @@ fn check_user_name(name: &str) -> Result<(), AuthError> {
         )));
     }
     Ok(())
+}
+
+/// Whether the proxy in front (an ingress, a load balancer) received the
+/// request over HTTPS. A forged header only makes the sender's own cookie
+/// `Secure`, so it needs no trust.
+fn came_over_https(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
 }
 
 fn load_users(path: &Path) -> anyhow::Result<HashMap<String, UserEntry>> {
@@ -524,5 +566,36 @@ mod tests {
         let (known, unknown) = (timed("alice").await, timed("mallory").await);
         // Both ran argon2 (tens of ms in a debug build); an early return would be ~0.
         assert!(unknown * 4 > known, "known {known:?}, unknown {unknown:?}");
+    }
+
+    #[tokio::test]
+    async fn the_session_cookie_is_scoped_httponly_and_secure_behind_https() {
+        let auth = Authenticator::new(&AuthConfig::default(), &Limits::default())
+            .unwrap()
+            .under_prefix("/services/dask-gateway");
+        let cookie = auth.authenticate(&basic("alice", "")).await.unwrap().1.unwrap();
+        assert!(cookie.contains("; Path=/services/dask-gateway;"), "{cookie}");
+        assert!(cookie.contains("; HttpOnly") && cookie.contains("; SameSite=Lax"), "{cookie}");
+        assert!(!cookie.contains("Secure"), "{cookie}");
+        let mut over_https = basic("bob", "");
+        over_https.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        let cookie = auth.authenticate(&over_https).await.unwrap().1.unwrap();
+        assert!(cookie.ends_with("; Secure"), "{cookie}");
+
+        let config = AuthConfig { cookie_secure: CookieSecure::Always, ..Default::default() };
+        let auth = Authenticator::new(&config, &Limits::default()).unwrap();
+        let cookie = auth.authenticate(&basic("alice", "")).await.unwrap().1.unwrap();
+        assert!(cookie.contains("; Path=/;") && cookie.ends_with("; Secure"), "{cookie}");
+    }
+
+    #[tokio::test]
+    async fn the_shared_password_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "from-a-secret\n").unwrap();
+        let config = AuthConfig { password_file: Some(file), ..Default::default() };
+        let auth = Authenticator::new(&config, &Limits::default()).unwrap();
+        assert!(auth.authenticate(&basic("bob", "from-a-secret")).await.is_ok());
+        assert!(auth.authenticate(&basic("bob", "")).await.is_err());
     }
 }

@@ -57,6 +57,25 @@ pub struct AuthConfig {
     pub cookie_name: String,
     /// How long a session cookie stays valid, in seconds.
     pub cookie_max_age: u64,
+    // Secure defaults (issue 10).
+    /// File holding the shared password for `simple` (e.g. a mounted
+    /// Secret), instead of `password` in the config file.
+    pub password_file: Option<PathBuf>,
+    /// Lets `simple` auth run with no password on a non-loopback address,
+    /// where anyone can then act as any user, admins included.
+    pub allow_insecure: bool,
+    /// The session cookie's `Secure` flag: `auto` (when the request came
+    /// over HTTPS, by `X-Forwarded-Proto`), `always` or `never`.
+    pub cookie_secure: CookieSecure,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CookieSecure {
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -273,6 +292,9 @@ pub struct KubernetesConfig {
     pub api_url: String,
     /// DNS domain of the cluster.
     pub cluster_domain: String,
+    /// Create, with each cluster, a NetworkPolicy that lets its own pods
+    /// reach each other (for a namespace where a policy denies the rest).
+    pub network_policy: bool,
 }
 
 impl Default for Config {
@@ -302,6 +324,9 @@ impl Default for AuthConfig {
             admins: vec![],
             cookie_name: "dask-gateway".into(),
             cookie_max_age: 600,
+            password_file: None,
+            allow_insecure: false,
+            cookie_secure: CookieSecure::Auto,
         }
     }
 }
@@ -355,6 +380,7 @@ impl Default for KubernetesConfig {
             instance: "dask-gateway".into(),
             api_url: "http://dask-gateway:8000/api".into(),
             cluster_domain: "cluster.local".into(),
+            network_policy: false,
         }
     }
 }
@@ -380,6 +406,23 @@ impl Config {
         let config: Config = toml::from_str(text)?;
         config.check()?;
         Ok(config)
+    }
+
+    /// Refuses what would let anyone in as anyone: `simple` auth with no
+    /// password on an address other hosts reach, unless `auth.allow_insecure`
+    /// says so. Run after command-line overrides of `listen`.
+    pub fn check_exposure(&self) -> anyhow::Result<()> {
+        let open = self.auth.kind == AuthKind::Simple
+            && self.auth.password.is_none()
+            && self.auth.password_file.is_none();
+        anyhow::ensure!(
+            !open || self.listen.ip().is_loopback() || self.auth.allow_insecure,
+            "auth: type \"simple\" with no password on {} lets anyone act as any user, admins \
+             included. Set auth.password or auth.password_file, use type \"basic\" or \
+             \"jupyterhub\", listen on 127.0.0.1, or set auth.allow_insecure = true",
+            self.listen
+        );
+        Ok(())
     }
 
     /// Checks that serde cannot express.
@@ -419,6 +462,10 @@ impl Config {
                 "auth.jupyterhub_api_url: required with auth.type = \"jupyterhub\""
             );
         }
+        anyhow::ensure!(
+            self.auth.password.is_none() || self.auth.password_file.is_none(),
+            "auth.password and auth.password_file: set one or the other"
+        );
         for (i, t) in self.auth.tokens.iter().enumerate() {
             anyhow::ensure!(
                 t.sha256.len() == 64 && t.sha256.chars().all(|c| c.is_ascii_hexdigit()),
@@ -460,6 +507,23 @@ mod tests {
         assert!(err.contains("user_max_clusterz"), "{err}");
         let err = Config::parse("[auth]\ntype = \"basic\"\n").unwrap_err().to_string();
         assert!(err.contains("auth.users_file"), "{err}");
+    }
+
+    #[test]
+    fn open_simple_auth_is_refused_off_loopback() {
+        let exposed = Config::parse("listen = \"0.0.0.0:8000\"\n").unwrap();
+        let err = exposed.check_exposure().unwrap_err().to_string();
+        assert!(err.contains("auth.allow_insecure"), "{err}");
+        assert!(Config::default().check_exposure().is_ok());
+        for ok in [
+            "listen = \"0.0.0.0:8000\"\n[auth]\nallow_insecure = true\n",
+            "listen = \"0.0.0.0:8000\"\n[auth]\npassword = \"pw\"\n",
+            "listen = \"[::]:8000\"\n[auth]\npassword_file = \"/run/pw\"\n",
+        ] {
+            Config::parse(ok).unwrap().check_exposure().unwrap();
+        }
+        let err = Config::parse("[auth]\npassword = \"a\"\npassword_file = \"/b\"\n").unwrap_err();
+        assert!(err.to_string().contains("auth.password_file"), "{err}");
     }
 
     #[test]

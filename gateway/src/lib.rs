@@ -43,13 +43,15 @@ pub struct Gateway {
     pub scheduler: SchedulerControl,
     pub proxy: dashboard::ProxyClient,
     pub metrics: metrics::Metrics,
+    /// The path prefix the gateway is served under (`""` or `/a/b`).
+    pub prefix: String,
 }
 
 impl Gateway {
     pub fn new(config: &Config, backend: Arc<dyn Backend>) -> anyhow::Result<Self> {
         Ok(Self {
             backend,
-            auth: Authenticator::new(&config.auth, &config.limits)?,
+            auth: Authenticator::new(&config.auth, &config.limits)?.under_prefix(&config.prefix),
             options: OptionsSpec::new(
                 config.options.profiles.clone(),
                 config.options.fields.clone(),
@@ -59,6 +61,7 @@ impl Gateway {
             scheduler: SchedulerControl::default(),
             proxy: dashboard::client(),
             metrics: metrics::Metrics::default(),
+            prefix: config.prefix.clone(),
         })
     }
 }
@@ -70,9 +73,9 @@ const API_BODY_LIMIT: usize = 256 * 1024;
 /// The HTTP side of the port: API and dashboards under `prefix`, `/metrics` at the root.
 pub fn router(gateway: Arc<Gateway>, prefix: &str) -> Router {
     let routes = api::routes(gateway.clone())
-        .route("/clusters/{name}", any(dashboard::root))
-        .route("/clusters/{name}/", any(dashboard::root))
-        .route("/clusters/{name}/{*rest}", any(dashboard::path));
+        .route("/clusters/{name}", any(dashboard::proxy))
+        .route("/clusters/{name}/", any(dashboard::proxy))
+        .route("/clusters/{name}/{*rest}", any(dashboard::proxy));
     let routes = if prefix.is_empty() { routes } else { Router::new().nest(prefix, routes) };
     routes
         .route("/metrics", axum::routing::get(metrics::render))

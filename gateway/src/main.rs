@@ -54,6 +54,7 @@ fn load(args: &Args) -> anyhow::Result<Config> {
     if let Some(format) = args.log_format {
         config.log_format = format;
     }
+    config.check_exposure()?;
     Ok(config)
 }
 
@@ -85,6 +86,19 @@ fn loopback(address: SocketAddr) -> std::net::IpAddr {
         address.ip()
     }
 }
+/// SIGINT (Ctrl-C) or SIGTERM (Kubernetes, systemd, `kill`).
+async fn stop_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    })
+}
+
+/// How long the clusters of the local backend get to stop at shutdown.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
 fn init_tracing(format: LogFormat) {
     let filter =
@@ -187,14 +201,18 @@ async fn main() -> anyhow::Result<()> {
     let public = listener::serve(
         listener,
         app,
-        gateway,
+        gateway.clone(),
         Port::Public,
         config.connections.max_connections,
         timeouts,
     );
+    let stopping = stop_signal();
     tokio::select! {
         served = public => served?,
-        _ = tokio::signal::ctrl_c() => info!("shutting down"),
+        signal = stopping => info!(signal = signal?, "shutting down"),
     }
+    // The listener is closed: no new work while the clusters stop.
+    gateway.backend.shutdown(SHUTDOWN_GRACE).await;
+    info!("stopped");
     Ok(())
 }

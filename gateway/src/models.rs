@@ -81,8 +81,7 @@ impl Cluster {
     pub fn to_json(&self) -> Value {
         let running = self.status == ClusterStatus::Running;
         let has_dashboard = self.addresses.as_ref().is_some_and(|a| !a.dashboard.is_empty());
-        let dashboard_route =
-            (running && has_dashboard).then(|| format!("/clusters/{}/status", self.name));
+        let dashboard_route = (running && has_dashboard).then(|| crate::dashboard::route(self));
         json!({
             "name": self.name,
             "dashboard_route": dashboard_route,
@@ -93,6 +92,19 @@ impl Cluster {
             "tls_cert": running.then_some(&self.tls_cert),
             "tls_key": running.then_some(&self.tls_key),
         })
+    }
+
+    /// The capability in the owner's dashboard link: derived from the
+    /// cluster's secret token, so every gateway replica agrees on it and
+    /// nobody without the token (or the link) can work it out.
+    pub fn dashboard_token(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut digest = Sha256::new();
+        for part in ["dask-gateway dashboard", &self.name, &self.token] {
+            digest.update(part.as_bytes());
+            digest.update([0]);
+        }
+        hex::encode(digest.finalize())
     }
 
     /// The scheduler address to splice SNI traffic to, when running.
@@ -191,7 +203,11 @@ pub(crate) mod tests {
                 "tls_key"
             ]
         );
-        assert_eq!(json["dashboard_route"], "/clusters/abc/status");
+        let route = format!(
+            "/clusters/abc/~{}/status",
+            sample("abc", "alice", ClusterStatus::Running).dashboard_token()
+        );
+        assert_eq!(json["dashboard_route"], route);
         assert_eq!(json["status"], "RUNNING");
     }
 

@@ -55,6 +55,61 @@ def test_rendered_gateway_config_is_accepted_by_the_gateway(tmp_path):
         assert "config ok: 3 profile(s), kubernetes backend" in proc.stdout
 
 
+def gateway_config(docs):
+    return next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-gateway"))["data"]["gateway.toml"]
+
+
+def check_config(tmp_path, text):
+    from gatewaylib import gateway_bin
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    return subprocess.run([gateway_bin(), "--config", str(path), "check-config"], capture_output=True, text=True)
+
+
+def test_default_install_has_a_generated_password_not_open_simple_auth(tmp_path):
+    docs = render()
+    config = gateway_config(docs)
+    assert 'password_file = "/etc/dask-gateway/password/password"' in config and "allow_insecure" not in config
+    secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "t-dask-rs-gateway-password")
+    import base64
+    assert len(base64.b64decode(secret["data"]["password"])) == 32
+    gateway = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "t-dask-rs-gateway")
+    volumes = {v["name"]: v for v in gateway["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["password"]["secret"]["secretName"] == "t-dask-rs-gateway-password"
+
+    # The same config with no password on 0.0.0.0 is refused by the gateway itself.
+    open_config = config.replace('password_file = "/etc/dask-gateway/password/password"', "")
+    refused = check_config(tmp_path, open_config)
+    assert refused.returncode != 0 and "auth.allow_insecure" in refused.stderr, refused.stderr
+    # ...unless the values say so in so many words.
+    insecure = gateway_config(render("--set", "gateway.auth.allowInsecure=true"))
+    assert "allow_insecure = true" in insecure and "password_file" not in insecure
+    assert check_config(tmp_path, insecure).returncode == 0
+    assert not [d for d in render("--set", "gateway.auth.allowInsecure=true") if d["kind"] == "Secret"]
+    # A Secret of one's own replaces the generated one.
+    own = render("--set", "gateway.auth.passwordSecret=mine")
+    assert not [d for d in own if d["kind"] == "Secret"]
+    gateway = next(d for d in own if d["kind"] == "Deployment" and d["metadata"]["name"] == "t-dask-rs-gateway")
+    assert {v["name"]: v for v in gateway["spec"]["template"]["spec"]["volumes"]}["password"]["secret"]["secretName"] == "mine"
+
+
+def test_dask_pods_are_reachable_only_from_the_gateway_and_their_own_cluster():
+    docs = render()
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "t-dask-rs-dask-clusters")
+    assert policy["spec"]["podSelector"] == {"matchLabels": {"gateway.dask.org/instance": "t-dask-rs-gateway"}}
+    [rule] = policy["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "dask-rs", "app.kubernetes.io/instance": "t",
+                                                              "app.kubernetes.io/component": "gateway"}}}]
+    assert sorted(p["port"] for p in rule["ports"]) == [8786, 8787, 8788]
+    # The gateway adds each cluster's own policy (pods of one cluster reach each other).
+    assert "network_policy = true" in gateway_config(docs)
+    role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "t-dask-rs-gateway")
+    assert {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["create"]} in role["rules"]
+    off = render("--set", "networkPolicy.enabled=false")
+    assert "network_policy = false" in gateway_config(off)
+    assert not [d for d in off if d["kind"] == "NetworkPolicy"]
+
+
 def test_crds_in_chart_match_generated_crds():
     generated = sorted((ROOT / "crds" / "yaml").glob("*.yaml"))
     assert generated, "crds/yaml holds no generated CRD"
@@ -120,3 +175,9 @@ def test_install_runs_and_grants_least_privilege(kubectl, release):
     assert not can_i(kubectl, gateway, ns, "get", "secrets", "anywhere")
     assert not can_i(kubectl, gateway, ns, "create", "pods", ns)
     assert not can_i(kubectl, gateway, ns, "delete", "secrets", ns)
+    assert can_i(kubectl, gateway, ns, "create", "networkpolicies.networking.k8s.io", ns)
+
+    # The generated password survives an upgrade.
+    password = kubectl.json("-n", ns, "get", "secret", f"{name}-dask-rs-gateway-password")["data"]["password"]
+    helm("upgrade", name, str(CHART), "--namespace", ns, "--reuse-values")
+    assert kubectl.json("-n", ns, "get", "secret", f"{name}-dask-rs-gateway-password")["data"]["password"] == password

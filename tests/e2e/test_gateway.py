@@ -3,7 +3,9 @@ pods: the real dask-gateway client, via the gateway's Service, gets a small
 cluster, scales it to two worker pods, computes, opens the dashboard, and
 shutdown removes every pod."""
 
+import base64
 import time
+import urllib.error
 import urllib.request
 
 import dask.array as da
@@ -37,7 +39,14 @@ def test_notebook_flow_through_the_gateway(kubectl, release):
     address = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
     # kube-proxy programs the new Service a moment after the pod is ready.
     poll(lambda: answers(address + "/api/health"), 60, "the gateway Service to answer")
-    gateway = Gateway(address, auth=BasicAuth("alice", ""))
+    # The chart's default: simple auth with a generated shared password.
+    secret = kubectl.json("get", "secret", "dr-dask-rs-gateway-password", "-n", ns)
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    denied = urllib.request.Request(address + "/api/v1/options", headers={"Authorization": "Basic YWxpY2U6"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(denied, timeout=10)
+    assert refused.value.code == 401
+    gateway = Gateway(address, auth=BasicAuth("alice", password))
 
     opts = gateway.cluster_options()
     assert list(opts._fields["profile"].options) == ["small", "medium", "larger"]
@@ -58,6 +67,15 @@ def test_notebook_flow_through_the_gateway(kubectl, release):
         client.wait_for_workers(2, timeout=120)
         assert {w["nthreads"] for w in client.scheduler_info()["workers"].values()} == {1}
         assert da.arange(1_000_000, chunks=100_000).mean().compute() == pytest.approx(499_999.5)
+
+        # Workers (user code) hold the TLS pair alone: no gateway API token, no
+        # service-account token; the scheduler has its API token.
+        def credentials():
+            import os
+            return (sorted(f for f in os.listdir("/etc/dask-credentials") if not f.startswith("..")),
+                    os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token"))
+        assert set(client.run(credentials).values()) == {(["dask.crt", "dask.pem"], False)}
+        assert client.run_on_scheduler(credentials) == (["api-token", "dask.crt", "dask.pem"], False)
 
         # Scale-down: the scheduler retires one worker; exactly one pod stays.
         cluster.scale(1)

@@ -22,8 +22,10 @@ class HubAPI(BaseHTTPRequestHandler):
     def do_GET(self):
         scheme, _, token = self.headers.get("Authorization", "").partition(" ")
         user = TOKENS.get(token) if scheme == "token" and self.path == "/hub/api/user" else None
-        body = json.dumps(user or {"status": 403, "message": "Forbidden"}).encode()
-        self.send_response(200 if user else 403)
+        # A token "status-429" gets that answer (and internal words the gateway must not pass on).
+        code = 200 if user else int(token.removeprefix("status-")) if token.startswith("status-") else 403
+        body = json.dumps(user or {"status": code, "message": "internal details of the Hub"}).encode()
+        self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -56,3 +58,12 @@ def test_hub_tokens_identify_users_kinds_and_admins(start_gateway, hub):
     assert name in gw.request("GET", "/api/v1/clusters/", headers={"Authorization": "jupyterhub root-token"})[1]
     gw.request("DELETE", f"/api/v1/clusters/{name}", headers={"Authorization": "jupyterhub svc-token"})
     client.close()
+
+
+def test_hub_refusals_are_401_429_or_503_not_500(start_gateway, hub):
+    gw = start_gateway(f'[auth]\ntype = "jupyterhub"\njupyterhub_api_url = "{hub}"\n')
+    expected = {400: 401, 403: 401, 429: 429, 418: 503, 500: 502, 503: 502}
+    answers = {hub_code: gw.request("GET", "/api/v1/clusters/", headers={"Authorization": f"jupyterhub status-{hub_code}"})
+               for hub_code in expected}
+    assert {hub_code: answer[0] for hub_code, answer in answers.items()} == expected
+    assert not any("internal details" in answer[1]["error"] for answer in answers.values())

@@ -3,6 +3,7 @@ nodes) with the real operator: DaskClusters with the right spec, a Secret
 owned by each, per-user listing, heartbeats scaling workers, a restart that
 loses nothing, and stop."""
 
+import re
 import base64
 import json
 import os
@@ -30,7 +31,7 @@ def operator(kubectl, namespace, tmp_path):
 @pytest.fixture
 def k8s_gateway(start_gateway, namespace, operator):
     backend = (f'[backend]\ntype = "kubernetes"\nnamespace = "{namespace}"\nimage = "dask-rs/worker:test"\n'
-               f'api_url = "http://dask-gateway.{namespace}:8000/api"\ninstance = "test-{namespace}"\n')
+               f'api_url = "http://dask-gateway.{namespace}:8000/api"\ninstance = "test-{namespace}"\nnetwork_policy = true\n')
     return lambda: start_gateway("[cluster]\nstart_timeout = 120\n", backend=backend)
 
 
@@ -63,11 +64,26 @@ def test_kubernetes_backend_lifecycle(kubectl, namespace, k8s_gateway):
     assert secret["metadata"]["ownerReferences"][0]["uid"] == dc["metadata"]["uid"]
     token = base64.b64decode(secret["data"]["api-token"]).decode()
 
+    # Only the scheduler gets the API token; no Dask pod gets a service-account token.
+    pods = {role: dc["spec"][role]["spec"] for role in ("scheduler", "worker")}
+    assert all(spec["automountServiceAccountToken"] is False for spec in pods.values())
+    assert pods["scheduler"]["volumes"][0]["secret"]["secretName"] == f"dask-{name}-gateway"
+    assert pods["worker"]["volumes"][0]["secret"]["secretName"] == f"dask-{name}-tls"
+    assert "DASK_GATEWAY_API_TOKEN" not in {e["name"] for e in worker["env"]}
+    tls = kubectl.json("get", "secret", f"dask-{name}-tls", "-n", namespace)
+    assert sorted(tls["data"]) == ["dask.crt", "dask.pem"]
+    assert tls["metadata"]["ownerReferences"][0]["uid"] == dc["metadata"]["uid"]
+    # The cluster's pods may reach each other (the chart's policy admits the gateway).
+    policy = kubectl.json("get", "networkpolicy", f"dask-{name}", "-n", namespace)
+    own = {"matchLabels": {"dask.org/cluster-name": f"dask-{name}"}}
+    assert policy["spec"]["podSelector"] == own and policy["spec"]["ingress"] == [{"from": [{"podSelector": own}]}]
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == dc["metadata"]["uid"]
+
     # The operator and kwok make the scheduler ready: RUNNING, with credentials.
     cluster = wait_for(lambda: (c := gw.request("GET", f"/api/v1/clusters/{name}?wait", "alice")[1])["status"] == "RUNNING" and c,
                        "the cluster to run", 90)
     assert cluster["tls_cert"].startswith("-----BEGIN CERTIFICATE-----")
-    assert cluster["dashboard_route"] == f"/clusters/{name}/status"
+    assert re.fullmatch(rf"/clusters/{name}/~[0-9a-f]{{64}}/status", cluster["dashboard_route"])
     assert gw.request("GET", "/api/v1/clusters/", "bob")[1] == {}
     assert gw.request("GET", f"/api/v1/clusters/{name}", "bob")[0] == 403
 
@@ -79,6 +95,8 @@ def test_kubernetes_backend_lifecycle(kubectl, namespace, k8s_gateway):
     pods = wait_for(lambda: (p := kubectl.json("get", "pods", "-n", namespace, "-l", selector)["items"]) and len(p) == 2 and p,
                     "two worker pods")
     for pod in pods:
+        assert pod["spec"]["automountServiceAccountToken"] is False
+        assert not any(v.get("projected") for v in pod["spec"].get("volumes", [])), "a service-account token is mounted"
         resources = pod["spec"]["containers"][0]["resources"]
         assert resources["requests"]["cpu"] == "500m" and resources["limits"]["memory"] in ("1073741824", "1Gi")
 
@@ -160,3 +178,17 @@ def test_a_failed_cluster_loses_its_pods_and_heartbeats(kubectl, namespace, k8s_
     assert gw.request("DELETE", f"/api/v1/clusters/{name}", "alice")[0] == 204
     wait_for(lambda: kubectl.run("get", "secret", f"dask-{name}-gateway", "-n", namespace, check=False).returncode != 0,
              "the record to go")
+
+
+@pytest.mark.timeout(120)
+def test_a_kubernetes_refusal_is_a_clear_error_without_the_api_text(kubectl, namespace, k8s_gateway):
+    quota = {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-clusters"},
+             "spec": {"hard": {"count/daskclusters.kubernetes.dask.org": "0"}}}
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(quota))
+    wait_for(lambda: kubectl.json("get", "resourcequota", "no-clusters", "-n", namespace).get("status", {}).get("hard"),
+             "the quota to be in force")
+    gw = k8s_gateway()
+    status, body, _ = gw.request("POST", "/api/v1/clusters/", "alice", {})
+    assert status == 503, (status, body)
+    assert "quota" in body["error"] and "exceeded" not in body["error"] and "kubernetes.dask.org" not in body["error"], body
+    assert kubectl.json("get", "daskclusters", "-n", namespace)["items"] == []

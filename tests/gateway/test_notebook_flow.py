@@ -42,10 +42,11 @@ def test_notebook_flow(gateway, profile, threads, memory):
         routes = scheduler_connections(gateway)
         assert set(routes) == {"handoff"} and routes["handoff"] >= 1, routes
 
-        assert cluster.dashboard_link == f"{gateway.address}/clusters/{cluster.name}/status"
+        # The link carries the cluster's dashboard capability (see test_dashboard_security).
+        assert re.fullmatch(rf"{gateway.address}/clusters/{cluster.name}/~[0-9a-f]{{64}}/status", cluster.dashboard_link)
         with urllib.request.urlopen(cluster.dashboard_link, timeout=30) as resp:
             assert resp.status == 200 and b"bokeh" in resp.read().lower()
-        assert asyncio.run(websocket_opens(f"{gateway.address}/clusters/{cluster.name}/eventstream"))
+        assert asyncio.run(websocket_opens(cluster.dashboard_link.replace("/status", "/eventstream")))
 
         assert [c.name for c in client_gateway.list_clusters()] == [cluster.name]
         again = client_gateway.connect(cluster.name)

@@ -33,3 +33,11 @@ runAsNonRoot: true
 capabilities: {drop: [ALL]}
 seccompProfile: {type: RuntimeDefault}
 {{- end -}}
+
+{{/* The Secret holding the simple auth's shared password, or "" when none is used. */}}
+{{- define "dask-rs.passwordSecret" -}}
+{{- $auth := .Values.gateway.auth -}}
+{{- if and (eq $auth.type "simple") (not $auth.allowInsecure) -}}
+{{- $auth.passwordSecret | default (printf "%s-gateway-password" (include "dask-rs.fullname" .)) -}}
+{{- end -}}
+{{- end -}}

@@ -17,6 +17,7 @@ use crds::DaskCluster;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{self, Store};
@@ -57,6 +58,46 @@ fn resource_name(cluster: &str) -> String {
 
 fn secret_name(cluster: &str) -> String {
     format!("dask-{cluster}-gateway")
+}
+
+/// The workers' Secret: the TLS pair alone, never the scheduler's API token
+/// (user code runs in workers).
+fn tls_secret_name(cluster: &str) -> String {
+    format!("dask-{cluster}-tls")
+}
+
+/// A refusal of the API server in words for the user; its raw answer (which
+/// names objects and the gateway's service account) goes to the log.
+fn api_error(e: kube::Error, doing: &str) -> BackendError {
+    warn!(error = %e, "Kubernetes API error while {doing}");
+    match e {
+        kube::Error::Api(status) => match status.code {
+            400 | 422 => BackendError::Refused {
+                status: 422,
+                message: format!(
+                    "Kubernetes refused the cluster's resources as invalid ({}) while {doing}; check the cluster options",
+                    status.reason
+                ),
+            },
+            409 => BackendError::Refused {
+                status: 409,
+                message: format!("a conflicting change was made while {doing}; retry"),
+            },
+            403 => BackendError::Unavailable(format!(
+                "Kubernetes did not allow {doing} (a resource quota or the gateway's permissions); ask an administrator"
+            )),
+            404 => {
+                BackendError::Unavailable(format!("Kubernetes has no such resource while {doing}"))
+            }
+            _ => BackendError::Unavailable(format!(
+                "the Kubernetes API is not available ({} {}) while {doing}; retry later",
+                status.code, status.reason
+            )),
+        },
+        _ => BackendError::Unavailable(format!(
+            "the Kubernetes API is not reachable while {doing}; retry later"
+        )),
+    }
 }
 
 pub struct KubernetesBackend {
@@ -360,6 +401,7 @@ impl KubernetesBackend {
         });
         let volume =
             json!([{ "name": "dask-credentials", "secret": { "secretName": secret_name(name) } }]);
+        let worker_volume = json!([{ "name": "dask-credentials", "secret": { "secretName": tls_secret_name(name) } }]);
         let mount =
             json!([{ "name": "dask-credentials", "mountPath": CREDENTIALS, "readOnly": true }]);
         let mut scheduler_env = self.container_env(cluster);
@@ -398,7 +440,9 @@ impl KubernetesBackend {
                                      "--memory-limit", cluster.config.worker_memory.to_string()],
                             "resources": resources, "volumeMounts": mount,
                         }],
-                        "volumes": volume,
+                        "volumes": worker_volume,
+                        // Dask pods never call the Kubernetes API.
+                        "automountServiceAccountToken": false,
                     }
                 },
                 "scheduler": {
@@ -420,6 +464,7 @@ impl KubernetesBackend {
                             "volumeMounts": mount,
                         }],
                         "volumes": volume,
+                        "automountServiceAccountToken": false,
                     },
                     "service": {
                         "type": "ClusterIP",
@@ -434,10 +479,12 @@ impl KubernetesBackend {
         })
     }
 
-    fn secret(&self, cluster: &Cluster, owner: &DaskCluster) -> anyhow::Result<Secret> {
+    /// The scheduler's Secret (API token and TLS pair, also what the gateway
+    /// reads back) and the workers' (TLS pair only), both owned by the cluster.
+    fn secrets(&self, cluster: &Cluster, owner: &DaskCluster) -> anyhow::Result<[Secret; 2]> {
         let owner_ref =
             owner_reference(owner).ok_or_else(|| anyhow::anyhow!("the DaskCluster has no uid"))?;
-        Ok(serde_json::from_value(json!({
+        let scheduler = serde_json::from_value(json!({
             "metadata": {
                 "name": secret_name(&cluster.name),
                 "labels": { INSTANCE: self.settings.instance, CLUSTER: cluster.name, "app.kubernetes.io/component": "credentials" },
@@ -445,6 +492,36 @@ impl KubernetesBackend {
             },
             "type": "Opaque",
             "stringData": { "api-token": cluster.token, "dask.crt": cluster.tls_cert, "dask.pem": cluster.tls_key },
+        }))?;
+        // Without the instance label: the gateway's cache of Secrets does not need it.
+        let workers = serde_json::from_value(json!({
+            "metadata": {
+                "name": tls_secret_name(&cluster.name),
+                "labels": { CLUSTER: cluster.name, "app.kubernetes.io/component": "worker-credentials" },
+                "ownerReferences": [owner_ref],
+            },
+            "type": "Opaque",
+            "stringData": { "dask.crt": cluster.tls_cert, "dask.pem": cluster.tls_key },
+        }))?;
+        Ok([scheduler, workers])
+    }
+
+    /// Lets the cluster's pods (scheduler and workers, labelled by the
+    /// operator with the DaskCluster's name) reach each other on every port.
+    /// The chart's policy admits the gateway; nothing else gets in.
+    fn network_policy(&self, owner: &DaskCluster) -> anyhow::Result<NetworkPolicy> {
+        let pods = json!({ "matchLabels": { crds::labels::CLUSTER_NAME: owner.name_any() } });
+        Ok(serde_json::from_value(json!({
+            "metadata": {
+                "name": owner.name_any(),
+                "labels": { INSTANCE: self.settings.instance, CLUSTER: owner.labels().get(CLUSTER) },
+                "ownerReferences": [owner.controller_owner_ref(&()).ok_or_else(|| anyhow::anyhow!("the DaskCluster has no uid"))?],
+            },
+            "spec": {
+                "podSelector": pods,
+                "policyTypes": ["Ingress"],
+                "ingress": [{ "from": [{ "podSelector": pods }] }],
+            },
         }))?)
     }
 
@@ -456,13 +533,24 @@ impl KubernetesBackend {
             .api()
             .create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &dc)
             .await;
-        let created = created.map_err(anyhow::Error::from)?;
-        let secret = self.secret(cluster, &created)?;
+        let created = created.map_err(|e| api_error(e, "creating the cluster"))?;
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-        if let Err(e) = secrets.create(&PostParams::default(), &secret).await {
-            // No half-created cluster: without its credentials it could never start.
-            self.api().delete(&created.name_any(), &DeleteParams::background()).await.ok();
-            return Err(anyhow::anyhow!("could not create the cluster's credentials: {e}").into());
+        for secret in self.secrets(cluster, &created)? {
+            if let Err(e) = secrets.create(&PostParams::default(), &secret).await {
+                // No half-created cluster: without its credentials it could never
+                // start. Its owner reference takes a Secret already made with it.
+                self.api().delete(&created.name_any(), &DeleteParams::background()).await.ok();
+                return Err(api_error(e, "creating the cluster's credentials"));
+            }
+        }
+        if self.settings.network_policy {
+            let policies: Api<NetworkPolicy> =
+                Api::namespaced(self.client.clone(), &self.namespace);
+            let policy = self.network_policy(&created)?;
+            if let Err(e) = policies.create(&PostParams::default(), &policy).await {
+                self.api().delete(&created.name_any(), &DeleteParams::background()).await.ok();
+                return Err(api_error(e, "creating the cluster's network policy"));
+            }
         }
         Ok(created)
     }
@@ -639,7 +727,7 @@ impl Backend for KubernetesBackend {
         match self.api().delete(&resource_name(name), &DeleteParams::background()).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(e) => Err(anyhow::Error::from(e).into()),
+            Err(e) => Err(api_error(e, "stopping the cluster")),
         }
     }
 
@@ -656,7 +744,7 @@ impl Backend for KubernetesBackend {
             self.api()
                 .patch_scale(&dc.name_any(), &PatchParams::default(), &Patch::Merge(patch))
                 .await
-                .map_err(anyhow::Error::from)?;
+                .map_err(|e| api_error(e, "scaling the cluster"))?;
         }
         Ok(())
     }

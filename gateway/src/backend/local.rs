@@ -214,6 +214,29 @@ impl Backend for LocalBackend {
     fn changes(&self) -> watch::Receiver<u64> {
         self.table.changed.subscribe()
     }
+
+    /// Stops every cluster and waits (up to `within`) for their supervisors
+    /// to end the processes and remove the keys.
+    async fn shutdown(&self, within: Duration) {
+        let names: Vec<String> = self.table.clusters.read().await.keys().cloned().collect();
+        let mut changes = self.changes();
+        for name in &names {
+            self.send(name, Order::Stop).await.ok();
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            // A supervisor sets the stop time last, once keys and processes are gone.
+            let busy =
+                self.table.clusters.read().await.values().any(|e| e.cluster.stop_time.is_none());
+            if !busy {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
+                warn!("clusters still stopping at shutdown; their processes are killed");
+                break;
+            }
+        }
+    }
 }
 
 /// Stopped and failed clusters kept for `?status=STOPPED,FAILED`: a loop of
@@ -366,8 +389,14 @@ impl Supervisor {
     /// the handoff preload beside them.
     async fn prepare(&self) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
-        tokio::fs::create_dir_all(&self.dir).await?;
-        tokio::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700)).await?;
+        // Keys and logs of every user's clusters: the gateway's user's only.
+        // Directories it creates are 0700 from the start; of the existing ones
+        // only its own `clusters/` is tightened (state_dir may be shared, e.g. /tmp).
+        tokio::fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.dir).await?;
+        let clusters = self.dir.parent().expect("a cluster dir is under clusters/");
+        for dir in [clusters, &self.dir] {
+            tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).await?;
+        }
         tokio::fs::write(self.dir.join(HANDOFF_PRELOAD_FILE), HANDOFF_PRELOAD).await?;
         for (file, pem) in
             [("dask.crt", &self.cluster.tls_cert), ("dask.pem", &self.cluster.tls_key)]
@@ -386,7 +415,6 @@ impl Supervisor {
         cmd.current_dir(&self.dir)
             .envs(&self.cluster.config.environment)
             .env("DASK_GATEWAY_API_URL", &self.settings.api_url)
-            .env("DASK_GATEWAY_API_TOKEN", &self.cluster.token)
             .env("DASK_GATEWAY_CLUSTER_NAME", &self.cluster.name)
             .env("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "True")
             .env("DASK_DISTRIBUTED__COMM__TLS__CA_FILE", &cert)
@@ -413,6 +441,8 @@ impl Supervisor {
     /// end of the socket pair it adopts handed-over connections from.
     fn spawn_scheduler(&self) -> std::io::Result<(Child, Option<UnixDatagram>)> {
         let mut cmd = self.command("scheduler.log")?;
+        // The scheduler's alone: workers run user code and get the TLS pair only.
+        cmd.env("DASK_GATEWAY_API_TOKEN", &self.cluster.token);
         let pair = if self.settings.handoff {
             Some(std::os::unix::net::UnixDatagram::pair()?)
         } else {

@@ -21,6 +21,14 @@ pub enum BackendError {
     /// A per-user limit (e.g. `user_max_clusters`), checked atomically.
     #[error("{0}")]
     LimitReached(String),
+    /// The cluster's resources were refused (invalid, conflicting, over a
+    /// quota): `status` is the 4xx the user gets, `message` says why in
+    /// words for them (never the store's raw answer).
+    #[error("{message}")]
+    Refused { status: u16, message: String },
+    /// Where clusters are kept cannot be reached now; retrying may work.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Other(#[from] anyhow::Error),
 }
@@ -49,4 +57,7 @@ pub trait Backend: Send + Sync + 'static {
     }
     /// Bumped on every change of any cluster, for the `?wait` long poll.
     fn changes(&self) -> watch::Receiver<u64>;
+    /// The gateway is stopping: end what would not outlive it (processes,
+    /// keys on disk), within `within`. Clusters kept elsewhere stay.
+    async fn shutdown(&self, _within: std::time::Duration) {}
 }
