@@ -81,6 +81,11 @@ async fn deleting_a_cluster_deletes_the_worker_groups_and_autoscalers_that_name_
         })
         .await;
     assert_eq!(pods[0].labels()["test-label"], "label-value");
+    // The manifest sets DASK_WORKER_NAME itself; the operator injects only what is unset.
+    let env = pods[0].spec.as_ref().unwrap().containers[0].env.clone().unwrap();
+    let names: Vec<_> = env.iter().filter(|e| e.name == "DASK_WORKER_NAME").collect();
+    assert_eq!(names.len(), 1);
+    assert_eq!(names[0].value.as_deref(), Some("test-worker"));
 
     // `kubectl delete daskcluster simple`: background propagation.
     let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
