@@ -12,16 +12,9 @@ use common::*;
 use crds::{DaskAutoscaler, DaskCluster, DaskJob, DaskWorkerGroup};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Client, Resource, ResourceExt};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
 use serde_json::json;
-
-/// Pods of a cluster (every group's), not being deleted.
-async fn cluster_pods(client: &Client, ns: &str, selector: &str) -> Vec<Pod> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let list = pods.list(&ListParams::default().labels(selector)).await.unwrap();
-    list.items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
-}
 
 /// The uid of `obj`'s controller owner, if it has one.
 fn controller_uid<K: Resource>(obj: &K) -> Option<String> {
@@ -56,7 +49,7 @@ async fn deleting_a_cluster_deletes_the_worker_groups_and_autoscalers_that_name_
     scalers.create(&PostParams::default(), &scaler).await.unwrap();
     let additional = "dask.org/workergroup-name=simple-additional";
     eventually(60, "the orphan group's worker pod", || async {
-        (cluster_pods(&client, &ns.name, additional).await.len() == 1).then_some(())
+        (live_pods(&client, &ns.name, additional).await.len() == 1).then_some(())
     })
     .await;
     let groups: Api<DaskWorkerGroup> = Api::namespaced(client.clone(), &ns.name);
@@ -73,7 +66,7 @@ async fn deleting_a_cluster_deletes_the_worker_groups_and_autoscalers_that_name_
     // Adoption also gives the group's pods the cluster's metadata (a rollout).
     let pods =
         eventually(60, "the additional group's pod to carry the cluster's metadata", || async {
-            let pods = cluster_pods(&client, &ns.name, additional).await;
+            let pods = live_pods(&client, &ns.name, additional).await;
             let inherited = pods.len() == 1
                 && pods[0].annotations().get("test-annotation").map(String::as_str)
                     == Some("annotation-value");
@@ -93,7 +86,7 @@ async fn deleting_a_cluster_deletes_the_worker_groups_and_autoscalers_that_name_
     eventually(90, "the group, the autoscaler and every pod of the cluster to go", || async {
         let group = groups.get_opt("simple-additional").await.ok()?;
         let scaler = scalers.get_opt("simple").await.ok()?;
-        let pods = cluster_pods(&client, &ns.name, "dask.org/cluster-name=simple").await;
+        let pods = live_pods(&client, &ns.name, "dask.org/cluster-name=simple").await;
         (group.is_none() && scaler.is_none() && pods.is_empty()).then_some(())
     })
     .await;
@@ -190,8 +183,7 @@ async fn cluster_metadata_reaches_every_child_and_an_edit_rolls_out() {
     })
     .await;
     eventually(90, "two new worker pods carrying the edit, the old ones gone", || async {
-        let pods =
-            cluster_pods(&client, &ns.name, "dask.org/workergroup-name=simple-default").await;
+        let pods = live_pods(&client, &ns.name, "dask.org/workergroup-name=simple-default").await;
         let fresh = pods.len() == 2
             && pods.iter().all(|p| {
                 !before.contains(&p.name_any())

@@ -234,11 +234,16 @@ pub fn cluster(name: &str, replicas: i32, comm_port: u16, dashboard_port: u16) -
     .unwrap()
 }
 
-pub async fn worker_pods(client: &Client, ns: &str, cluster: &str) -> Vec<Pod> {
+/// The pods of `ns` matching `selector`, not being deleted.
+pub async fn live_pods(client: &Client, ns: &str, selector: &str) -> Vec<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let selector = format!("dask.org/cluster-name={cluster},dask.org/component=worker");
-    let list = pods.list(&ListParams::default().labels(&selector)).await.unwrap();
+    let list = pods.list(&ListParams::default().labels(selector)).await.unwrap();
     list.items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
+}
+
+pub async fn worker_pods(client: &Client, ns: &str, cluster: &str) -> Vec<Pod> {
+    live_pods(client, ns, &format!("dask.org/cluster-name={cluster},dask.org/component=worker"))
+        .await
 }
 
 /// Waits until the cluster has exactly `n` live worker pods and reports them.
