@@ -48,11 +48,15 @@ async fn deleting_a_cluster_deletes_the_worker_groups_and_autoscalers_that_name_
     .unwrap();
     scalers.create(&PostParams::default(), &scaler).await.unwrap();
     let additional = "dask.org/workergroup-name=simple-additional";
-    eventually(60, "the orphan group's worker pod", || async {
-        (live_pods(&client, &ns.name, additional).await.len() == 1).then_some(())
+    let groups: Api<DaskWorkerGroup> = Api::namespaced(client.clone(), &ns.name);
+    // Settled (its pod ready, nothing left to do): only the cluster's arrival can wake it now.
+    eventually(60, "the orphan group to settle with its one worker", || async {
+        let ready = groups.get("simple-additional").await.ok()?.status?.ready_replicas;
+        (ready == Some(1) && live_pods(&client, &ns.name, additional).await.len() == 1)
+            .then_some(())
     })
     .await;
-    let groups: Api<DaskWorkerGroup> = Api::namespaced(client.clone(), &ns.name);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(controller_uid(&groups.get("simple-additional").await.unwrap()), None);
 
     let cluster = create_upstream(&client, &ns.name, "simplecluster.yaml").await;
