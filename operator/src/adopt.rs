@@ -48,8 +48,8 @@ pub fn adoption(child: &ObjectMeta, cluster: OwnerReference) -> Adoption {
 
 /// Makes `cluster` the controller of `child` if it may; a refusal is a
 /// Warning Event on the child. The patch carries the child's
-/// resourceVersion, so a concurrent change to its owners is never lost (the
-/// conflict is retried by the next reconcile).
+/// resourceVersion, so a concurrent change to its owners is never lost: on
+/// a conflict nothing is written, and the next reconcile decides again.
 pub async fn adopt<K>(ctx: &Context, child: &K, cluster: &DaskCluster) -> Result<()>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
@@ -65,9 +65,15 @@ where
                 "ownerReferences": owners,
                 "resourceVersion": child.resource_version(),
             }});
-            ctx.api::<K>(&child.namespace().unwrap_or_default())
+            let patched = ctx
+                .api::<K>(&child.namespace().unwrap_or_default())
                 .patch(&child.name_any(), &PatchParams::default(), &Patch::Merge(patch))
-                .await?;
+                .await;
+            match patched {
+                // Changed meanwhile: the change wakes the next reconcile, which decides again.
+                Err(kube::Error::Api(status)) if status.code == 409 => return Ok(()),
+                result => result?,
+            };
             info!(cluster = %cluster.name_any(), "adopted by its cluster");
             let note = format!("Adopted by DaskCluster {}", cluster.name_any());
             ctx.events.normal(child, "Adopted", &note).await;
