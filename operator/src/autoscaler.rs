@@ -13,15 +13,17 @@ use std::time::Duration;
 
 use crds::{DaskAutoscaler, DaskCluster};
 use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
-pub use plan::{Decision, SCALE_DOWN_WINDOW, decide, next_count};
+pub use plan::{
+    Decision, Observed, SCALE_DOWN_WINDOW, Step, Tuning, decide, next_count, parse_seconds,
+};
 
+use crate::adopt::adopt;
 use crate::api::patch_status;
 use crate::scheduler_api::SchedulerApi;
 use crate::{Context, Error, Result, report, validate};
@@ -31,7 +33,7 @@ const PERIOD: Duration = Duration::from_secs(5);
 
 pub async fn run(ctx: Arc<Context>) {
     let controller =
-        Controller::new(ctx.watched::<DaskAutoscaler>(), watcher::Config::default().any_semantic())
+        Controller::new(ctx.watched::<DaskAutoscaler>(), ctx.config.watch_config().any_semantic())
             .shutdown_on_signal();
     let scalers = controller.store();
     let results = controller.run(reconcile, error_policy, ctx.clone());
@@ -44,11 +46,13 @@ async fn reconcile(scaler: Arc<DaskAutoscaler>, ctx: Arc<Context>) -> Result<Act
     let ns = scaler.namespace().unwrap_or_default();
     let spec = &scaler.spec;
     validate::autoscaler(&scaler)?;
+    let tuning = ctx.config.autoscaling.with_annotations(scaler.annotations())?;
     let clusters = ctx.api::<DaskCluster>(&ns);
+    // A missing cluster is looked for again soon: once it appears, it adopts the scaler.
     let Some(cluster) = clusters.get_opt(&spec.cluster).await? else {
-        return Ok(Action::requeue(PERIOD * 6));
+        return Ok(Action::requeue(PERIOD));
     };
-    adopt(&ctx, &scaler, &cluster).await?;
+    adopt(&ctx, &*scaler, &cluster).await?;
     if !cluster.is_running() {
         return Ok(Action::requeue(PERIOD));
     }
@@ -63,7 +67,13 @@ async fn reconcile(scaler: Arc<DaskAutoscaler>, ctx: Arc<Context>) -> Result<Act
     };
     let status = scaler.status.clone().unwrap_or_default();
     let now = Timestamp::now();
-    match decide(spec, &status, cluster.spec.worker.replicas, target, now) {
+    let seen = Observed {
+        current: cluster.spec.worker.replicas,
+        target,
+        now,
+        cooldown_until: plan::cooldown_until(scaler.annotations()),
+    };
+    match decide(spec, &status, tuning, seen) {
         Decision::Scale { from, to } => {
             info!(current = from, target, next = to, "scaling");
             let scale = json!({ "spec": { "replicas": to } });
@@ -80,21 +90,6 @@ async fn reconcile(scaler: Arc<DaskAutoscaler>, ctx: Arc<Context>) -> Result<Act
         Decision::Hold => {}
     }
     Ok(Action::requeue(PERIOD))
-}
-
-/// The autoscaler goes with its cluster (a plain owner reference, not a controller one).
-async fn adopt(ctx: &Context, scaler: &DaskAutoscaler, cluster: &DaskCluster) -> Result<()> {
-    let uid = cluster.uid().unwrap_or_default();
-    if scaler.owner_references().iter().any(|o| o.uid == uid) {
-        return Ok(());
-    }
-    let mut owner = cluster.controller_owner_ref(&()).expect("a stored cluster has a uid");
-    owner.controller = None;
-    let patch = json!({ "metadata": { "ownerReferences": [owner] } });
-    ctx.api::<DaskAutoscaler>(&scaler.namespace().unwrap_or_default())
-        .patch(&scaler.name_any(), &PatchParams::default(), &Patch::Merge(patch))
-        .await?;
-    Ok(())
 }
 
 fn error_policy(scaler: Arc<DaskAutoscaler>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -5,11 +5,19 @@ use std::collections::BTreeMap;
 
 use crds::labels::*;
 use crds::scheduler::{service_host, service_name};
-use crds::{DaskCluster, DaskJob, DaskWorkerGroup, DaskWorkerGroupSpec, SimpleObjectMeta, env};
+use crds::{DaskCluster, DaskJob, DaskWorkerGroup, DaskWorkerGroupSpec, env};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{EnvVar, Pod, PodSpec, PodTemplateSpec, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
+
+use crate::propagate::Inherited;
+
+/// What a cluster's scheduler Deployment, pods and Service carry: the
+/// cluster's metadata, overridden by the scheduler template's.
+fn scheduler_metadata(cluster: &DaskCluster) -> Inherited {
+    Inherited::from_meta(&cluster.metadata).with_template(cluster.spec.scheduler.metadata.as_ref())
+}
 
 /// Re-exported for the integration tests, which start real schedulers with it.
 pub use crds::env::SCHEDULER_HTTP_ROUTES;
@@ -22,37 +30,6 @@ pub const PROPAGATED_REPLICAS: &str = "kubernetes.dask.org/cluster-replicas";
 
 pub fn default_group_name(cluster: &str) -> String {
     format!("{cluster}-default")
-}
-
-/// Labels of an object made from a template: the owner's own labels, the
-/// template's, then ours (which win).
-fn merged_labels(
-    owner: &BTreeMap<String, String>,
-    template: Option<&SimpleObjectMeta>,
-    ours: &[(&str, &str)],
-) -> BTreeMap<String, String> {
-    let mut labels: BTreeMap<String, String> = owner
-        .iter()
-        .filter(|(k, _)| !k.starts_with("dask.org/"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    if let Some(extra) = template.and_then(|m| m.labels.as_ref()) {
-        labels.extend(extra.clone());
-    }
-    labels.extend(ours.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    labels
-}
-
-fn template_annotations(template: Option<&SimpleObjectMeta>) -> Option<BTreeMap<String, String>> {
-    template.and_then(|m| m.annotations.clone()).and_then(non_empty)
-}
-
-/// An empty map in a server-side apply is never a no-op: the API server
-/// stores no empty map, so every apply "adds" it again and writes a new
-/// resourceVersion, which wakes every watcher (a DaskJob re-applying its
-/// cluster looped on it). Absent, not empty.
-fn non_empty(map: BTreeMap<String, String>) -> Option<BTreeMap<String, String>> {
-    (!map.is_empty()).then_some(map)
 }
 
 /// Adds `vars` to every container that does not set them itself.
@@ -92,11 +69,8 @@ fn scheduler_selector(cluster: &str) -> BTreeMap<String, String> {
 /// Service), a changed template rolls out, and there are never two schedulers.
 pub fn scheduler_deployment(cluster: &DaskCluster) -> Deployment {
     let name = cluster.name_any();
-    let labels = merged_labels(
-        cluster.labels(),
-        cluster.spec.scheduler.metadata.as_ref(),
-        &[(CLUSTER_NAME, &name), (COMPONENT, COMPONENT_SCHEDULER)],
-    );
+    let inherited = scheduler_metadata(cluster);
+    let labels = inherited.labels_with(&[(CLUSTER_NAME, &name), (COMPONENT, COMPONENT_SCHEDULER)]);
     let mut spec = cluster.spec.scheduler.spec.clone();
     inject_env(&mut spec, &[(env::SCHEDULER_HTTP_ROUTES_VAR, SCHEDULER_HTTP_ROUTES.to_string())]);
     Deployment {
@@ -104,6 +78,7 @@ pub fn scheduler_deployment(cluster: &DaskCluster) -> Deployment {
             name: Some(service_name(&name)),
             namespace: cluster.namespace(),
             labels: Some(labels.clone()),
+            annotations: inherited.annotations(),
             owner_references: Some(vec![owner_ref(cluster)]),
             ..Default::default()
         },
@@ -121,7 +96,7 @@ pub fn scheduler_deployment(cluster: &DaskCluster) -> Deployment {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels),
-                    annotations: template_annotations(cluster.spec.scheduler.metadata.as_ref()),
+                    annotations: inherited.annotations(),
                     ..Default::default()
                 }),
                 spec: Some(spec),
@@ -135,6 +110,7 @@ pub fn scheduler_deployment(cluster: &DaskCluster) -> Deployment {
 /// The user's Service spec, with a selector for the scheduler when it has none.
 pub fn scheduler_service(cluster: &DaskCluster) -> Service {
     let name = cluster.name_any();
+    let inherited = scheduler_metadata(cluster);
     let mut spec = cluster.spec.scheduler.service.clone();
     if spec.selector.as_ref().is_none_or(|s| s.is_empty()) {
         spec.selector = Some(scheduler_selector(&name));
@@ -143,11 +119,10 @@ pub fn scheduler_service(cluster: &DaskCluster) -> Service {
         metadata: ObjectMeta {
             name: Some(service_name(&name)),
             namespace: cluster.namespace(),
-            labels: Some(merged_labels(
-                cluster.labels(),
-                None,
-                &[(CLUSTER_NAME, &name), (COMPONENT, COMPONENT_SCHEDULER)],
-            )),
+            labels: Some(
+                inherited.labels_with(&[(CLUSTER_NAME, &name), (COMPONENT, COMPONENT_SCHEDULER)]),
+            ),
+            annotations: inherited.annotations(),
             owner_references: Some(vec![owner_ref(cluster)]),
             ..Default::default()
         },
@@ -164,16 +139,15 @@ pub fn default_worker_group(cluster: &DaskCluster) -> DaskWorkerGroup {
         DaskWorkerGroupSpec { cluster: name.clone(), worker: cluster.spec.worker.clone() },
     );
     group.metadata.namespace = cluster.namespace();
-    group.metadata.labels = Some(merged_labels(
-        cluster.labels(),
-        None,
-        &[(CLUSTER_NAME, &name), (COMPONENT, COMPONENT_WORKER_GROUP)],
-    ));
+    // The cluster's own metadata; its worker template's stays in the spec
+    // and reaches the pods from there (where it wins).
+    let inherited = Inherited::from_meta(&cluster.metadata);
+    group.metadata.labels =
+        Some(inherited.labels_with(&[(CLUSTER_NAME, &name), (COMPONENT, COMPONENT_WORKER_GROUP)]));
     group.metadata.owner_references = Some(vec![owner_ref(cluster)]);
-    group.metadata.annotations = Some(BTreeMap::from([(
-        PROPAGATED_REPLICAS.to_string(),
-        cluster.spec.worker.replicas.to_string(),
-    )]));
+    let mut annotations = inherited.annotations;
+    annotations.insert(PROPAGATED_REPLICAS.to_string(), cluster.spec.worker.replicas.to_string());
+    group.metadata.annotations = Some(annotations);
     group
 }
 
@@ -189,16 +163,30 @@ pub fn worker_selector(group: &DaskWorkerGroup) -> String {
     format!("{CLUSTER_NAME}={},{WORKER_GROUP_NAME}={}", group.spec.cluster, group.name_any())
 }
 
-/// A stable hash (FNV-1a) of what a worker pod is made from; stable across
-/// operator builds, unlike std's hasher, so an upgrade rolls nothing.
-pub fn template_hash(group: &DaskWorkerGroup, scheduler_address: &str) -> String {
-    let input = serde_json::to_string(&(
-        &group.spec.worker.metadata,
-        &group.spec.worker.spec,
-        scheduler_address,
-    ))
-    .expect("worker templates serialise");
-    format!("{:010x}", fnv1a(&input) & 0xff_ffff_ffff)
+/// What a group's worker pods inherit before their template's own metadata:
+/// the cluster's labels and annotations, overridden by the group's (an
+/// additional group is the user's, a default group carries the cluster's).
+pub fn worker_inheritance(cluster: Option<&DaskCluster>, group: &DaskWorkerGroup) -> Inherited {
+    let from_cluster = cluster.map(|c| Inherited::from_meta(&c.metadata)).unwrap_or_default();
+    from_cluster.overridden_by(Inherited::from_meta(&group.metadata))
+}
+
+/// A stable hash (FNV-1a) of what a worker pod is made from, inherited
+/// metadata included (a changed cluster annotation rolls like a changed
+/// image); stable across operator builds, unlike std's hasher, so an upgrade
+/// rolls nothing for a group that inherits nothing.
+pub fn template_hash(
+    group: &DaskWorkerGroup,
+    inherited: &Inherited,
+    scheduler_address: &str,
+) -> String {
+    let (metadata, spec) = (&group.spec.worker.metadata, &group.spec.worker.spec);
+    let input = if inherited.is_empty() {
+        serde_json::to_string(&(metadata, spec, scheduler_address))
+    } else {
+        serde_json::to_string(&(metadata, spec, scheduler_address, inherited))
+    };
+    format!("{:010x}", fnv1a(&input.expect("worker templates serialise")) & 0xff_ffff_ffff)
 }
 
 /// FNV-1a of a string: tiny, and the same in every build and process.
@@ -210,22 +198,20 @@ pub fn fnv1a(input: &str) -> u64 {
 /// (DASK_WORKER_NAME), which is how the operator finds it in the scheduler.
 pub fn worker_pod(
     group: &DaskWorkerGroup,
+    inherited: &Inherited,
     pod_name: &str,
     scheduler_address: &str,
     hash: &str,
 ) -> Pod {
     let group_name = group.name_any();
     let worker = &group.spec.worker;
-    let labels = merged_labels(
-        group.labels(),
-        worker.metadata.as_ref(),
-        &[
-            (CLUSTER_NAME, &group.spec.cluster),
-            (WORKER_GROUP_NAME, &group_name),
-            (COMPONENT, COMPONENT_WORKER),
-            (TEMPLATE_HASH, hash),
-        ],
-    );
+    let metadata = inherited.clone().with_template(worker.metadata.as_ref());
+    let labels = metadata.labels_with(&[
+        (CLUSTER_NAME, &group.spec.cluster),
+        (WORKER_GROUP_NAME, &group_name),
+        (COMPONENT, COMPONENT_WORKER),
+        (TEMPLATE_HASH, hash),
+    ]);
     let mut spec = worker.spec.clone();
     inject_env(
         &mut spec,
@@ -239,7 +225,7 @@ pub fn worker_pod(
             name: Some(pod_name.to_string()),
             namespace: group.namespace(),
             labels: Some(labels),
-            annotations: template_annotations(worker.metadata.as_ref()),
+            annotations: metadata.annotations(),
             owner_references: Some(vec![owner_ref(group)]),
             ..Default::default()
         },
@@ -258,9 +244,10 @@ pub fn new_worker_name(group: &str) -> String {
 pub fn job_cluster(job: &DaskJob) -> DaskCluster {
     let mut cluster = DaskCluster::new(&job.name_any(), job.spec.cluster.spec.clone());
     cluster.metadata.namespace = job.namespace();
-    let template = job.spec.cluster.metadata.as_ref();
-    cluster.metadata.labels = non_empty(merged_labels(job.labels(), template, &[]));
-    cluster.metadata.annotations = template_annotations(template);
+    let metadata =
+        Inherited::from_meta(&job.metadata).with_template(job.spec.cluster.metadata.as_ref());
+    cluster.metadata.labels = metadata.labels();
+    cluster.metadata.annotations = metadata.annotations();
     cluster.metadata.owner_references = Some(vec![owner_ref(job)]);
     cluster
 }
@@ -274,7 +261,8 @@ pub fn runner_name(job: &DaskJob) -> String {
 
 pub fn runner_pod(job: &DaskJob, name: &str, scheduler_address: &str) -> Pod {
     let job_name = job.name_any();
-    let template = job.spec.job.metadata.as_ref();
+    let metadata =
+        Inherited::from_meta(&job.metadata).with_template(job.spec.job.metadata.as_ref());
     let mut spec = job.spec.job.spec.clone();
     spec.restart_policy.get_or_insert_with(|| "OnFailure".into());
     inject_env(&mut spec, &[(env::SCHEDULER_ADDRESS, scheduler_address.to_string())]);
@@ -282,12 +270,11 @@ pub fn runner_pod(job: &DaskJob, name: &str, scheduler_address: &str) -> Pod {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
             namespace: job.namespace(),
-            labels: Some(merged_labels(
-                job.labels(),
-                template,
-                &[(CLUSTER_NAME, &job_name), (COMPONENT, COMPONENT_JOB_RUNNER)],
-            )),
-            annotations: template_annotations(template),
+            labels: Some(
+                metadata
+                    .labels_with(&[(CLUSTER_NAME, &job_name), (COMPONENT, COMPONENT_JOB_RUNNER)]),
+            ),
+            annotations: metadata.annotations(),
             owner_references: Some(vec![owner_ref(job)]),
             ..Default::default()
         },
@@ -329,7 +316,8 @@ mod tests {
         group.metadata.uid = Some("uid-2".into());
         let address = scheduler_address("simple", "default", "example.org", 8786);
         assert_eq!(address, "tcp://simple-scheduler.default.svc.example.org:8786");
-        let pod = worker_pod(&group, "simple-default-worker-abc", &address, "h1");
+        let inherited = worker_inheritance(None, &group);
+        let pod = worker_pod(&group, &inherited, "simple-default-worker-abc", &address, "h1");
         let labels = pod.metadata.labels.unwrap();
         assert_eq!(labels[WORKER_GROUP_NAME], "simple-default");
         assert_eq!(labels[COMPONENT], "worker");
@@ -342,11 +330,98 @@ mod tests {
     #[test]
     fn template_hash_changes_with_the_image_only() {
         let mut group = default_worker_group(&fixture());
-        let before = template_hash(&group, "a");
+        let none = Inherited::default();
+        let before = template_hash(&group, &none, "a");
         group.spec.worker.replicas = 7;
-        assert_eq!(before, template_hash(&group, "a"), "scaling must not roll workers");
+        assert_eq!(before, template_hash(&group, &none, "a"), "scaling must not roll workers");
         group.spec.worker.spec.containers[0].image = Some("dask:new".into());
-        assert_ne!(before, template_hash(&group, "a"));
+        assert_ne!(before, template_hash(&group, &none, "a"));
+    }
+
+    /// dask-kubernetes' own manifests, unchanged (operator/tests/fixtures).
+    fn upstream<K: serde::de::DeserializeOwned + Resource>(text: &str) -> K {
+        let mut obj: K = serde_yaml::from_str(text).unwrap();
+        obj.meta_mut().namespace = Some("ns".into());
+        obj.meta_mut().uid = Some("uid-9".into());
+        obj
+    }
+
+    fn upstream_cluster() -> DaskCluster {
+        upstream(include_str!("../tests/fixtures/dask-kubernetes/simplecluster.yaml"))
+    }
+
+    #[test]
+    fn cluster_metadata_reaches_every_child_but_bookkeeping_keys() {
+        let cluster = upstream_cluster();
+        let deployment = scheduler_deployment(&cluster);
+        let service = scheduler_service(&cluster);
+        let group = default_worker_group(&cluster);
+        let template = deployment.spec.as_ref().unwrap().template.metadata.clone().unwrap();
+        for meta in [&deployment.metadata, &template, &service.metadata] {
+            assert_eq!(meta.labels.as_ref().unwrap()["test-label"], "label-value");
+            assert_eq!(meta.labels.as_ref().unwrap()["scheduler-sublabel"], "label-value");
+            let annotations = meta.annotations.as_ref().unwrap();
+            assert_eq!(annotations["test-annotation"], "annotation-value");
+            assert_eq!(annotations["scheduler-subannotation"], "annotation-value");
+            assert!(!annotations.keys().any(|k| k.starts_with("kopf") || k.starts_with("kubectl")));
+        }
+        assert_eq!(group.labels()["test-label"], "label-value");
+        assert_eq!(group.annotations()["test-annotation"], "annotation-value");
+        assert!(!group.annotations().contains_key("kopf.zalando.org/foobar"));
+
+        let mut group = group;
+        group.metadata.uid = Some("uid-2".into());
+        let inherited = worker_inheritance(Some(&cluster), &group);
+        let pod = worker_pod(&group, &inherited, "p", "tcp://s:8786", "h");
+        let (labels, annotations) = (pod.labels(), pod.annotations());
+        assert_eq!(labels["test-label"], "label-value");
+        assert_eq!(labels["worker-sublabel"], "label-value");
+        assert_eq!(annotations["test-annotation"], "annotation-value");
+        assert_eq!(annotations["worker-subannotation"], "annotation-value");
+        assert!(!annotations.contains_key(PROPAGATED_REPLICAS), "the operator's keys stay");
+        assert_eq!(labels[COMPONENT], "worker", "our labels win");
+    }
+
+    #[test]
+    fn template_metadata_wins_and_an_edit_to_the_cluster_rolls_workers() {
+        let mut cluster = upstream_cluster();
+        cluster.annotations_mut().insert("scheduler-subannotation".into(), "cluster".into());
+        let deployment = scheduler_deployment(&cluster);
+        assert_eq!(deployment.annotations()["scheduler-subannotation"], "annotation-value");
+
+        let group = default_worker_group(&cluster);
+        let address = "tcp://s:8786";
+        let before = template_hash(&group, &worker_inheritance(Some(&cluster), &group), address);
+        cluster.annotations_mut().insert("sidecar.istio.io/inject".into(), "true".into());
+        let group = default_worker_group(&cluster);
+        let after = template_hash(&group, &worker_inheritance(Some(&cluster), &group), address);
+        assert_ne!(before, after, "a cluster annotation is part of the worker template");
+        let template = scheduler_deployment(&cluster).spec.unwrap().template.metadata.unwrap();
+        assert_eq!(template.annotations.unwrap()["sidecar.istio.io/inject"], "true");
+    }
+
+    #[test]
+    fn an_additional_group_inherits_from_its_cluster_and_its_own_metadata_wins() {
+        let cluster = upstream_cluster();
+        let mut group: DaskWorkerGroup =
+            upstream(include_str!("../tests/fixtures/dask-kubernetes/simpleworkergroup.yaml"));
+        group.labels_mut().insert("test-label".into(), "group".into());
+        let inherited = worker_inheritance(Some(&cluster), &group);
+        let pod = worker_pod(&group, &inherited, "p", "tcp://s:8786", "h");
+        assert_eq!(pod.labels()["test-label"], "group");
+        assert_eq!(pod.annotations()["test-annotation"], "annotation-value");
+    }
+
+    #[test]
+    fn a_job_passes_its_metadata_to_its_cluster_and_runner() {
+        let job: DaskJob =
+            upstream(include_str!("../tests/fixtures/dask-kubernetes/simplejob.yaml"));
+        let cluster = job_cluster(&job);
+        assert_eq!(cluster.annotations()["test-annotation"], "annotation-value");
+        assert_eq!(cluster.annotations().len(), 1, "{:?}", cluster.annotations());
+        let runner = runner_pod(&job, "r", "tcp://s:8786");
+        assert_eq!(runner.annotations()["test-annotation"], "annotation-value");
+        assert_eq!(runner.annotations().len(), 1);
     }
 
     #[test]
@@ -385,7 +460,7 @@ mod tests {
         let cluster = job_cluster(&job);
         assert_eq!(cluster.name_any(), "simple-job");
         assert_eq!(cluster.owner_references()[0].kind, "DaskJob");
-        // An unlabelled job's cluster carries no empty label map (see `non_empty`).
+        // An unlabelled job's cluster carries no empty label map (see `Inherited::annotations`).
         assert!(!serde_json::to_string(&cluster).unwrap().contains("{}"));
     }
 }

@@ -13,9 +13,9 @@ use crds::{DaskCluster, DaskWorkerGroup};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
@@ -43,7 +43,7 @@ struct State {
 }
 
 pub async fn run(ctx: Arc<Context>) {
-    let scheduler_children = watcher::Config::default().labels(crds::labels::CLUSTER_NAME);
+    let scheduler_children = ctx.config.watch_config().labels(crds::labels::CLUSTER_NAME);
     // The caches keep only what reconcile reads: a thousand clusters' pod
     // templates and managed fields would otherwise be most of the memory.
     let (deployments, deployment_events) =
@@ -59,12 +59,12 @@ pub async fn run(ctx: Arc<Context>) {
             s.spec = None;
         });
     let (groups, group_events) =
-        cached(ctx.watched::<DaskWorkerGroup>(), watcher::Config::default(), trim_group);
+        cached(ctx.watched::<DaskWorkerGroup>(), ctx.config.watch_config(), trim_group);
     // Clusters are cached without their pod and Service templates; each
     // reconcile reads its cluster whole (see `reconcile`).
     let (clusters, cluster_events) = cached(
         ctx.watched::<DaskCluster>(),
-        watcher::Config::default().any_semantic(),
+        ctx.config.watch_config().any_semantic(),
         |c: &mut DaskCluster| {
             strip_bookkeeping(c);
             c.spec.scheduler.spec = Default::default();

@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use kube::runtime::controller;
+use kube::runtime::{controller, watcher};
+
+use crate::autoscaler::Tuning;
 
 /// What the operator is told at start.
 #[derive(Clone, Debug)]
@@ -14,11 +16,32 @@ pub struct Config {
     pub namespace: Option<String>,
     /// This replica's name (its pod's), in the Events it publishes.
     pub instance: Option<String>,
+    /// Autoscaling defaults, which a DaskAutoscaler's annotations override.
+    pub autoscaling: Tuning,
+    /// `/healthz` fails when a watch has made no progress for this long.
+    pub watch_stall: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { cluster_domain: "cluster.local".into(), namespace: None, instance: None }
+        Self {
+            cluster_domain: "cluster.local".into(),
+            namespace: None,
+            instance: None,
+            autoscaling: Tuning::default(),
+            watch_stall: Duration::from_secs(120),
+        }
+    }
+}
+
+impl Config {
+    /// Every watch the controllers make. The server ends each watch after a
+    /// third of the stall bound (a bookmark, then a new watch request), so a
+    /// quiet but healthy watch shows progress well within the bound and a
+    /// silently dead connection is noticed (and replaced) within it.
+    pub fn watch_config(&self) -> watcher::Config {
+        let secs = (self.watch_stall.as_secs() / 3).clamp(1, 290);
+        watcher::Config::default().timeout(secs as u32)
     }
 }
 

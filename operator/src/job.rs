@@ -16,7 +16,6 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument};
 
@@ -28,11 +27,11 @@ use crate::{Context, Error, Result, build, report, validate};
 const KIND: &str = "DaskJob";
 
 pub async fn run(ctx: Arc<Context>) {
-    let runners = watcher::Config::default().labels(&format!("{COMPONENT}={COMPONENT_JOB_RUNNER}"));
+    let runners = ctx.config.watch_config().labels(&format!("{COMPONENT}={COMPONENT_JOB_RUNNER}"));
     let controller =
-        Controller::new(ctx.watched::<DaskJob>(), watcher::Config::default().any_semantic())
+        Controller::new(ctx.watched::<DaskJob>(), ctx.config.watch_config().any_semantic())
             .owns(ctx.watched::<Pod>(), runners)
-            .owns(ctx.watched::<DaskCluster>(), watcher::Config::default())
+            .owns(ctx.watched::<DaskCluster>(), ctx.config.watch_config())
             .shutdown_on_signal();
     let jobs = controller.store();
     let results = controller.run(reconcile, error_policy, ctx.clone());

@@ -10,6 +10,7 @@
 //! reconcile is retried by its error policy and reported as a Warning Event
 //! ([`report`]).
 
+pub mod adopt;
 pub mod api;
 pub mod applied;
 pub mod autoscaler;
@@ -23,6 +24,8 @@ pub mod job;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
+pub mod progress;
+pub mod propagate;
 pub mod report;
 pub mod scheduler_api;
 pub mod server;

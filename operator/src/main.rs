@@ -1,10 +1,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
+use dask_operator::autoscaler::{Step, Tuning, parse_seconds};
 use dask_operator::config::Config;
 use dask_operator::logging::{self, LogFormat};
 use dask_operator::metrics::Metrics;
+use dask_operator::progress::WatchProgress;
 use dask_operator::scheduler_api::SchedulerApi;
 use dask_operator::{Context, autoscaler, cluster, job, leader, server, workergroup};
 use tracing::info;
@@ -36,6 +39,20 @@ struct Args {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "DASK_OPERATOR_NAMESPACE")]
     namespace: Option<String>,
+    /// Default scale-down window of a DaskAutoscaler, in seconds: how long
+    /// its target must stay lower before workers are removed (annotation
+    /// kubernetes.dask.org/scale-down-window overrides it per scaler).
+    #[arg(long, env = "DASK_OPERATOR_SCALE_DOWN_WINDOW", default_value = "30", value_parser = parse_seconds)]
+    scale_down_window: Duration,
+    /// Default scale-down step of a DaskAutoscaler: a share of its workers
+    /// ("25%") or a count ("2"), at least one (annotation
+    /// kubernetes.dask.org/scale-down-step overrides it per scaler).
+    #[arg(long, env = "DASK_OPERATOR_SCALE_DOWN_STEP", default_value = "25%")]
+    scale_down_step: Step,
+    /// Seconds a watch may go without progress (no event, bookmark or
+    /// re-list) before /healthz fails.
+    #[arg(long, env = "DASK_OPERATOR_WATCH_STALL_TIMEOUT", default_value = "120", value_parser = parse_seconds)]
+    watch_stall_timeout: Duration,
     /// Development and tests only: resolve every scheduler's Service name to
     /// this address (schedulers running on the host's loopback).
     #[arg(long)]
@@ -49,17 +66,22 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     logging::init(args.log_format);
-    let client = kube::Client::try_default().await?;
+    let progress = Arc::new(WatchProgress::default());
+    let client = kube::client::ClientBuilder::try_from(kube::Config::infer().await?)?
+        .with_layer(&progress.layer())
+        .build();
     let metrics = Arc::new(Metrics::default());
     let config = Config {
         cluster_domain: args.cluster_domain,
         namespace: args.namespace,
         instance: args.pod_name.clone(),
+        autoscaling: Tuning { window: args.scale_down_window, step: args.scale_down_step },
+        watch_stall: args.watch_stall_timeout,
     };
     let scheduler = SchedulerApi::new(args.resolve_schedulers_to);
     let ctx = Arc::new(Context::new(client.clone(), config, metrics.clone(), scheduler));
-    let healthy = server::spawn_health_probe(ctx.watched());
-    let http = tokio::spawn(server::serve(args.metrics_addr, metrics, healthy));
+    let http =
+        tokio::spawn(server::serve(args.metrics_addr, metrics, progress, args.watch_stall_timeout));
 
     let mut leadership = None;
     if let Some(lease) = &args.lease_name {
@@ -113,5 +135,19 @@ mod tests {
         assert_eq!(args.log_format, LogFormat::Json);
         assert_eq!(args.pod_name.as_deref(), Some("op-0"));
         assert!(Args::try_parse_from(["dask-operator", "--log-format", "yaml"]).is_err());
+        let tuned = Args::try_parse_from([
+            "dask-operator",
+            "--scale-down-window",
+            "2",
+            "--scale-down-step",
+            "50%",
+            "--watch-stall-timeout",
+            "6",
+        ])
+        .unwrap();
+        assert_eq!(tuned.scale_down_window, Duration::from_secs(2));
+        assert_eq!(tuned.scale_down_step, Step::Percent(50));
+        assert_eq!(tuned.watch_stall_timeout, Duration::from_secs(6));
+        assert!(Args::try_parse_from(["dask-operator", "--scale-down-step", "0"]).is_err());
     }
 }

@@ -1,63 +1,52 @@
 //! The operator's HTTP endpoints: `/metrics` and `/healthz`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use crds::DaskCluster;
-use kube::api::{Api, ListParams};
 
 use crate::metrics::Metrics;
+use crate::progress::WatchProgress;
 
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
-    healthy: Arc<AtomicBool>,
+    progress: Arc<WatchProgress>,
+    stall_bound: Duration,
 }
 
-/// Probes the API server every 10 s with a cheap list; `/healthz` fails when
-/// the operator can no longer see its resources, so a stuck process restarts.
-pub fn spawn_health_probe(api: Api<DaskCluster>) -> Arc<AtomicBool> {
-    let healthy = Arc::new(AtomicBool::new(true));
-    let flag = healthy.clone();
-    tokio::spawn(async move {
-        loop {
-            let ok = tokio::time::timeout(
-                Duration::from_secs(10),
-                api.list_metadata(&ListParams::default().limit(1)),
-            )
-            .await
-            .is_ok_and(|r| r.is_ok());
-            flag.store(ok, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_secs(10)).await;
-        }
-    });
-    healthy
-}
-
+/// `/healthz` fails while a watch has made no progress (no event, no
+/// bookmark, no successful re-list) for longer than `stall_bound`, so a
+/// process whose watches froze is restarted; it recovers on its own once
+/// they move again.
 pub async fn serve(
     addr: std::net::SocketAddr,
     metrics: Arc<Metrics>,
-    healthy: Arc<AtomicBool>,
+    progress: Arc<WatchProgress>,
+    stall_bound: Duration,
 ) -> anyhow::Result<()> {
     let app = Router::new()
         .route("/metrics", get(|State(s): State<AppState>| async move { s.metrics.encode() }))
         .route(
             "/healthz",
             get(|State(s): State<AppState>| async move {
-                if s.healthy.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ok")
+                let stalled = s.progress.stalled(s.stall_bound);
+                if stalled.is_empty() {
+                    (StatusCode::OK, "ok".to_string())
                 } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "API server unreachable")
+                    let bound = s.stall_bound.as_secs_f64();
+                    let note =
+                        format!("no watch progress for over {bound}s: {}", stalled.join(", "));
+                    (StatusCode::SERVICE_UNAVAILABLE, note)
                 }
             }),
         )
-        .with_state(AppState { metrics, healthy });
+        .with_state(AppState { metrics, progress, stall_bound });
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(addr = %listener.local_addr()?, "serving /metrics and /healthz");
     axum::serve(listener, app).await?;
     Ok(())
 }

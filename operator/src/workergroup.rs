@@ -15,12 +15,14 @@ use crds::{DaskCluster, DaskWorkerGroup};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
 pub use plan::{WorkerPlan, WorkerPod, plan, retire_addresses};
 
+use crate::adopt::adopt;
 use crate::api::{apply_params, cached, ignore_not_found, patch_status, trim_group};
 use crate::config::controller_config;
 use crate::scheduler_api::SchedulerApi;
@@ -29,19 +31,41 @@ use crate::{Context, Error, Result, build, report, validate};
 const KIND: &str = "DaskWorkerGroup";
 
 pub async fn run(ctx: Arc<Context>) {
-    let worker_pods = watcher::Config::default().labels(&format!("{COMPONENT}={COMPONENT_WORKER}"));
+    let worker_pods = ctx.config.watch_config().labels(&format!("{COMPONENT}={COMPONENT_WORKER}"));
     // The cache only triggers reconciles; each reads its group whole.
     let (groups, group_events) = cached(
         ctx.watched::<DaskWorkerGroup>(),
-        watcher::Config::default().any_semantic(),
+        ctx.config.watch_config().any_semantic(),
         trim_group,
     );
+    // A cluster that appears (its groups are adopted) or whose labels or
+    // annotations change (its groups' pods inherit them) wakes its groups.
+    let cluster_changes = watcher(ctx.watched::<DaskCluster>(), ctx.config.watch_config())
+        .default_backoff()
+        .touched_objects()
+        .predicate_filter(predicates::labels.combine(predicates::annotations), Default::default());
+    let store = groups.clone();
     let results = Controller::for_stream(group_events.applied_objects(), groups.clone())
         .owns(ctx.watched::<Pod>(), worker_pods)
+        .watches_stream(cluster_changes, move |cluster| groups_of(&store, &cluster))
         .with_config(controller_config())
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx.clone());
     report::warn_failures(results, groups, KIND, &ctx).await;
+}
+
+/// The groups whose `spec.cluster` names `cluster`.
+fn groups_of(
+    store: &Store<DaskWorkerGroup>,
+    cluster: &DaskCluster,
+) -> Vec<ObjectRef<DaskWorkerGroup>> {
+    let (name, ns) = (cluster.name_any(), cluster.namespace());
+    store
+        .state()
+        .iter()
+        .filter(|g| g.spec.cluster == name && g.namespace() == ns)
+        .map(|g| ObjectRef::from_obj(&**g))
+        .collect()
 }
 
 #[instrument(skip(cached, ctx), fields(name = %cached.name_any(), namespace = cached.namespace().unwrap_or_default()))]
@@ -57,12 +81,19 @@ async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Ac
         return Ok(Action::await_change());
     }
     validate::worker_group(&group)?;
-    // The scheduler's address comes from its cluster's Service ports.
+    // Read whole (not from a trimmed cache): its metadata is inherited, its
+    // Service ports make the scheduler's address.
     let cluster = ctx.api::<DaskCluster>(&ns).get_opt(&group.spec.cluster).await?;
+    if let Some(cluster) = &cluster
+        && cluster.meta().deletion_timestamp.is_none()
+    {
+        adopt(&ctx, &group, cluster).await?;
+    }
+    let inherited = build::worker_inheritance(cluster.as_ref(), &group);
     let scheduler = cluster.map(|c| c.spec.scheduler).unwrap_or_default();
     let domain = &ctx.config.cluster_domain;
     let address = build::scheduler_address(&group.spec.cluster, &ns, domain, scheduler.comm_port());
-    let hash = build::template_hash(&group, &address);
+    let hash = build::template_hash(&group, &inherited, &address);
 
     // A quorum list, not a cache: a reconcile never acts on a view older than
     // its own last writes, so it never creates a pod twice.
@@ -76,7 +107,7 @@ async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Ac
     }
     for _ in 0..plan.create {
         let pod_name = build::new_worker_name(&name);
-        let pod = build::worker_pod(&group, &pod_name, &address, &hash);
+        let pod = build::worker_pod(&group, &inherited, &pod_name, &address, &hash);
         pods.patch(&pod_name, &apply_params(), &Patch::Apply(pod)).await?;
     }
     if plan.create > 0 {

@@ -5,10 +5,10 @@ mod common;
 
 use common::*;
 use crds::DaskCluster;
-use k8s_openapi::api::core::v1::{Event, ResourceQuota, ServiceAccount};
+use k8s_openapi::api::core::v1::{ResourceQuota, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Client;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use kube::config::{AuthInfo, Kubeconfig};
 use serde_json::json;
 
@@ -34,23 +34,6 @@ async fn a_quota_that_refuses_worker_pods_is_reported_on_the_worker_group() {
     clusters.create(&PostParams::default(), &cluster("q", 3, 8786, 8787)).await.unwrap();
     let message = warning_on_worker_group(&client, &ns.name, "q-default", "QuotaExceeded").await;
     assert!(message.contains("exceeded quota"), "{message}");
-}
-
-/// Waits for a Warning with `reason` on the DaskWorkerGroup `group`; its message.
-async fn warning_on_worker_group(client: &Client, ns: &str, group: &str, reason: &str) -> String {
-    let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    let event = eventually(60, &format!("a {reason} Warning on {group}"), || async {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        list.items.into_iter().find(|e| {
-            e.reason.as_deref() == Some(reason)
-                && e.involved_object.kind.as_deref() == Some("DaskWorkerGroup")
-                && e.involved_object.name.as_deref() == Some(group)
-        })
-    })
-    .await;
-    assert_eq!(event.type_.as_deref(), Some("Warning"));
-    assert!(event.involved_object.uid.is_some(), "kubectl describe finds Events by uid");
-    event.message.unwrap_or_default()
 }
 
 /// A kubeconfig for the test control plane that authenticates as `account`

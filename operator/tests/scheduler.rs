@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use common::*;
 use crds::{DaskAutoscaler, DaskCluster};
+use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 #[tokio::test]
@@ -56,7 +57,12 @@ async fn autoscaler_follows_the_scheduler_target_within_bounds() {
     let ns = TestNamespace::new(&client, "op-adapt").await;
     let (comm, dashboard) = (free_port(), free_port());
     let _scheduler = start_scheduler(comm, dashboard);
-    let _operator = Operator::start(&ns.name);
+    // A one-second scale-down window (the default is 30 s), so the test waits seconds.
+    let _operator = Operator::start_with(
+        &ns.name,
+        &["--metrics-addr", "127.0.0.1:0", "--scale-down-window", "1"],
+        &[],
+    );
     let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
     clusters.create(&PostParams::default(), &cluster("ad", 0, comm, dashboard)).await.unwrap();
     eventually(60, "the cluster to run", || async {
@@ -67,7 +73,10 @@ async fn autoscaler_follows_the_scheduler_target_within_bounds() {
     // An idle scheduler targets 0 workers; the minimum of 2 wins.
     let scaler: DaskAutoscaler = serde_json::from_value(json!({
         "apiVersion": "kubernetes.dask.org/v1", "kind": "DaskAutoscaler",
-        "metadata": { "name": "ad" }, "spec": { "cluster": "ad", "minimum": 2, "maximum": 4 }
+        "metadata": { "name": "ad",
+            // A step of every surplus worker at once, instead of a quarter per window.
+            "annotations": { "kubernetes.dask.org/scale-down-step": "100%" } },
+        "spec": { "cluster": "ad", "minimum": 2, "maximum": 4 }
     }))
     .unwrap();
     let scalers: Api<DaskAutoscaler> = Api::namespaced(client.clone(), &ns.name);
@@ -78,8 +87,9 @@ async fn autoscaler_follows_the_scheduler_target_within_bounds() {
     })
     .await;
     assert_eq!(status.desired_workers, Some(2));
-    // It is adopted by the cluster, so it goes with it.
-    assert_eq!(scalers.get("ad").await.unwrap().owner_references()[0].name, "ad");
+    // It is adopted by the cluster (as its controller), so it goes with it.
+    let owner = scalers.get("ad").await.unwrap().owner_references()[0].clone();
+    assert_eq!((owner.name.as_str(), owner.controller), ("ad", Some(true)));
     // And it holds the cluster there: a manual scale outside the bounds is undone.
     clusters
         .patch_scale(
@@ -89,11 +99,24 @@ async fn autoscaler_follows_the_scheduler_target_within_bounds() {
         )
         .await
         .unwrap();
-    eventually(60, "the autoscaler to bring 6 workers back within [2, 4]", || async {
+    // One step, once the one-second window has passed: 6 -> 2, the minimum (an idle
+    // scheduler targets 0); a quarter per 30 s window would be 6 -> 5 -> 4 -> 3 -> 2.
+    eventually(20, "the autoscaler to bring 6 workers back to the minimum of 2", || async {
         let replicas = clusters.get("ad").await.ok()?.spec.worker.replicas;
-        (replicas <= 4).then_some(())
+        (replicas == 2).then_some(())
     })
     .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
+    let notes: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("Autoscaled"))
+        .filter_map(|e| e.message)
+        .collect();
+    assert!(notes.iter().any(|n| n.starts_with("6 -> 2 workers")), "{notes:?}");
 }
 
 #[tokio::test]

@@ -1,13 +1,103 @@
 //! The autoscaler's decision, from the scheduler's target and the scaler's
-//! last change; no I/O.
+//! last change, and its tuning, from the operator's flags and the scaler's
+//! annotations; no I/O.
 
+use std::collections::BTreeMap;
+use std::str::FromStr;
 use std::time::Duration;
 
 use crds::{DaskAutoscalerSpec, DaskAutoscalerStatus};
 use k8s_openapi::jiff::Timestamp;
 
-/// How long the target must have been lower before workers are removed.
+use crate::validate::Invalid;
+
+/// How long the target must have been lower before workers are removed, by default.
 pub const SCALE_DOWN_WINDOW: Duration = Duration::from_secs(30);
+
+/// Annotation on a DaskAutoscaler: its scale-down window in seconds ("5", "0.5").
+pub const WINDOW_ANNOTATION: &str = "kubernetes.dask.org/scale-down-window";
+/// Annotation on a DaskAutoscaler: its scale-down step, a share of the
+/// current workers ("25%") or a count ("2").
+pub const STEP_ANNOTATION: &str = "kubernetes.dask.org/scale-down-step";
+/// dask-kubernetes' annotation: no change before this time (epoch seconds).
+/// It writes one after each change; a scaler it managed keeps its cooldown here.
+pub const COOLDOWN_ANNOTATION: &str = "kubernetes.dask.org/cooldown-until";
+
+/// How many workers one scale-down step removes at most (always at least one).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Step {
+    /// This share of the current workers, rounded down (dask-kubernetes: 25 %).
+    Percent(u32),
+    Workers(u32),
+}
+
+impl Step {
+    fn of(self, current: i32) -> i32 {
+        let n = match self {
+            Step::Percent(p) => (i64::from(current.max(0)) * i64::from(p) / 100) as i32,
+            Step::Workers(n) => n.min(i32::MAX as u32) as i32,
+        };
+        n.max(1)
+    }
+}
+
+impl FromStr for Step {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("must be a percentage such as \"25%\" or a worker count, not {s:?}");
+        match s.trim().strip_suffix('%') {
+            Some(p) => p.trim().parse().ok().filter(|p| (1..=100).contains(p)).map(Step::Percent),
+            None => s.trim().parse().ok().filter(|n| *n >= 1).map(Step::Workers),
+        }
+        .ok_or_else(bad)
+    }
+}
+
+/// Seconds as a duration: a non-negative number, fractions allowed.
+pub fn parse_seconds(s: &str) -> Result<Duration, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| format!("must be a number of seconds such as \"30\", not {s:?}"))
+}
+
+/// How an autoscaler scales down.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tuning {
+    pub window: Duration,
+    pub step: Step,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self { window: SCALE_DOWN_WINDOW, step: Step::Percent(25) }
+    }
+}
+
+impl Tuning {
+    /// These defaults, overridden by a scaler's annotations; a malformed one
+    /// is an error naming it.
+    pub fn with_annotations(self, annotations: &BTreeMap<String, String>) -> Result<Self, Invalid> {
+        let field = |key: &str| format!("metadata.annotations[{key}]");
+        let mut tuning = self;
+        if let Some(value) = annotations.get(WINDOW_ANNOTATION) {
+            tuning.window =
+                parse_seconds(value).map_err(|e| Invalid::new(field(WINDOW_ANNOTATION), e))?;
+        }
+        if let Some(value) = annotations.get(STEP_ANNOTATION) {
+            tuning.step = value.parse().map_err(|e| Invalid::new(field(STEP_ANNOTATION), e))?;
+        }
+        Ok(tuning)
+    }
+}
+
+/// The end of a dask-kubernetes cooldown, if the scaler carries one.
+pub fn cooldown_until(annotations: &BTreeMap<String, String>) -> Option<Timestamp> {
+    let secs: f64 = annotations.get(COOLDOWN_ANNOTATION)?.trim().parse().ok()?;
+    Timestamp::from_millisecond((secs * 1000.0) as i64).ok()
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -20,26 +110,41 @@ pub enum Decision {
 }
 
 /// The next worker count: the target clamped to the bounds; going down, by at
-/// most max(1, current/4) per step.
-pub fn next_count(current: i32, target: i32, minimum: i32, maximum: i32) -> i32 {
+/// most one `step`.
+pub fn next_count(current: i32, target: i32, minimum: i32, maximum: i32, step: Step) -> i32 {
     let wanted = target.clamp(minimum, maximum.max(minimum));
-    if wanted >= current { wanted } else { wanted.max(current - (current / 4).max(1)) }
+    if wanted >= current { wanted } else { wanted.max(current - step.of(current)) }
+}
+
+/// What a scaler sees on one look.
+#[derive(Clone, Copy, Debug)]
+pub struct Observed {
+    /// The cluster's workers now.
+    pub current: i32,
+    /// The scheduler's adaptive target.
+    pub target: i32,
+    pub now: Timestamp,
+    /// A dask-kubernetes cooldown still on the scaler, if any.
+    pub cooldown_until: Option<Timestamp>,
 }
 
 /// What to do with a cluster of `current` workers whose scheduler asks for
-/// `target`: scale up at once; scale down only once the last change is
-/// [`SCALE_DOWN_WINDOW`] old, so a cluster never flaps (dask-kubernetes #633).
+/// `target`: scale up at once; scale down only once the last change is a
+/// `tuning.window` old, so a cluster never flaps (dask-kubernetes #633).
 pub fn decide(
     spec: &DaskAutoscalerSpec,
     status: &DaskAutoscalerStatus,
-    current: i32,
-    target: i32,
-    now: Timestamp,
+    tuning: Tuning,
+    seen: Observed,
 ) -> Decision {
-    let mut next = next_count(current, target, spec.minimum, spec.maximum);
+    let Observed { current, target, now, cooldown_until } = seen;
+    if cooldown_until.is_some_and(|until| now < until) {
+        return Decision::Hold;
+    }
+    let mut next = next_count(current, target, spec.minimum, spec.maximum, tuning.step);
     let last_change = status.last_scale_time.as_deref().and_then(|t| t.parse::<Timestamp>().ok());
     let since_change = last_change.map(|t| now.duration_since(t).unsigned_abs());
-    if next < current && since_change.is_some_and(|d| d < SCALE_DOWN_WINDOW) {
+    if next < current && since_change.is_some_and(|d| d < tuning.window) {
         next = current; // still inside the stabilisation window
     }
     if next != current {
@@ -68,13 +173,74 @@ mod tests {
         Timestamp::from_second(1_700_000_000 + seconds).unwrap()
     }
 
+    const QUARTER: Step = Step::Percent(25);
+
+    fn decide(
+        spec: &DaskAutoscalerSpec,
+        status: &DaskAutoscalerStatus,
+        current: i32,
+        target: i32,
+        now: Timestamp,
+    ) -> Decision {
+        let seen = Observed { current, target, now, cooldown_until: None };
+        super::decide(spec, status, Tuning::default(), seen)
+    }
+
+    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn annotations_tune_the_window_and_step_and_bad_ones_name_themselves() {
+        let tuned = Tuning::default()
+            .with_annotations(&annotations(&[(WINDOW_ANNOTATION, "2.5"), (STEP_ANNOTATION, "3")]))
+            .unwrap();
+        assert_eq!(tuned, Tuning { window: Duration::from_millis(2500), step: Step::Workers(3) });
+        assert_eq!("50%".parse::<Step>(), Ok(Step::Percent(50)));
+        for bad in ["0", "0%", "150%", "-1", "x"] {
+            assert!(bad.parse::<Step>().is_err(), "{bad}");
+        }
+        let error = Tuning::default()
+            .with_annotations(&annotations(&[(WINDOW_ANNOTATION, "soon")]))
+            .unwrap_err();
+        assert_eq!(error.field, "metadata.annotations[kubernetes.dask.org/scale-down-window]");
+        assert!(parse_seconds("-3").is_err());
+    }
+
+    #[test]
+    fn a_short_window_and_a_larger_step_scale_down_sooner_and_faster() {
+        let tuning = Tuning { window: Duration::from_secs(2), step: Step::Workers(3) };
+        let changed = scaled(8, at(0));
+        let seen = |now| Observed { current: 8, target: 0, now, cooldown_until: None };
+        assert_eq!(super::decide(&spec(0, 10), &changed, tuning, seen(at(1))), Decision::Hold);
+        assert_eq!(
+            super::decide(&spec(0, 10), &changed, tuning, seen(at(3))),
+            Decision::Scale { from: 8, to: 5 }
+        );
+    }
+
+    #[test]
+    fn a_dask_kubernetes_cooldown_is_honoured() {
+        let cooldown = cooldown_until(&annotations(&[(COOLDOWN_ANNOTATION, "1700000010.5")]));
+        assert_eq!(cooldown, Some(Timestamp::from_millisecond(1_700_000_010_500).unwrap()));
+        let seen = |now| Observed { current: 2, target: 6, now, cooldown_until: cooldown };
+        let settled = scaled(2, at(0));
+        let tuning = Tuning::default();
+        assert_eq!(super::decide(&spec(0, 10), &settled, tuning, seen(at(5))), Decision::Hold);
+        assert_eq!(
+            super::decide(&spec(0, 10), &settled, tuning, seen(at(11))),
+            Decision::Scale { from: 2, to: 6 }
+        );
+    }
+
     #[test]
     fn clamps_and_scales_down_gradually() {
-        assert_eq!(next_count(2, 10, 1, 5), 5);
-        assert_eq!(next_count(2, 0, 1, 5), 1);
-        assert_eq!(next_count(20, 0, 0, 40), 15);
-        assert_eq!(next_count(3, 3, 0, 5), 3);
-        assert_eq!(next_count(0, 0, 2, 5), 2);
+        assert_eq!(next_count(2, 10, 1, 5, QUARTER), 5);
+        assert_eq!(next_count(2, 0, 1, 5, QUARTER), 1);
+        assert_eq!(next_count(20, 0, 0, 40, QUARTER), 15);
+        assert_eq!(next_count(3, 3, 0, 5, QUARTER), 3);
+        assert_eq!(next_count(0, 0, 2, 5, QUARTER), 2);
+        assert_eq!(next_count(20, 0, 0, 40, Step::Percent(100)), 0);
     }
 
     #[test]

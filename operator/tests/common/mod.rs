@@ -15,8 +15,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crds::DaskCluster;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
+};
 use kube::{Client, ResourceExt};
 
 pub async fn client() -> Client {
@@ -104,19 +107,19 @@ impl Operator {
 
     /// The operator with extra environment variables (e.g. its own KUBECONFIG).
     pub fn start_with_env(namespace: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with(namespace, &["--metrics-addr", "127.0.0.1:0"], env)
+    }
+
+    /// The operator with extra arguments (which must include `--metrics-addr`)
+    /// and environment variables.
+    pub fn start_with(namespace: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let bin = env!("CARGO_BIN_EXE_dask-operator");
         let log = std::env::temp_dir()
             .join(format!("dask-operator-{namespace}-{}.log", uuid::Uuid::new_v4().simple()));
         let file = std::fs::File::create(&log).expect("the operator's log file");
         let child = Command::new(bin)
-            .args([
-                "--namespace",
-                namespace,
-                "--resolve-schedulers-to",
-                "127.0.0.1",
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ])
+            .args(["--namespace", namespace, "--resolve-schedulers-to", "127.0.0.1"])
+            .args(args)
             .env("RUST_LOG", "warn,dask_operator=info")
             .envs(env.iter().copied())
             // The operator logs to stdout; its stderr has what main returns.
@@ -146,6 +149,43 @@ impl Drop for Operator {
             std::fs::remove_file(&self.log).ok();
         }
     }
+}
+
+/// One of dask-kubernetes' own example manifests (operator/tests/fixtures/
+/// dask-kubernetes, unchanged), created as it is in `ns`.
+pub async fn create_upstream(client: &Client, ns: &str, file: &str) -> DynamicObject {
+    let path = format!("{}/tests/fixtures/dask-kubernetes/{file}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).expect("the upstream manifest");
+    let obj: DynamicObject = serde_yaml::from_str(&text).expect("the upstream manifest parses");
+    let types = obj.types.clone().expect("a manifest has apiVersion and kind");
+    let (group, version) = types.api_version.split_once('/').expect("a grouped kind");
+    let gvk = GroupVersionKind::gvk(group, version, &types.kind);
+    let resource =
+        ApiResource::from_gvk_with_plural(&gvk, &format!("{}s", types.kind.to_lowercase()));
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
+    api.create(&PostParams::default(), &obj).await.expect("the upstream manifest is accepted")
+}
+
+/// Waits for a Warning with `reason` on the DaskWorkerGroup `group`; its message.
+pub async fn warning_on_worker_group(
+    client: &Client,
+    ns: &str,
+    group: &str,
+    reason: &str,
+) -> String {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let event = eventually(60, &format!("a {reason} Warning on {group}"), || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.involved_object.kind.as_deref() == Some("DaskWorkerGroup")
+                && e.involved_object.name.as_deref() == Some(group)
+        })
+    })
+    .await;
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert!(event.involved_object.uid.is_some(), "kubectl describe finds Events by uid");
+    event.message.unwrap_or_default()
 }
 
 pub fn free_port() -> u16 {
@@ -194,11 +234,16 @@ pub fn cluster(name: &str, replicas: i32, comm_port: u16, dashboard_port: u16) -
     .unwrap()
 }
 
-pub async fn worker_pods(client: &Client, ns: &str, cluster: &str) -> Vec<Pod> {
+/// The pods of `ns` matching `selector`, not being deleted.
+pub async fn live_pods(client: &Client, ns: &str, selector: &str) -> Vec<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let selector = format!("dask.org/cluster-name={cluster},dask.org/component=worker");
-    let list = pods.list(&ListParams::default().labels(&selector)).await.unwrap();
+    let list = pods.list(&ListParams::default().labels(selector)).await.unwrap();
     list.items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
+}
+
+pub async fn worker_pods(client: &Client, ns: &str, cluster: &str) -> Vec<Pod> {
+    live_pods(client, ns, &format!("dask.org/cluster-name={cluster},dask.org/component=worker"))
+        .await
 }
 
 /// Waits until the cluster has exactly `n` live worker pods and reports them.
