@@ -2,15 +2,18 @@
 authentication, who may touch which cluster, bad input, limits, and the
 operational endpoints."""
 
+import gc
 import hashlib
 import subprocess
+import threading
 import time
 
 import pytest
-from dask_gateway import Gateway
+from dask_gateway import Gateway, GatewayCluster
 from dask_gateway.auth import BasicAuth
 
 from gatewaylib import gateway_bin
+from testlib import client_raises
 
 
 def create_running(gw, user, options=None):
@@ -109,10 +112,22 @@ def test_bad_input_gets_a_4xx_and_creates_nothing(gateway):
 
     # The real client turns these into ValueError with the server's words.
     client = Gateway(gateway.address, auth=BasicAuth("alice", ""))
-    with pytest.raises(ValueError, match=r"Unknown fields \['bogus'\]"):
-        client.new_cluster(bogus=1)
-    with pytest.raises(ValueError, match="not found"):
-        client.connect("nope")
+    client_raises(ValueError, r"Unknown fields \['bogus'\]", client.new_cluster, bogus=1)
+    client_raises(ValueError, "not found", client.connect, "nope")
+    client.close()
+
+
+def test_a_refused_client_call_leaves_no_garbage_that_blocks_the_client_loop(gateway):
+    # Regression: garbage collection on the client's IO loop thread used to
+    # deadlock it when a refused new_cluster had left its cluster to the GC.
+    client = Gateway(gateway.address, auth=BasicAuth("alice", ""))
+    client_raises(ValueError, r"Unknown fields \['bogus'\]", client.new_cluster, bogus=1)
+    # Checked first, as a deadlocked loop would also hang the test's cleanup.
+    assert not [o for o in gc.get_objects() if isinstance(o, GatewayCluster)]
+    collected = threading.Event()
+    client.loop.add_callback(lambda: (gc.collect(), collected.set()))
+    assert collected.wait(10), "a GC on the client's IO loop thread blocked it"
+    client_raises(ValueError, "not found", client.connect, "nope")
     client.close()
 
 

@@ -7,7 +7,7 @@ import pytest
 from dask_gateway import Gateway
 from dask_gateway.auth import BasicAuth
 from dask_gateway.client import GatewayClusterError
-from testlib import poll
+from testlib import client_raises, poll
 
 
 def fake_dask(tmp_path, name, script):
@@ -36,8 +36,7 @@ def test_scheduler_that_never_starts_fails_the_cluster(start_gateway, tmp_path):
     hanging = fake_dask(tmp_path, "dask-that-hangs", "exec sleep 60")
     gw = start_gateway("[cluster]\nstart_timeout = 2\n", dask=hanging)
     client = Gateway(gw.address, auth=BasicAuth("alice", ""))
-    with pytest.raises(GatewayClusterError, match="failed to start"):
-        client.new_cluster()
+    client_raises(GatewayClusterError, "failed to start", client.new_cluster)
     client.close()
     failed = gw.request("GET", "/api/v1/clusters/?status=FAILED", "alice")[1]
     assert len(failed) == 1 and next(iter(failed.values()))["stop_time"] is not None
