@@ -8,7 +8,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/../tests/lib/env.sh"
 cd "$root"
 cargo build --release --locked -p dask-operator -p dask-crds
 # A sim (or pods) tier that is already up is used as it is: it may be shared.
-if ! tests/k8s/cluster status | grep -q '^kube-scheduler: running'; then
+# (The status goes to a variable first: `grep -q` in a pipeline under pipefail
+# would fail the test by SIGPIPE and run `up` on a live control plane.)
+status=$(tests/k8s/cluster status)
+if [[ $status != *"kube-scheduler: running"* ]]; then
   SIM_NODES=${SIM_NODES:-16} tests/k8s/cluster up sim
 fi
 eval "$(tests/k8s/cluster env)"
