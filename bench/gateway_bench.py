@@ -86,9 +86,11 @@ def lifecycle():
     one cluster at a time; the proxy figures on the first cluster."""
     from dask_gateway import BasicAuth, Gateway
 
-    gateway = Gateway(URL, auth=BasicAuth("bench"))
     new_cluster, scale2, figures = [], [], {}
     for run in range(LIFECYCLE_RUNS):
+        # A client per run: the Python server answered a reused client's
+        # cookie with 401 after a shutdown, and that client then hung.
+        gateway = Gateway(URL, auth=BasicAuth("bench"))
         t = time.perf_counter()
         cluster = gateway.new_cluster(profile="small")
         new_cluster.append(time.perf_counter() - t)
@@ -103,6 +105,7 @@ def lifecycle():
             client.close()
         finally:
             cluster.shutdown()
+            gateway.close()
     print(f"{NAME}: new_cluster {new_cluster} scale(2) {scale2} s", file=sys.stderr)
     figures["new_cluster_s"], figures["scale2_s"] = p50_p99(new_cluster), p50_p99(scale2)
     return figures
