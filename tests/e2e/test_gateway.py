@@ -74,8 +74,9 @@ def test_notebook_flow_through_the_gateway(kubectl, release):
             import os
             return (sorted(f for f in os.listdir("/etc/dask-credentials") if not f.startswith("..")),
                     os.path.exists("/var/run/secrets/kubernetes.io/serviceaccount/token"))
-        assert set(client.run(credentials).values()) == {(["dask.crt", "dask.pem"], False)}
-        assert client.run_on_scheduler(credentials) == (["api-token", "dask.crt", "dask.pem"], False)
+        on_workers = [tuple(found) for found in client.run(credentials).values()]
+        assert on_workers == [(["dask.crt", "dask.pem"], False)] * 2, on_workers
+        assert tuple(client.run_on_scheduler(credentials)) == (["api-token", "dask.crt", "dask.pem"], False)
 
         # Scale-down: the scheduler retires one worker; exactly one pod stays.
         cluster.scale(1)
