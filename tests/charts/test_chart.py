@@ -110,6 +110,21 @@ def test_dask_pods_are_reachable_only_from_the_gateway_and_their_own_cluster():
     assert not [d for d in off if d["kind"] == "NetworkPolicy"]
 
 
+def test_heartbeats_have_a_listener_and_an_internal_service_of_their_own():
+    import tomllib
+    docs = render()
+    config = tomllib.loads(gateway_config(docs))
+    assert config["connections"]["heartbeat_listen"] == "0.0.0.0:8001"
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"].endswith("-gateway-heartbeat"))
+    assert service["spec"]["type"] == "ClusterIP" and service["spec"]["ports"][0]["port"] == 8001
+    assert config["backend"]["api_url"].startswith(f"http://{service['metadata']['name']}.")
+    assert config["backend"]["api_url"].endswith(":8001/api")
+    # Only the gateway's own Dask pods may send them.
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"].endswith("-gateway"))
+    heartbeat_rule = next(r for r in policy["spec"]["ingress"] if r["ports"] == [{"port": 8001, "protocol": "TCP"}])
+    assert heartbeat_rule["from"][0]["podSelector"]["matchLabels"]["gateway.dask.org/instance"]
+
+
 def test_crds_in_chart_match_generated_crds():
     generated = sorted((ROOT / "crds" / "yaml").glob("*.yaml"))
     assert generated, "crds/yaml holds no generated CRD"
