@@ -17,6 +17,7 @@ pool has a ready scheduler again ("whenever capacity is ready"), and the
 Prints one line per mode with p50 and p99 in milliseconds, then one JSON line.
 """
 
+import faulthandler
 import json
 import os
 import re
@@ -94,6 +95,8 @@ def run_mode(mode, local_options, tmp):
                 wait_for(lambda: metric(address, "dask_gateway_pool_schedulers").get('status="running"', 0) >= 1,
                          120, "a ready pooled scheduler")
             time.sleep(1.0)  # let the refill's and the last cluster's processes settle
+            # A run that hangs says where, instead of waiting forever.
+            faulthandler.dump_traceback_later(300, exit=True)
             t = time.perf_counter()
             cluster = gateway.new_cluster()
             new_cluster.append(time.perf_counter() - t)
@@ -107,6 +110,7 @@ def run_mode(mode, local_options, tmp):
                 client.close()
             finally:
                 cluster.shutdown()
+                faulthandler.cancel_dump_traceback_later()
         starts = metric(address, "dask_gateway_cluster_starts_total")
         gateway.close()
     finally:

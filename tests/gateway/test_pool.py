@@ -1,6 +1,7 @@
 """The local backend's warm pool of schedulers and its worker fork server,
 with real Dask processes and the real dask-gateway client."""
 
+import contextlib
 import os
 import re
 import signal
@@ -59,15 +60,32 @@ def processes_of(dask_client):
     return {scheduler, *workers.values(), *nannies.values()}
 
 
+def warm_gateway(start_gateway, config=""):
+    """A gateway whose pool has a ready scheduler and whose fork server runs;
+    its fork server; alice's client."""
+    gw = start_gateway(config)
+    wait_for_pool(gw)
+    return gw, forkserver_of(gw), Gateway(gw.address, auth=BasicAuth("alice", ""))
+
+
+@contextlib.contextmanager
+def new_cluster(client, **options):
+    """A cluster that is shut down, and its client closed, whatever happens."""
+    cluster = client.new_cluster(**options)
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+        client.close()
+
+
 def gone(pids):
     return not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
 
 
 @pytest.mark.timeout(300)
 def test_pooled_clusters_run_at_once_with_their_own_credentials_and_the_pool_refills(start_gateway):
-    gw = start_gateway()
-    wait_for_pool(gw)
-    client = Gateway(gw.address, auth=BasicAuth("alice", ""))
+    gw, _, client = warm_gateway(start_gateway)
     first = client.new_cluster()
     try:
         assert starts(gw, "pool") == 1 and starts(gw, "cold") == 0
@@ -107,37 +125,25 @@ def test_pooled_clusters_run_at_once_with_their_own_credentials_and_the_pool_ref
 
 @pytest.mark.timeout(300)
 def test_scale_two_forks_workers_that_compute_and_stop_kills_every_process(start_gateway):
-    gw = start_gateway()
-    wait_for_pool(gw)
-    forkserver = forkserver_of(gw)
-    client = Gateway(gw.address, auth=BasicAuth("alice", ""))
-    cluster = client.new_cluster()
-    try:
-        with cluster.get_client(set_as_default=False) as dask_client:
-            cluster.scale(2)
-            dask_client.wait_for_workers(2, timeout=120)
-            assert dask_client.submit(sum, range(10)).result(timeout=60) == 45
-            assert sum(dask_client.gather(dask_client.map(lambda x: x * x, range(20)))) == 2470
-            pids = processes_of(dask_client)
-            # Forked by the fork server (their nannies are its children), not started cold.
-            nannies = set(dask_client.run(os.getppid).values())
-            assert {psutil.Process(n).ppid() for n in nannies} == {forkserver.pid}
-            assert len(nannies) == 2
-    finally:
-        cluster.shutdown()
-        client.close()
+    gw, forkserver, client = warm_gateway(start_gateway)
+    with new_cluster(client) as cluster, cluster.get_client(set_as_default=False) as dask_client:
+        cluster.scale(2)
+        dask_client.wait_for_workers(2, timeout=120)
+        assert dask_client.submit(sum, range(10)).result(timeout=60) == 45
+        assert sum(dask_client.gather(dask_client.map(lambda x: x * x, range(20)))) == 2470
+        pids = processes_of(dask_client)
+        # Forked by the fork server (their nannies are its children), not started cold.
+        nannies = set(dask_client.run(os.getppid).values())
+        assert {psutil.Process(n).ppid() for n in nannies} == {forkserver.pid}
+        assert len(nannies) == 2
     poll(lambda: gone(pids), 30, f"the cluster's processes {pids} to exit")
     assert forkserver.is_running()
 
 
 @pytest.mark.timeout(300)
 def test_an_environment_option_starts_cold_and_is_counted(start_gateway):
-    gw = start_gateway(ENVIRONMENT_OPTION)
-    wait_for_pool(gw)
-    forkserver = forkserver_of(gw)
-    client = Gateway(gw.address, auth=BasicAuth("alice", ""))
-    cluster = client.new_cluster(environment={"POOL_TEST": "cold"})
-    try:
+    gw, forkserver, client = warm_gateway(start_gateway, ENVIRONMENT_OPTION)
+    with new_cluster(client, environment={"POOL_TEST": "cold"}) as cluster:
         assert starts(gw, "cold") == 1 and starts(gw, "pool") == 0
         with cluster.get_client(set_as_default=False) as dask_client:
             assert scheduler_env(dask_client)["POOL_TEST"] == "cold"
@@ -150,17 +156,11 @@ def test_an_environment_option_starts_cold_and_is_counted(start_gateway):
             assert dask_client.submit(lambda: 6 * 7).result(timeout=60) == 42
         # The pooled scheduler is still there for the next default cluster.
         assert pool_ready(gw)
-    finally:
-        cluster.shutdown()
-        client.close()
 
 
 @pytest.mark.timeout(300)
 def test_stopping_the_gateway_stops_the_pool_and_its_clusters(start_gateway):
-    gw = start_gateway()
-    wait_for_pool(gw)
-    forkserver_of(gw)
-    client = Gateway(gw.address, auth=BasicAuth("alice", ""))
+    gw, _, client = warm_gateway(start_gateway)
     cluster = client.new_cluster()
     with cluster.get_client(set_as_default=False) as dask_client:
         cluster.scale(1)
@@ -178,13 +178,8 @@ def test_stopping_the_gateway_stops_the_pool_and_its_clusters(start_gateway):
 @pytest.mark.timeout(120)
 def test_pool_size_zero_starts_everything_cold(start_gateway):
     gw = start_gateway(local_options="pool_size = 0\nfork_workers = false")
-    client = Gateway(gw.address, auth=BasicAuth("alice", ""))
-    cluster = client.new_cluster()
-    try:
+    with new_cluster(Gateway(gw.address, auth=BasicAuth("alice", ""))):
         assert starts(gw, "cold") == 1 and starts(gw, "pool") == 0
         assert metrics(gw)['dask_gateway_pool_schedulers{status="running"}'] == 0
         assert not [p for p in psutil.Process(gw.proc.pid).children()
                     if any("dask_gateway_forkserver.py" in a for a in p.cmdline())]
-    finally:
-        cluster.shutdown()
-        client.close()
