@@ -18,6 +18,7 @@ Prints one line per mode with p50 and p99 in milliseconds, then one JSON line.
 """
 
 import faulthandler
+import gc
 import json
 import os
 import re
@@ -111,6 +112,11 @@ def run_mode(mode, local_options, tmp):
             finally:
                 cluster.shutdown()
                 faulthandler.cancel_dump_traceback_later()
+                # The client's objects close themselves in __del__ with a
+                # blocking call on an event loop: collected by chance on
+                # that loop's thread, they deadlock it. Collect here.
+                del cluster
+                gc.collect()
         starts = metric(address, "dask_gateway_cluster_starts_total")
         gateway.close()
     finally:
@@ -121,6 +127,7 @@ def run_mode(mode, local_options, tmp):
 
 
 def main():
+    gc.disable()  # see run_mode: garbage is collected between runs, on this thread
     figures = {}
     with tempfile.TemporaryDirectory(prefix="dask-rs-pool-bench-") as tmp:
         for mode, options in MODES.items():
