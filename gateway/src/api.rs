@@ -17,11 +17,11 @@ use serde_json::{Map, Value, json};
 use subtle::ConstantTimeEq;
 use tracing::{info, warn};
 
+use crate::Gateway;
 use crate::auth::{AuthError, User};
-use crate::backend::BackendError;
+use crate::backend::{BackendError, Created};
 use crate::limits::{self, Clamped};
-use crate::models::{Cluster, ClusterStatus, Heartbeat, now_ms};
-use crate::{Gateway, tls};
+use crate::models::{Cluster, ClusterStatus, Heartbeat};
 
 /// An error answer: a status and the `{"error": ...}` body.
 #[derive(Debug)]
@@ -238,25 +238,11 @@ async fn create_cluster(
     limits::check_new_cluster(&gw.limits, &user.name, &mine)
         .map_err(|m| ApiError::new(StatusCode::CONFLICT, m))?;
 
-    let name = uuid::Uuid::new_v4().simple().to_string();
-    let credentials = tls::new_credentials(&name)
+    let cluster = Cluster::fresh(&user.name, options, config)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let cluster = Cluster {
-        name: name.clone(),
-        username: user.name.clone(),
-        token: format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()),
-        options,
-        config,
-        status: ClusterStatus::Pending,
-        start_time: now_ms(),
-        stop_time: None,
-        tls_cert: credentials.cert_pem,
-        tls_key: credentials.key_pem,
-        addresses: None,
-        workers: 0,
-    };
-    gw.backend.create(cluster, gw.limits.user_max_clusters).await?;
-    info!(cluster = %name, user = %user.name, "cluster created");
+    let Created { name, source } = gw.backend.create(cluster, gw.limits.user_max_clusters).await?;
+    gw.metrics.cluster_started(source);
+    info!(cluster = %name, user = %user.name, source = source.label(), "cluster created");
     Ok((StatusCode::CREATED, Json(json!({ "name": name }))).into_response())
 }
 
@@ -452,7 +438,7 @@ async fn heartbeat(
         challenge: Some("token"),
         ..ApiError::new(StatusCode::UNAUTHORIZED, "Authentication required")
     };
-    let cluster = gw.backend.get(&name).await.ok_or_else(unauthorized)?;
+    let cluster = gw.backend.for_scheduler(&name).await.ok_or_else(unauthorized)?;
     if !has_cluster_token(&headers, &cluster) {
         return Err(unauthorized());
     }

@@ -277,7 +277,17 @@ pub struct LocalConfig {
     /// Hand client connections to the scheduler process instead of relaying
     /// them (see `handoff.rs`); off: splice them like the Kubernetes backend.
     pub handoff: bool,
+    /// Ready schedulers kept per pooled profile, each with its own name,
+    /// token and TLS pair, claimed by a create; 0: every start is cold.
+    pub pool_size: u32,
+    /// The profiles that get a pool (default: the first, the default one).
+    pub pool_profiles: Option<Vec<String>>,
+    /// Fork workers from a process that has imported `distributed` already.
+    pub fork_workers: bool,
 }
+
+/// Ready schedulers per profile beyond which an idle pool costs more than it saves.
+pub const MAX_POOL_SIZE: u32 = 16;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -368,7 +378,14 @@ impl Default for LocalConfig {
             .map(PathBuf::from)
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
             .unwrap_or_else(std::env::temp_dir);
-        Self { dask: "dask".into(), state_dir: state.join("dask-gateway-rs"), handoff: true }
+        Self {
+            dask: "dask".into(),
+            state_dir: state.join("dask-gateway-rs"),
+            handoff: true,
+            pool_size: 1,
+            pool_profiles: None,
+            fork_workers: true,
+        }
     }
 }
 
@@ -443,6 +460,18 @@ impl Config {
         }
         for f in &self.options.fields {
             f.check()?;
+        }
+        if let BackendConfig::Local(local) = &self.backend {
+            anyhow::ensure!(
+                local.pool_size <= MAX_POOL_SIZE,
+                "backend.pool_size: at most {MAX_POOL_SIZE} ready schedulers per profile"
+            );
+            for name in local.pool_profiles.iter().flatten() {
+                anyhow::ensure!(
+                    self.options.profiles.iter().any(|p| &p.name == name),
+                    "backend.pool_profiles: no profile named {name:?}"
+                );
+            }
         }
         self.limits.check()?;
         self.connections.check()?;

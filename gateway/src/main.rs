@@ -165,13 +165,16 @@ async fn main() -> anyhow::Result<()> {
                 heartbeat_listener.as_ref().expect("a heartbeat listener").local_addr()?;
             let api_url =
                 format!("http://{}/api", SocketAddr::new(loopback(heartbeats), heartbeats.port()));
-            Arc::new(LocalBackend::new(Settings::new(
-                local,
-                &config.cluster,
-                api_url,
-                config.limits.cluster_max_workers,
-                config.limits.local_max_starting_workers,
-            )))
+            Arc::new(LocalBackend::new(
+                Settings::new(
+                    local,
+                    &config.cluster,
+                    api_url,
+                    config.limits.cluster_max_workers,
+                    config.limits.local_max_starting_workers,
+                )
+                .with_pool(&config, local),
+            ))
         }
         BackendConfig::Kubernetes(k8s) => {
             let client = kube::Client::try_default().await?;

@@ -15,6 +15,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::Gateway;
+use crate::backend::StartSource;
 use crate::models::ClusterStatus;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,9 +63,16 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, Histogram>,
     clusters: Family<StatusLabels, Gauge>,
+    pooled: Family<StatusLabels, Gauge>,
     scheduler_connections: Family<RouteLabels, Counter>,
     open_connections: Family<ListenerLabels, Gauge>,
     refused_connections: Family<ListenerLabels, Counter>,
+    cluster_starts: Family<SourceLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: &'static str,
 }
 
 impl Default for Metrics {
@@ -78,6 +86,12 @@ impl Default for Metrics {
         registry.register("http_requests", "HTTP requests served", requests.clone());
         registry.register("http_request_duration_seconds", "HTTP request latency", latency.clone());
         registry.register("clusters", "Clusters known to the gateway, by status", clusters.clone());
+        let pooled = Family::<StatusLabels, Gauge>::default();
+        registry.register(
+            "pool_schedulers",
+            "Schedulers waiting in the local backend's warm pool, by status (running: ready to claim)",
+            pooled.clone(),
+        );
         let scheduler_connections = Family::<RouteLabels, Counter>::default();
         registry.register(
             "scheduler_connections",
@@ -96,14 +110,25 @@ impl Default for Metrics {
             "Connections closed at once because the listener was at its cap",
             refused_connections.clone(),
         );
+        let cluster_starts = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "cluster_starts",
+            "Clusters created, by source (pool: a warm scheduler claimed; cold: started for the request)",
+            cluster_starts.clone(),
+        );
+        for source in [StartSource::Pool, StartSource::Cold] {
+            let _ = cluster_starts.get_or_create(&SourceLabels { source: source.label() });
+        }
         Self {
             registry,
             requests,
             latency,
             clusters,
+            pooled,
             scheduler_connections,
             open_connections,
             refused_connections,
+            cluster_starts,
         }
     }
 }
@@ -128,6 +153,10 @@ impl Drop for OpenConnection {
 impl Metrics {
     pub fn connection_refused(&self, listener: &'static str) {
         self.refused_connections.get_or_create(&ListenerLabels { listener }).inc();
+    }
+
+    pub fn cluster_started(&self, source: StartSource) {
+        self.cluster_starts.get_or_create(&SourceLabels { source: source.label() }).inc();
     }
 
     pub fn scheduler_connection(&self, route: &str) {
@@ -163,6 +192,14 @@ pub async fn render(State(gw): State<Arc<Gateway>>) -> Response {
         let n = clusters.iter().filter(|c| c.status == status).count();
         gw.metrics
             .clusters
+            .get_or_create(&StatusLabels { status: status.name().to_lowercase() })
+            .set(n as i64);
+    }
+    let pooled = gw.backend.pooled().await;
+    for status in [ClusterStatus::Pending, ClusterStatus::Running] {
+        let n = pooled.iter().filter(|s| **s == status).count();
+        gw.metrics
+            .pooled
             .get_or_create(&StatusLabels { status: status.name().to_lowercase() })
             .set(n as i64);
     }

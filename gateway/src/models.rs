@@ -77,6 +77,30 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// A new PENDING cluster with its own name, API token and TLS key pair.
+    pub fn fresh(
+        username: &str,
+        options: Map<String, Value>,
+        config: ClusterConfig,
+    ) -> anyhow::Result<Self> {
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        let credentials = crate::tls::new_credentials(&name)?;
+        Ok(Self {
+            name,
+            username: username.into(),
+            token: format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple()),
+            options,
+            config,
+            status: ClusterStatus::Pending,
+            start_time: now_ms(),
+            stop_time: None,
+            tls_cert: credentials.cert_pem,
+            tls_key: credentials.key_pem,
+            addresses: None,
+            workers: 0,
+        })
+    }
+
     /// The cluster JSON: exactly these keys, or the client raises TypeError.
     pub fn to_json(&self) -> Value {
         let running = self.status == ClusterStatus::Running;

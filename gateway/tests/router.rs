@@ -15,7 +15,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine;
-use dask_gateway_rs::backend::{Backend, BackendError};
+use dask_gateway_rs::backend::{Backend, BackendError, Created, StartSource};
 use dask_gateway_rs::config::Config;
 use dask_gateway_rs::models::{Cluster, ClusterStatus, Heartbeat};
 use dask_gateway_rs::{Gateway, router};
@@ -54,7 +54,7 @@ impl FakeBackend {
 
 #[async_trait]
 impl Backend for FakeBackend {
-    async fn create(&self, cluster: Cluster, max: Option<u32>) -> Result<(), BackendError> {
+    async fn create(&self, cluster: Cluster, max: Option<u32>) -> Result<Created, BackendError> {
         let mut clusters = self.clusters.lock().unwrap();
         let mine = clusters
             .values()
@@ -65,10 +65,11 @@ impl Backend for FakeBackend {
         {
             return Err(BackendError::LimitReached(format!("the limit is {max}")));
         }
+        let created = Created { name: cluster.name.clone(), source: StartSource::Cold };
         clusters.insert(cluster.name.clone(), cluster);
         drop(clusters);
         self.changes.send_modify(|n| *n += 1);
-        Ok(())
+        Ok(created)
     }
     async fn get(&self, name: &str) -> Option<Cluster> {
         self.cluster(name)

@@ -87,19 +87,22 @@ def raise_fd_limit(wanted):
 
 
 def dask_processes(state_dir, role):
-    """Live `dask <role>` processes of this gateway (by their working directory)."""
-    found = []
+    """Live `dask <role>` processes of this gateway (by their working
+    directory), one per worker: a forked worker's nanny forks the process
+    that runs it, which keeps its command line, and is not counted again."""
+    found = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         try:
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")
             cwd = os.readlink(proc / "cwd")
-        except OSError:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
         if role.encode() in cmdline and cwd.startswith(str(state_dir)):
-            found.append(int(proc.name))
-    return found
+            found[int(proc.name)] = ppid
+    return [pid for pid, ppid in found.items() if ppid not in found]
 
 
 # --- Authorisation matrix -------------------------------------------------

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::{Backend, BackendError};
+use super::{Backend, BackendError, Created, StartSource};
 use crate::config::{Config, KubernetesConfig};
 use crate::models::{Addresses, Cluster, ClusterStatus, Heartbeat};
 
@@ -676,7 +676,7 @@ impl Backend for KubernetesBackend {
         &self,
         cluster: Cluster,
         max_clusters: Option<u32>,
-    ) -> Result<(), BackendError> {
+    ) -> Result<Created, BackendError> {
         let slot = match max_clusters {
             Some(max) => Some(self.reserve_slot(&cluster.username, &cluster.name, max).await?),
             None => None,
@@ -688,7 +688,7 @@ impl Backend for KubernetesBackend {
             (Some(slot), Err(_)) => self.release_slot(slot).await,
             (None, _) => {}
         }
-        created.map(drop)
+        created.map(|_| Created { name: cluster.name.clone(), source: StartSource::Cold })
     }
 
     async fn get(&self, name: &str) -> Option<Cluster> {

@@ -5,7 +5,9 @@
 //! State is this process's: a restarted gateway starts with no clusters
 //! (the processes die with it). Use the Kubernetes backend for durability.
 
-use std::collections::{HashMap, HashSet};
+mod pool;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -19,7 +21,8 @@ use tokio::sync::{OwnedSemaphorePermit, RwLock, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use super::{Backend, BackendError};
+use super::forkserver::{ForkRequest, ForkServer, ForkedWorker};
+use super::{Backend, BackendError, Created, StartSource};
 use crate::config::{ClusterDefaults, LocalConfig};
 use crate::models::{Cluster, ClusterStatus, Heartbeat, now_ms};
 
@@ -27,6 +30,9 @@ use crate::models::{Cluster, ClusterStatus, Heartbeat, now_ms};
 /// ([`crate::handoff`]) on a socket pair the scheduler inherits.
 const HANDOFF_PRELOAD: &str = include_str!("handoff_preload.py");
 const HANDOFF_PRELOAD_FILE: &str = "dask_gateway_handoff.py";
+/// The scheduler preload that makes its first, slow connection itself.
+const WARMUP_PRELOAD: &str = include_str!("local/warmup_preload.py");
+const WARMUP_PRELOAD_FILE: &str = "dask_gateway_warmup.py";
 
 /// How the local backend starts and watches processes.
 #[derive(Debug, Clone)]
@@ -43,6 +49,14 @@ pub struct Settings {
     /// Worker processes starting at once, over every cluster: a big scale
     /// starts in batches, so the machine (and this API) stays responsive.
     pub starting: Arc<Semaphore>,
+    /// The warm pool of ready schedulers (size 0: none).
+    pub pool: pool::Pool,
+    /// Fork workers from [`ForkServer`] when it is ready; cold otherwise.
+    pub fork_workers: bool,
+    forks: Arc<tokio::sync::OnceCell<ForkServer>>,
+    /// The environment the fork server runs with: only clusters with the
+    /// same one get forked workers (another can change imports).
+    default_environment: BTreeMap<String, String>,
 }
 
 /// How long a new worker process counts as "starting" (holds a slot of
@@ -67,7 +81,17 @@ impl Settings {
             max_workers,
             handoff: local.handoff,
             starting: Arc::new(Semaphore::new(max_starting_workers.max(1) as usize)),
+            pool: pool::Pool::default(),
+            fork_workers: local.fork_workers,
+            forks: Default::default(),
+            default_environment: defaults.environment.clone(),
         }
+    }
+
+    /// Keeps `local.pool_size` ready schedulers for each pooled profile.
+    pub fn with_pool(mut self, config: &crate::config::Config, local: &LocalConfig) -> Self {
+        self.pool = pool::Pool::new(config, local);
+        self
     }
 }
 
@@ -82,6 +106,14 @@ struct Entry {
     commands: mpsc::UnboundedSender<Order>,
     /// Set once the scheduler says it adopts handed-over connections.
     handoff: Option<Arc<UnixDatagram>>,
+    /// Waiting in the warm pool (for this template), unseen by users.
+    pooled: Option<usize>,
+}
+
+impl Entry {
+    fn visible(&self) -> Option<&Cluster> {
+        self.pooled.is_none().then_some(&self.cluster)
+    }
 }
 
 /// The cluster table, shared by the API and the supervisors.
@@ -112,12 +144,21 @@ pub struct LocalBackend {
 }
 
 impl LocalBackend {
+    /// Also starts, in the background, the worker fork server and the
+    /// warm pool's refills.
     pub fn new(settings: Settings) -> Self {
         let (changed, _) = watch::channel(0);
-        Self {
+        let backend = Self {
             settings: Arc::new(settings),
             table: Table { clusters: Default::default(), changed: Arc::new(changed) },
+        };
+        if backend.settings.fork_workers {
+            tokio::spawn(start_fork_server(backend.settings.clone()));
         }
+        if !backend.settings.pool.is_empty() {
+            tokio::spawn(pool::refill(backend.settings.clone(), backend.table.clone()));
+        }
+        backend
     }
 
     async fn send(&self, name: &str, command: Order) -> Result<(), BackendError> {
@@ -135,7 +176,7 @@ impl Backend for LocalBackend {
         &self,
         cluster: Cluster,
         max_clusters: Option<u32>,
-    ) -> Result<(), BackendError> {
+    ) -> Result<Created, BackendError> {
         // Count and insert under one write lock: parallel creates cannot
         // all pass the check.
         let mut clusters = self.table.clusters.write().await;
@@ -152,33 +193,34 @@ impl Backend for LocalBackend {
             }
         }
         forget_oldest_finished(&mut clusters, MAX_FINISHED);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let name = cluster.name.clone();
-        let supervisor = Supervisor {
-            settings: self.settings.clone(),
-            table: self.table.clone(),
-            dir: cluster_dir(&self.settings, &name),
-            cluster: cluster.clone(),
-            workers: HashMap::new(),
-            wanted: 0,
-            scheduler_address: None,
-            active: HashSet::new(),
-            cooling: Vec::new(),
+        let created = match pool::claim(&self.settings.pool, &mut clusters, &cluster) {
+            Some(name) => Created { name, source: StartSource::Pool },
+            None => {
+                let name = cluster.name.clone();
+                launch(&self.settings, &self.table, &mut clusters, cluster, None);
+                Created { name, source: StartSource::Cold }
+            }
         };
-        clusters.insert(name.clone(), Entry { cluster, commands: tx, handoff: None });
         drop(clusters);
         self.table.changed.send_modify(|n| *n += 1);
-        let span = info_span!("cluster", cluster = %name);
-        tokio::spawn(supervisor.run(rx).instrument(span));
-        Ok(())
+        Ok(created)
     }
 
     async fn get(&self, name: &str) -> Option<Cluster> {
+        self.table.clusters.read().await.get(name).and_then(Entry::visible).cloned()
+    }
+
+    async fn for_scheduler(&self, name: &str) -> Option<Cluster> {
         self.table.clusters.read().await.get(name).map(|e| e.cluster.clone())
     }
 
     async fn list(&self) -> Vec<Cluster> {
-        self.table.clusters.read().await.values().map(|e| e.cluster.clone()).collect()
+        self.table.clusters.read().await.values().filter_map(Entry::visible).cloned().collect()
+    }
+
+    async fn pooled(&self) -> Vec<ClusterStatus> {
+        let clusters = self.table.clusters.read().await;
+        clusters.values().filter(|e| e.pooled.is_some()).map(|e| e.cluster.status).collect()
     }
 
     async fn stop(&self, name: &str) -> Result<(), BackendError> {
@@ -258,6 +300,50 @@ fn forget_oldest_finished(clusters: &mut HashMap<String, Entry>, keep: usize) {
     }
 }
 
+/// Adds a cluster to the table and starts its supervisor.
+fn launch(
+    settings: &Arc<Settings>,
+    table: &Table,
+    clusters: &mut HashMap<String, Entry>,
+    cluster: Cluster,
+    pooled: Option<usize>,
+) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let name = cluster.name.clone();
+    let supervisor = Supervisor {
+        settings: settings.clone(),
+        table: table.clone(),
+        dir: cluster_dir(settings, &name),
+        cluster: cluster.clone(),
+        workers: HashMap::new(),
+        wanted: 0,
+        scheduler_address: None,
+        active: HashSet::new(),
+        cooling: Vec::new(),
+    };
+    clusters.insert(name.clone(), Entry { cluster, commands: tx, handoff: None, pooled });
+    let span = info_span!("cluster", cluster = %name);
+    tokio::spawn(supervisor.run(rx).instrument(span));
+}
+
+/// Starts the worker fork server; until it is ready (or if it cannot
+/// start) workers start cold.
+async fn start_fork_server(settings: Arc<Settings>) {
+    let Some(python) = super::forkserver::python_of(&settings.dask) else {
+        warn!(dask = %settings.dask.display(), "no Python interpreter found in the dask executable: workers start cold");
+        return;
+    };
+    let started = settings
+        .forks
+        .get_or_try_init(|| {
+            ForkServer::start(&python, &settings.state_dir, &settings.default_environment)
+        })
+        .await;
+    if let Err(e) = started {
+        warn!(error = %e, "the worker fork server did not start: workers start cold");
+    }
+}
+
 fn cluster_dir(settings: &Settings, name: &str) -> PathBuf {
     settings.state_dir.join("clusters").join(name)
 }
@@ -281,7 +367,7 @@ struct Supervisor {
 }
 
 struct Worker {
-    child: Child,
+    process: WorkerProcess,
     /// Held while the process starts (see [`WORKER_START_SLOT`]).
     starting: Option<(OwnedSemaphorePermit, Instant)>,
 }
@@ -295,8 +381,8 @@ impl Supervisor {
         commands.close();
         self.table.set_handoff(&self.cluster.name, None).await;
         self.table.update(&self.cluster.name, |c| c.status = ClusterStatus::Stopping).await;
-        let workers: Vec<Child> = self.workers.drain().map(|(_, w)| w.child).collect();
-        futures::future::join_all(workers.into_iter().map(terminate)).await;
+        let workers: Vec<WorkerProcess> = self.workers.drain().map(|(_, w)| w.process).collect();
+        futures::future::join_all(workers.into_iter().map(WorkerProcess::terminate)).await;
         // The key is a secret: it does not outlive the cluster. Logs of a
         // failed cluster stay for the post-mortem.
         for secret in ["dask.pem", "dask.crt"] {
@@ -351,7 +437,7 @@ impl Supervisor {
                         }
                         let wanted = beat.count.max(0) as u32;
                         self.table.update(&self.cluster.name, |c| c.workers = wanted).await;
-                        self.apply(&beat);
+                        self.apply(&beat).await;
                     }
                     Some(Order::Fail(reason)) => break (ClusterStatus::Failed, Some(reason)),
                     Some(Order::Stop) | None => break (ClusterStatus::Stopped, None),
@@ -370,7 +456,7 @@ impl Supervisor {
                 }
                 _ = reap.tick() => {
                     self.reap_workers();
-                    self.start_missing();
+                    self.start_missing().await;
                 }
                 // The preload's "ready": from now on connections are handed over.
                 ready = handoff_ready(handoff.as_deref()), if awaiting_handoff => {
@@ -398,6 +484,7 @@ impl Supervisor {
             tokio::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).await?;
         }
         tokio::fs::write(self.dir.join(HANDOFF_PRELOAD_FILE), HANDOFF_PRELOAD).await?;
+        tokio::fs::write(self.dir.join(WARMUP_PRELOAD_FILE), WARMUP_PRELOAD).await?;
         for (file, pem) in
             [("dask.crt", &self.cluster.tls_cert), ("dask.pem", &self.cluster.tls_key)]
         {
@@ -408,20 +495,34 @@ impl Supervisor {
         Ok(())
     }
 
+    /// The environment of the cluster's processes: its options', the
+    /// gateway's address, and its TLS files. Not the API token: workers run
+    /// user code, so only the scheduler gets it (`spawn_scheduler`).
+    fn environment(&self) -> BTreeMap<String, String> {
+        let (cert, key) = (self.dir.join("dask.crt"), self.dir.join("dask.pem"));
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let mut env = self.cluster.config.environment.clone();
+        env.extend(
+            [
+                ("DASK_GATEWAY_API_URL", self.settings.api_url.as_str()),
+                ("DASK_GATEWAY_CLUSTER_NAME", &self.cluster.name),
+                ("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "True"),
+                ("DASK_DISTRIBUTED__COMM__TLS__CA_FILE", &cert),
+                ("DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__CERT", &cert),
+                ("DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__KEY", &key),
+                ("DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT", &cert),
+                ("DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY", &key),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+        );
+        env
+    }
+
     fn command(&self, log: &str) -> std::io::Result<Command> {
         let log = std::fs::File::create(self.dir.join(log))?;
-        let (cert, key) = (self.dir.join("dask.crt"), self.dir.join("dask.pem"));
         let mut cmd = Command::new(&self.settings.dask);
         cmd.current_dir(&self.dir)
-            .envs(&self.cluster.config.environment)
-            .env("DASK_GATEWAY_API_URL", &self.settings.api_url)
-            .env("DASK_GATEWAY_CLUSTER_NAME", &self.cluster.name)
-            .env("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "True")
-            .env("DASK_DISTRIBUTED__COMM__TLS__CA_FILE", &cert)
-            .env("DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__CERT", &cert)
-            .env("DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__KEY", &key)
-            .env("DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT", &cert)
-            .env("DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY", &key)
+            .envs(self.environment())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -469,6 +570,8 @@ impl Supervisor {
             ])
             .arg("--preload")
             .arg(self.dir.join(HANDOFF_PRELOAD_FILE))
+            .arg("--preload")
+            .arg(self.dir.join(WARMUP_PRELOAD_FILE))
             .args(["--dg-api-address", "127.0.0.1:0"])
             .args([
                 "--dg-heartbeat-period",
@@ -485,27 +588,65 @@ impl Supervisor {
         Ok((scheduler, Some(UnixDatagram::from_std(ours)?)))
     }
 
-    fn spawn_worker(&mut self, scheduler: &str, slot: OwnedSemaphorePermit) {
+    async fn spawn_worker(&mut self, scheduler: &str, slot: OwnedSemaphorePermit) {
         let name = uuid::Uuid::new_v4().simple().to_string();
         let config = &self.cluster.config;
-        let spawned = self.command(&format!("worker-{name}.log")).and_then(|mut cmd| {
-            cmd.args(["worker", scheduler, "--dashboard-address", "127.0.0.1:0", "--name", &name])
-                .args(["--nthreads", &config.worker_threads.to_string()])
-                .args(["--memory-limit", &config.worker_memory.to_string()])
-                .spawn()
-        });
-        match spawned {
-            Ok(child) => {
-                info!(worker = %name, "starting a worker");
+        let args: Vec<String> = [scheduler, "--dashboard-address", "127.0.0.1:0", "--name", &name]
+            .into_iter()
+            .map(String::from)
+            .chain(["--nthreads".into(), config.worker_threads.to_string()])
+            .chain(["--memory-limit".into(), config.worker_memory.to_string()])
+            .collect();
+        let log = format!("worker-{name}.log");
+        let forked = match self.fork_server() {
+            Some(forks) => {
+                let mut env = self.environment();
+                // The nanny forks its worker too: a spawned one would import
+                // `distributed` all over again.
+                env.insert(
+                    "DASK_DISTRIBUTED__WORKER__MULTIPROCESSING_METHOD".into(),
+                    "fork".into(),
+                );
+                let request = ForkRequest {
+                    cwd: &self.dir,
+                    log: self.dir.join(&log),
+                    env,
+                    args: args.clone(),
+                };
+                forks
+                    .fork(&request)
+                    .await
+                    .inspect_err(|e| warn!(error = %e, "could not fork a worker: starting it cold"))
+                    .ok()
+            }
+            None => None,
+        };
+        let started = match forked {
+            Some(worker) => Ok(WorkerProcess::Forked(worker)),
+            None => self
+                .command(&log)
+                .and_then(|mut cmd| cmd.arg("worker").args(&args).spawn())
+                .map(WorkerProcess::Spawned),
+        };
+        match started {
+            Ok(process) => {
+                info!(worker = %name, forked = matches!(process, WorkerProcess::Forked(_)), "starting a worker");
                 let starting = Some((slot, Instant::now()));
-                self.workers.insert(name, Worker { child, starting });
+                self.workers.insert(name, Worker { process, starting });
             }
             Err(e) => warn!(error = %e, "could not start a worker"),
         }
     }
 
+    /// The fork server, if it is ready and this cluster's workers may be
+    /// forked from it (same environment as the server's).
+    fn fork_server(&self) -> Option<&ForkServer> {
+        let forks = self.settings.forks.get()?;
+        (self.cluster.config.environment == self.settings.default_environment).then_some(forks)
+    }
+
     /// Brings the worker processes in line with what the scheduler asks for.
-    fn apply(&mut self, beat: &Heartbeat) {
+    async fn apply(&mut self, beat: &Heartbeat) {
         for closed in &beat.closed_workers {
             // Dropping a Child kills and reaps it (it has usually exited already).
             self.workers.remove(closed);
@@ -538,12 +679,12 @@ impl Supervisor {
             }
         }
         self.active = active.union(&closing).map(|n| (*n).clone()).collect();
-        self.start_missing();
+        self.start_missing().await;
     }
 
     /// Starts wanted workers while start slots are free; the 1 s tick and
     /// the next heartbeat start the rest.
-    fn start_missing(&mut self) {
+    async fn start_missing(&mut self) {
         let Some(scheduler) = self.scheduler_address.clone() else { return };
         loop {
             let pending = self.workers.keys().filter(|n| !self.active.contains(*n)).count();
@@ -551,16 +692,16 @@ impl Supervisor {
                 return;
             }
             let Ok(slot) = self.settings.starting.clone().try_acquire_owned() else { return };
-            self.spawn_worker(&scheduler, slot);
+            self.spawn_worker(&scheduler, slot).await;
         }
     }
 
     fn reap_workers(&mut self) {
         let cooling = &mut self.cooling;
-        self.workers.retain(|name, worker| match worker.child.try_wait() {
-            Ok(None) => true,
-            exited => {
-                if let Ok(Some(status)) = exited.as_ref().map(|s| s.filter(|s| !s.success())) {
+        self.workers.retain(|name, worker| match worker.process.exited() {
+            None => true,
+            Some(status) => {
+                if let Some(status) = status {
                     warn!(worker = %name, %status, "worker exited");
                 }
                 // A worker that dies while starting keeps its slot for the
@@ -587,6 +728,38 @@ async fn handoff_ready(channel: Option<&UnixDatagram>) -> std::io::Result<()> {
     }
 }
 
+/// A worker: a `dask worker` process of ours, or one the fork server forked.
+/// Dropping it kills it.
+enum WorkerProcess {
+    Spawned(Child),
+    Forked(ForkedWorker),
+}
+
+impl WorkerProcess {
+    /// `None` while it runs; once it has exited, its failure if it failed
+    /// and that is known (a forked worker's status is not).
+    fn exited(&mut self) -> Option<Option<std::process::ExitStatus>> {
+        match self {
+            Self::Spawned(child) => match child.try_wait() {
+                Ok(None) => None,
+                Ok(Some(status)) => Some(Some(status).filter(|s| !s.success())),
+                Err(_) => Some(None),
+            },
+            Self::Forked(worker) => (!worker.is_alive()).then_some(None),
+        }
+    }
+
+    async fn terminate(self) {
+        match self {
+            Self::Spawned(child) => terminate(child).await,
+            Self::Forked(worker) => worker.terminate(TERMINATE_GRACE).await,
+        }
+    }
+}
+
+/// How long a process has between SIGTERM and SIGKILL.
+const TERMINATE_GRACE: Duration = Duration::from_secs(5);
+
 /// SIGTERM, then SIGKILL if the process has not exited within 5 s.
 async fn terminate(mut child: Child) {
     if let Some(pid) = child.id() {
@@ -595,7 +768,7 @@ async fn terminate(mut child: Child) {
             nix::sys::signal::Signal::SIGTERM,
         )
         .ok();
-        if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_ok() {
+        if tokio::time::timeout(TERMINATE_GRACE, child.wait()).await.is_ok() {
             return;
         }
     }
@@ -624,7 +797,8 @@ mod tests {
             let mut cluster = sample(&format!("c{i}"), "alice", status);
             cluster.stop_time = (!status.is_active()).then_some(i as i64);
             let commands = mpsc::unbounded_channel().0;
-            clusters.insert(cluster.name.clone(), Entry { cluster, commands, handoff: None });
+            let entry = Entry { cluster, commands, handoff: None, pooled: None };
+            clusters.insert(entry.cluster.name.clone(), entry);
         }
         forget_oldest_finished(&mut clusters, 1);
         let mut left: Vec<_> = clusters.keys().cloned().collect();

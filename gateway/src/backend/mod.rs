@@ -2,6 +2,7 @@
 //! clusters' state where it belongs (the local backend in this process, the
 //! Kubernetes backend in DaskCluster resources).
 
+pub mod forkserver;
 pub mod kubernetes;
 pub mod local;
 
@@ -33,16 +34,52 @@ pub enum BackendError {
     Other(#[from] anyhow::Error),
 }
 
+/// A created cluster, and whether it came warm from a pool or starts cold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Created {
+    pub name: String,
+    pub source: StartSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartSource {
+    Pool,
+    Cold,
+}
+
+impl StartSource {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Pool => "pool",
+            Self::Cold => "cold",
+        }
+    }
+}
+
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Starts a new cluster (PENDING until its scheduler's first heartbeat),
     /// unless its owner already has `max_clusters` active ones: check and
     /// create are one atomic step, across gateway replicas too.
-    async fn create(&self, cluster: Cluster, max_clusters: Option<u32>)
-    -> Result<(), BackendError>;
+    /// Returns the cluster's name: a warm pool may hand out a ready
+    /// cluster of its own (with its own name and credentials) instead.
+    async fn create(
+        &self,
+        cluster: Cluster,
+        max_clusters: Option<u32>,
+    ) -> Result<Created, BackendError>;
     async fn get(&self, name: &str) -> Option<Cluster>;
+    /// The record a scheduler's heartbeat is checked against: [`Self::get`],
+    /// plus clusters that wait in a warm pool, unseen by users.
+    async fn for_scheduler(&self, name: &str) -> Option<Cluster> {
+        self.get(name).await
+    }
     /// Every known cluster, stopped ones included; callers filter.
     async fn list(&self) -> Vec<Cluster>;
+    /// Statuses of the schedulers waiting in a warm pool (none by default).
+    async fn pooled(&self) -> Vec<crate::models::ClusterStatus> {
+        Vec::new()
+    }
     /// Stops a cluster; stopping a stopped or unknown one is no error.
     async fn stop(&self, name: &str) -> Result<(), BackendError>;
     /// A heartbeat from the cluster's scheduler (already authenticated).

@@ -1,0 +1,253 @@
+//! The warm pool: for each pooled profile, `size` schedulers started ahead
+//! of time, each with its own name, API token and TLS pair, already
+//! heartbeating. A create whose options make exactly a pooled profile's
+//! cluster claims one (the cluster takes its name and credentials) and is
+//! RUNNING at once; the pool refills in the background. Anything else (other
+//! environment, threads, idle timeout...) starts cold, as without a pool.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::{Entry, Settings, Table, launch};
+use crate::config::{Config, LocalConfig};
+use crate::models::{Cluster, ClusterStatus};
+use crate::options::{ClusterConfig, OptionsSpec};
+
+/// The cluster a pooled profile makes with its default options.
+#[derive(Debug, Clone)]
+struct Template {
+    profile: String,
+    options: Map<String, Value>,
+    config: ClusterConfig,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Pool {
+    /// Ready (or starting) schedulers kept per template.
+    size: usize,
+    templates: Vec<Template>,
+}
+
+/// After a pooled scheduler fails, the next start of its template waits
+/// this long, doubling up to [`MAX_BACKOFF`]: a broken `dask` does not
+/// respawn in a loop.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How often the pool looks at the table at most (and at least, idle).
+const REFILL_DEBOUNCE: Duration = Duration::from_millis(200);
+const REFILL_IDLE: Duration = Duration::from_secs(2);
+
+impl Pool {
+    pub fn new(config: &Config, local: &LocalConfig) -> Self {
+        let spec = OptionsSpec::new(config.options.profiles.clone(), config.options.fields.clone());
+        let profiles: Vec<String> = match &local.pool_profiles {
+            Some(names) => names.clone(),
+            None => config.options.profiles.iter().take(1).map(|p| p.name.clone()).collect(),
+        };
+        let templates = profiles
+            .into_iter()
+            .filter_map(|profile| {
+                let requested = json!({ "profile": profile });
+                let requested = requested.as_object().expect("an object");
+                let (options, config) = spec
+                    .resolve(requested, &config.cluster)
+                    .inspect_err(|e| warn!(profile, error = %e, "profile not pooled"))
+                    .ok()?;
+                // A pooled scheduler's idle clock would start long before
+                // its cluster does.
+                if config.idle_timeout > 0.0 {
+                    warn!(profile, "profile not pooled: its clusters have an idle timeout");
+                    return None;
+                }
+                Some(Template { profile, options, config })
+            })
+            .collect();
+        Self { size: local.pool_size as usize, templates }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0 || self.templates.is_empty()
+    }
+
+    /// The template that makes exactly this cluster, if any.
+    fn template_for(&self, config: &ClusterConfig) -> Option<usize> {
+        if self.size == 0 {
+            return None;
+        }
+        self.templates.iter().position(|t| &t.config == config)
+    }
+
+    /// How many schedulers each template lacks, given the template of each
+    /// live pooled one.
+    fn missing(&self, live: &[usize]) -> Vec<(usize, usize)> {
+        (0..self.templates.len())
+            .map(|t| (t, self.size.saturating_sub(live.iter().filter(|l| **l == t).count())))
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+}
+
+/// Hands a ready pooled cluster to `request`'s owner, if one matches: it
+/// keeps its name, token, TLS pair, processes and addresses, and takes the
+/// request's owner, options and start time. Returns its name.
+pub(super) fn claim(
+    pool: &Pool,
+    clusters: &mut HashMap<String, Entry>,
+    request: &Cluster,
+) -> Option<String> {
+    let template = pool.template_for(&request.config)?;
+    let entry = clusters
+        .values_mut()
+        .filter(|e| e.pooled == Some(template) && e.cluster.status == ClusterStatus::Running)
+        .min_by_key(|e| e.cluster.start_time)?;
+    entry.pooled = None;
+    entry.cluster.username = request.username.clone();
+    entry.cluster.options = request.options.clone();
+    entry.cluster.start_time = request.start_time;
+    Some(entry.cluster.name.clone())
+}
+
+/// Per template: when it may start again after failures.
+#[derive(Default)]
+struct Backoff {
+    delay: Option<Duration>,
+    until: Option<Instant>,
+}
+
+impl Backoff {
+    fn failed(&mut self) {
+        let delay = self.delay.map_or(FIRST_BACKOFF, |d| (d * 2).min(MAX_BACKOFF));
+        self.delay = Some(delay);
+        self.until = Some(Instant::now() + delay);
+    }
+
+    fn ready(&self) -> bool {
+        self.until.is_none_or(|t| Instant::now() >= t)
+    }
+}
+
+/// Keeps the pool full for as long as the gateway runs; its schedulers die
+/// with the gateway like every cluster's.
+pub(super) async fn refill(settings: Arc<Settings>, table: Table) {
+    let pool = &settings.pool;
+    let mut backoff: Vec<Backoff> = pool.templates.iter().map(|_| Backoff::default()).collect();
+    let mut changes = table.changed.subscribe();
+    loop {
+        {
+            let mut clusters = table.clusters.write().await;
+            // Finished pooled schedulers leave the table; a failure backs off.
+            let finished: Vec<(String, usize, ClusterStatus)> = clusters
+                .values()
+                .filter(|e| e.cluster.stop_time.is_some())
+                .filter_map(|e| Some((e.cluster.name.clone(), e.pooled?, e.cluster.status)))
+                .collect();
+            for (name, template, status) in finished {
+                clusters.remove(&name);
+                if status == ClusterStatus::Failed {
+                    backoff[template].failed();
+                }
+            }
+            let mut live = Vec::new();
+            for entry in clusters.values() {
+                if let Some(template) = entry.pooled {
+                    live.push(template);
+                    if entry.cluster.status == ClusterStatus::Running {
+                        backoff[template].delay = None;
+                    }
+                }
+            }
+            for (template, missing) in pool.missing(&live) {
+                if !backoff[template].ready() {
+                    continue;
+                }
+                let t = &pool.templates[template];
+                for _ in 0..missing {
+                    match Cluster::fresh("", t.options.clone(), t.config.clone()) {
+                        Ok(cluster) => {
+                            info!(cluster = %cluster.name, profile = %t.profile, "starting a pooled scheduler");
+                            launch(&settings, &table, &mut clusters, cluster, Some(template));
+                        }
+                        Err(e) => warn!(error = %e, "no credentials for a pooled scheduler"),
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(REFILL_DEBOUNCE).await;
+        tokio::time::timeout(REFILL_IDLE, changes.changed()).await.ok();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::tests::sample;
+
+    fn pool(size: usize) -> (Pool, ClusterConfig) {
+        let config = sample("x", "", ClusterStatus::Pending).config;
+        let template =
+            Template { profile: "small".into(), options: Map::new(), config: config.clone() };
+        (Pool { size, templates: vec![template] }, config)
+    }
+
+    fn entry(name: &str, status: ClusterStatus, pooled: Option<usize>) -> (String, Entry) {
+        let cluster = sample(name, "", status);
+        let commands = tokio::sync::mpsc::unbounded_channel().0;
+        (name.into(), Entry { cluster, commands, handoff: None, pooled })
+    }
+
+    #[test]
+    fn only_the_same_cluster_config_is_served_from_the_pool() {
+        let (pool, config) = pool(1);
+        assert_eq!(pool.template_for(&config), Some(0));
+        let mut other = config.clone();
+        other.environment.insert("A".into(), "1".into());
+        assert_eq!(pool.template_for(&other), None);
+        assert_eq!(pool.template_for(&ClusterConfig { worker_threads: 2, ..config.clone() }), None);
+        let (empty, config) = self::pool(0);
+        assert_eq!(empty.template_for(&config), None);
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn missing_counts_what_each_template_lacks() {
+        let (pool, _) = pool(2);
+        assert_eq!(pool.missing(&[]), [(0, 2)]);
+        assert_eq!(pool.missing(&[0]), [(0, 1)]);
+        assert!(pool.missing(&[0, 0]).is_empty());
+    }
+
+    #[test]
+    fn a_claim_takes_a_running_pooled_cluster_and_gives_it_an_owner() {
+        let (pool, _) = pool(1);
+        let mut clusters: HashMap<String, Entry> = [
+            entry("starting", ClusterStatus::Pending, Some(0)),
+            entry("ready", ClusterStatus::Running, Some(0)),
+            entry("users", ClusterStatus::Running, None),
+        ]
+        .into_iter()
+        .collect();
+        let mut request = sample("asked", "alice", ClusterStatus::Pending);
+        request.start_time = 42;
+        assert_eq!(claim(&pool, &mut clusters, &request).as_deref(), Some("ready"));
+        let claimed = &clusters["ready"];
+        assert_eq!((claimed.pooled, claimed.cluster.username.as_str()), (None, "alice"));
+        assert_eq!(claimed.cluster.start_time, 42);
+        // Only a starting one is left: the next create starts cold.
+        assert_eq!(claim(&pool, &mut clusters, &request), None);
+    }
+
+    #[test]
+    fn failures_back_off_doubling() {
+        let mut backoff = Backoff::default();
+        assert!(backoff.ready());
+        backoff.failed();
+        assert!(!backoff.ready());
+        backoff.failed();
+        assert_eq!(backoff.delay, Some(FIRST_BACKOFF * 2));
+    }
+}
