@@ -6,7 +6,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../tests/lib/env.sh"
 cd "$root"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --release --locked -p dask-gateway-rs
+cargo build --release --locked -p dask-gateway
 VENV=$(tests/python/env)
 export PATH=$VENV/bin:$PATH
 out=$(mktemp -d)

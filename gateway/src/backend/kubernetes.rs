@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use crds::DaskCluster;
+use dask_common::kube_api::{cached, ignore_not_found};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
@@ -21,7 +22,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -629,10 +630,9 @@ impl Failer {
             }
             return;
         }
-        match self.clusters.delete(&dc.name_any(), &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => warn!(cluster = %name, error = %e, "could not delete a failed cluster"),
+        let deleted = self.clusters.delete(&dc.name_any(), &DeleteParams::background()).await;
+        if let Err(e) = ignore_not_found(deleted) {
+            warn!(cluster = %name, error = %e, "could not delete a failed cluster");
         }
     }
 }
@@ -657,9 +657,7 @@ where
         + Sync
         + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let stream =
-        watcher(api, watcher::Config::default().labels(selector)).default_backoff().reflect(writer);
+    let (reader, stream) = cached(api, watcher::Config::default().labels(selector), |_| {});
     tokio::spawn(stream.for_each(move |event| {
         if let Err(e) = event {
             warn!(error = %e, "watch error (retrying)");
@@ -718,17 +716,12 @@ impl Backend for KubernetesBackend {
         // it; a failed cluster's record is deleted on its own.
         if self.find_record(name).is_some() {
             let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-            match secrets.delete(&secret_name(name), &DeleteParams::background()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(anyhow::Error::from(e).into()),
-            }
+            let deleted = secrets.delete(&secret_name(name), &DeleteParams::background()).await;
+            ignore_not_found(deleted).map_err(anyhow::Error::from)?;
         }
-        match self.api().delete(&resource_name(name), &DeleteParams::background()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(e) => Err(api_error(e, "stopping the cluster")),
-        }
+        let deleted = self.api().delete(&resource_name(name), &DeleteParams::background()).await;
+        ignore_not_found(deleted).map_err(|e| api_error(e, "stopping the cluster"))?;
+        Ok(())
     }
 
     async fn heartbeat(&self, name: &str, beat: Heartbeat) -> Result<(), BackendError> {
