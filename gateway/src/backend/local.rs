@@ -411,17 +411,13 @@ impl Supervisor {
     fn command(&self, log: &str) -> std::io::Result<Command> {
         let log = std::fs::File::create(self.dir.join(log))?;
         let (cert, key) = (self.dir.join("dask.crt"), self.dir.join("dask.pem"));
+        let tls = crds::env::tls(&cert.to_string_lossy(), &key.to_string_lossy());
         let mut cmd = Command::new(&self.settings.dask);
         cmd.current_dir(&self.dir)
             .envs(&self.cluster.config.environment)
             .env("DASK_GATEWAY_API_URL", &self.settings.api_url)
             .env("DASK_GATEWAY_CLUSTER_NAME", &self.cluster.name)
-            .env("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "True")
-            .env("DASK_DISTRIBUTED__COMM__TLS__CA_FILE", &cert)
-            .env("DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__CERT", &cert)
-            .env("DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__KEY", &key)
-            .env("DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT", &cert)
-            .env("DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY", &key)
+            .envs(tls)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -111,6 +111,17 @@ fn worker_resources(cluster: &Cluster) -> ResourceRequirements {
     }
 }
 
+/// A pod of one Dask process.
+fn dask_pod(container: Container, volumes: Vec<Volume>) -> PodSpec {
+    PodSpec {
+        containers: vec![container],
+        volumes: Some(volumes),
+        // Dask pods never call the Kubernetes API.
+        automount_service_account_token: Some(false),
+        ..Default::default()
+    }
+}
+
 fn worker(site: &Site, cluster: &Cluster, image: &str) -> DaskWorker {
     let config = &cluster.config;
     let scheduler_address = format!("tls://{}:{COMM_PORT}", scheduler_host(site, &cluster.name));
@@ -139,17 +150,7 @@ fn worker(site: &Site, cluster: &Cluster, image: &str) -> DaskWorker {
         volume_mounts: Some(mounts),
         ..Default::default()
     };
-    DaskWorker {
-        replicas: 0,
-        metadata: None,
-        spec: PodSpec {
-            containers: vec![container],
-            volumes: Some(volumes),
-            // Dask pods never call the Kubernetes API.
-            automount_service_account_token: Some(false),
-            ..Default::default()
-        },
-    }
+    DaskWorker { replicas: 0, metadata: None, spec: dask_pod(container, volumes) }
 }
 
 /// The scheduler's ports, by name: the `crds::scheduler` two and the preload's API.
@@ -224,12 +225,7 @@ fn dask_scheduler(site: &Site, cluster: &Cluster, image: &str) -> DaskScheduler 
     };
     DaskScheduler {
         metadata: None,
-        spec: PodSpec {
-            containers: vec![container],
-            volumes: Some(volumes),
-            automount_service_account_token: Some(false),
-            ..Default::default()
-        },
+        spec: dask_pod(container, volumes),
         service: ServiceSpec {
             type_: Some("ClusterIP".into()),
             ports: Some(service_ports.into()),
