@@ -10,9 +10,9 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crds::DaskWorkerGroup;
 /// Shared with the gateway.
 pub use dask_common::kube_api::{cached, ignore_not_found};
+use dask_crds::DaskWorkerGroup;
 
 /// The field manager of every server-side apply this operator makes.
 pub const MANAGER: &str = "dask-operator";

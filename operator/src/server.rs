@@ -8,7 +8,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use crds::DaskCluster;
+use dask_crds::DaskCluster;
 use kube::api::{Api, ListParams};
 
 use crate::metrics::Metrics;

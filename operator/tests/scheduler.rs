@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use crds::{DaskAutoscaler, DaskCluster};
+use dask_crds::{DaskAutoscaler, DaskCluster};
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;

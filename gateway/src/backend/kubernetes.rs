@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use crds::DaskCluster;
 use dask_common::kube_api::{cached, ignore_not_found};
+use dask_crds::DaskCluster;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
@@ -392,7 +392,7 @@ impl KubernetesBackend {
     /// operator with the DaskCluster's name) reach each other on every port.
     /// The chart's policy admits the gateway; nothing else gets in.
     fn network_policy(&self, owner: &DaskCluster) -> anyhow::Result<NetworkPolicy> {
-        let pods = json!({ "matchLabels": { crds::labels::CLUSTER_NAME: owner.name_any() } });
+        let pods = json!({ "matchLabels": { dask_crds::labels::CLUSTER_NAME: owner.name_any() } });
         Ok(serde_json::from_value(json!({
             "metadata": {
                 "name": owner.name_any(),

@@ -411,7 +411,7 @@ impl Supervisor {
     fn command(&self, log: &str) -> std::io::Result<Command> {
         let log = std::fs::File::create(self.dir.join(log))?;
         let (cert, key) = (self.dir.join("dask.crt"), self.dir.join("dask.pem"));
-        let tls = crds::env::tls(&cert.to_string_lossy(), &key.to_string_lossy());
+        let tls = dask_crds::env::tls(&cert.to_string_lossy(), &key.to_string_lossy());
         let mut cmd = Command::new(&self.settings.dask);
         cmd.current_dir(&self.dir)
             .envs(&self.cluster.config.environment)

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crds::{DaskAutoscalerSpec, DaskAutoscalerStatus};
+use dask_crds::{DaskAutoscalerSpec, DaskAutoscalerStatus};
 use k8s_openapi::jiff::Timestamp;
 
 /// How long the target must have been lower before workers are removed.

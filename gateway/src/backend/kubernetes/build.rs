@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crds::{DaskCluster, DaskClusterSpec, DaskScheduler, DaskWorker, scheduler};
+use dask_crds::{DaskCluster, DaskClusterSpec, DaskScheduler, DaskWorker, scheduler};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, HTTPGetAction, PodSpec, Probe, ResourceRequirements,
     SecretVolumeSource, ServicePort, ServiceSpec, Volume, VolumeMount,
@@ -23,7 +23,7 @@ pub const SETTINGS: &str = "gateway.dask.org/config";
 /// Where the pods mount their credentials Secret.
 const CREDENTIALS: &str = "/etc/dask-credentials";
 /// The scheduler preload's HTTP API (heartbeats, orders), beside the two
-/// ports of the `crds::scheduler` contract.
+/// ports of the `dask_crds::scheduler` contract.
 pub const API_PORT: i32 = 8788;
 const API_PORT_NAME: &str = "http-gateway";
 pub const COMM_PORT: i32 = scheduler::DEFAULT_COMM_PORT;
@@ -77,7 +77,7 @@ fn strings<const N: usize>(items: [&str; N]) -> Vec<String> {
 /// TLS for the Dask comms (one certificate, also the CA), then the user's variables.
 fn container_env(cluster: &Cluster) -> Vec<EnvVar> {
     let (cert, key) = (format!("{CREDENTIALS}/dask.crt"), format!("{CREDENTIALS}/dask.pem"));
-    let tls = crds::env::tls(&cert, &key).into_iter().map(|(name, value)| env(name, value));
+    let tls = dask_crds::env::tls(&cert, &key).into_iter().map(|(name, value)| env(name, value));
     tls.chain(cluster.config.environment.iter().map(|(k, v)| env(k, v))).collect()
 }
 
@@ -153,7 +153,7 @@ fn worker(site: &Site, cluster: &Cluster, image: &str) -> DaskWorker {
     DaskWorker { replicas: 0, metadata: None, spec: dask_pod(container, volumes) }
 }
 
-/// The scheduler's ports, by name: the `crds::scheduler` two and the preload's API.
+/// The scheduler's ports, by name: the `dask_crds::scheduler` two and the preload's API.
 const SCHEDULER_PORTS: [(&str, i32); 3] = [
     (scheduler::COMM_PORT_NAME, COMM_PORT),
     (scheduler::DASHBOARD_PORT_NAME, DASHBOARD_PORT),
