@@ -269,7 +269,7 @@ pub fn dask_cluster(site: &Site, cluster: &Cluster) -> DaskCluster {
 mod tests {
     use std::collections::BTreeMap;
 
-    use serde_json::{Map, Value, json};
+    use serde_json::{Map, json};
 
     use super::*;
     use crate::models::ClusterStatus;
@@ -356,121 +356,5 @@ mod tests {
         let settings: crate::options::ClusterConfig =
             serde_json::from_str(&annotations[SETTINGS]).unwrap();
         assert_eq!(settings.environment["EXTRA"], "1");
-    }
-
-    #[test]
-    fn the_typed_cluster_is_the_one_the_untyped_json_made() {
-        let mut cluster = cluster();
-        cluster.config.image = Some("custom:2".into());
-        let legacy: DaskCluster = serde_json::from_value(legacy_json(&SITE, &cluster)).unwrap();
-        assert_eq!(
-            serde_json::to_value(dask_cluster(&SITE, &cluster)).unwrap(),
-            serde_json::to_value(legacy).unwrap()
-        );
-    }
-
-    const CREDENTIALS: &str = super::CREDENTIALS;
-    const HEARTBEAT_PERIOD: &str = super::HEARTBEAT_PERIOD;
-
-    fn legacy_env(cluster: &Cluster) -> Vec<Value> {
-        let mut env = vec![
-            json!({ "name": "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "value": "True" }),
-            json!({ "name": "DASK_DISTRIBUTED__COMM__TLS__CA_FILE", "value": format!("{CREDENTIALS}/dask.crt") }),
-        ];
-        for role in ["SCHEDULER", "WORKER"] {
-            env.push(json!({ "name": format!("DASK_DISTRIBUTED__COMM__TLS__{role}__CERT"), "value": format!("{CREDENTIALS}/dask.crt") }));
-            env.push(json!({ "name": format!("DASK_DISTRIBUTED__COMM__TLS__{role}__KEY"), "value": format!("{CREDENTIALS}/dask.pem") }));
-        }
-        env.extend(
-            cluster.config.environment.iter().map(|(k, v)| json!({ "name": k, "value": v })),
-        );
-        env
-    }
-
-    fn legacy_json(site: &Site, cluster: &Cluster) -> Value {
-        let name = &cluster.name;
-        let image = cluster.config.image.clone().unwrap_or_else(|| site.image.to_string());
-        let resources = json!({
-            "requests": { "cpu": format!("{:.3}", cluster.config.worker_cores), "memory": cluster.config.worker_memory.to_string() },
-            "limits": { "cpu": format!("{:.3}", cluster.config.worker_cores), "memory": cluster.config.worker_memory.to_string() },
-        });
-        let volume =
-            json!([{ "name": "dask-credentials", "secret": { "secretName": secret_name(name) } }]);
-        let worker_volume = json!([{ "name": "dask-credentials", "secret": { "secretName": tls_secret_name(name) } }]);
-        let mount =
-            json!([{ "name": "dask-credentials", "mountPath": CREDENTIALS, "readOnly": true }]);
-        let mut scheduler_env = legacy_env(cluster);
-        scheduler_env.extend([
-            json!({ "name": "DASK_GATEWAY_API_URL", "value": site.api_url }),
-            json!({ "name": "DASK_GATEWAY_API_TOKEN", "value": format!("{CREDENTIALS}/api-token") }),
-            json!({ "name": "DASK_GATEWAY_CLUSTER_NAME", "value": name }),
-        ]);
-        let scheduler_address = format!("tls://{}:{COMM_PORT}", scheduler_host(site, name));
-        let labels: BTreeMap<&str, &str> = [
-            ("app.kubernetes.io/name", "dask-gateway"),
-            (INSTANCE, site.instance),
-            (CLUSTER, name.as_str()),
-        ]
-        .into();
-        json!({
-            "apiVersion": "kubernetes.dask.org/v1",
-            "kind": "DaskCluster",
-            "metadata": {
-                "name": resource_name(name),
-                "labels": labels,
-                "annotations": {
-                    USER: cluster.username,
-                    OPTIONS: serde_json::to_string(&cluster.options).unwrap_or_default(),
-                    SETTINGS: serde_json::to_string(&cluster.config).unwrap_or_default(),
-                },
-            },
-            "spec": {
-                "worker": {
-                    "replicas": 0,
-                    "spec": {
-                        "containers": [{
-                            "name": "worker", "image": image, "env": legacy_env(cluster),
-                            "args": ["dask", "worker", scheduler_address, "--name", "$(DASK_WORKER_NAME)", "--dashboard-address", ":8787",
-                                     "--nthreads", cluster.config.worker_threads.to_string(),
-                                     "--memory-limit", cluster.config.worker_memory.to_string()],
-                            "resources": resources, "volumeMounts": mount,
-                        }],
-                        "volumes": worker_volume,
-                        // Dask pods never call the Kubernetes API.
-                        "automountServiceAccountToken": false,
-                    }
-                },
-                "scheduler": {
-                    "spec": {
-                        "containers": [{
-                            "name": "scheduler", "image": image, "env": scheduler_env,
-                            "args": ["dask", "scheduler", "--protocol", "tls", "--port", COMM_PORT.to_string(),
-                                     "--dashboard-address", format!(":{DASHBOARD_PORT}"),
-                                     "--preload", "dask_gateway.scheduler_preload", "--dg-api-address", format!(":{API_PORT}"),
-                                     "--dg-heartbeat-period", HEARTBEAT_PERIOD, "--dg-adaptive-period", site.adaptive_period.to_string(),
-                                     "--dg-idle-timeout", cluster.config.idle_timeout.to_string()],
-                            "ports": [
-                                { "name": "tcp-comm", "containerPort": COMM_PORT },
-                                { "name": "http-dashboard", "containerPort": DASHBOARD_PORT },
-                                { "name": "http-gateway", "containerPort": API_PORT },
-                            ],
-                            // Ready once the preload's API answers: then heartbeats and orders work.
-                            "readinessProbe": { "httpGet": { "port": API_PORT, "path": "/api/health" }, "periodSeconds": 2 },
-                            "volumeMounts": mount,
-                        }],
-                        "volumes": volume,
-                        "automountServiceAccountToken": false,
-                    },
-                    "service": {
-                        "type": "ClusterIP",
-                        "ports": [
-                            { "name": "tcp-comm", "port": COMM_PORT, "targetPort": "tcp-comm" },
-                            { "name": "http-dashboard", "port": DASHBOARD_PORT, "targetPort": "http-dashboard" },
-                            { "name": "http-gateway", "port": API_PORT, "targetPort": "http-gateway" },
-                        ]
-                    }
-                }
-            }
-        })
     }
 }
