@@ -11,7 +11,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../tests/lib/env.sh"
 cd "$root"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --release --locked -p dask-gateway-rs
+cargo build --release --locked -p dask-gateway
 responder=$DASK_RS_CACHE/bench/responder
 if [ ! -x "$responder" ] || [ bench/responder.c -nt "$responder" ]; then
   mkdir -p "$(dirname "$responder")"

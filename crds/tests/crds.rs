@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crds::{DaskCluster, DaskJob};
+use dask_crds::{DaskCluster, DaskJob};
 
 fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -12,11 +12,11 @@ fn root() -> &'static Path {
 #[test]
 fn committed_crd_yaml_matches_the_types() {
     for dir in ["crds/yaml", "charts/dask-rs/files/crds"] {
-        for (file, crd) in crds::all_crds() {
+        for (file, crd) in dask_crds::all_crds() {
             let path = root().join(dir).join(file);
             let committed = std::fs::read_to_string(&path).unwrap_or_default();
             assert!(
-                committed == crds::to_yaml(&crd),
+                committed == dask_crds::to_yaml(&crd),
                 "{} is stale: run `cargo run -p dask-crds --bin crdgen` and commit the result",
                 path.display()
             );
@@ -27,8 +27,8 @@ fn committed_crd_yaml_matches_the_types() {
 #[test]
 fn crds_fit_the_client_side_apply_annotation() {
     // kubectl's last-applied annotation caps a client-side apply at 256 KiB.
-    for (file, crd) in crds::all_crds() {
-        assert!(crds::to_yaml(&crd).len() < 64 * 1024, "{file} is too large");
+    for (file, crd) in dask_crds::all_crds() {
+        assert!(dask_crds::to_yaml(&crd).len() < 64 * 1024, "{file} is too large");
     }
 }
 

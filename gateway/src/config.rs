@@ -28,12 +28,8 @@ pub struct Config {
     pub connections: ConnectionLimits,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
+/// `text` or `json`, as the operator's.
+pub use dask_common::logging::LogFormat;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]

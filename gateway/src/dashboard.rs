@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::Client;
@@ -26,7 +26,7 @@ use subtle::ConstantTimeEq;
 use tracing::debug;
 
 use crate::Gateway;
-use crate::api::{self, ApiError};
+use crate::api::{ApiError, Login};
 use crate::auth::User;
 use crate::models::Cluster;
 
@@ -139,7 +139,7 @@ fn decide(cluster: Option<&Cluster>, user: &User, same_origin: bool, navigation:
 pub async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response {
     let path = request.uri().path().to_string();
     let Some(parsed) = split(&path) else {
-        return ApiError::new(StatusCode::NOT_FOUND, "Not found").into_response();
+        return ApiError::NotFound("Not found".into()).into_response();
     };
     let cluster = gw.backend.get(parsed.cluster).await;
     if let (Some(cluster), Some(sent)) = (&cluster, parsed.capability)
@@ -148,10 +148,12 @@ pub async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response
         return forward(&gw, cluster, parsed.rest, request).await;
     }
     // No valid capability: the gateway's own credentials decide.
-    let (user, cookie) = match api::login(&gw, request.headers()).await {
-        Ok(found) => found,
+    let (mut parts, body) = request.into_parts();
+    let Login { user, cookie } = match Login::from_request_parts(&mut parts, &gw).await {
+        Ok(login) => login,
         Err(e) => return e.into_response(),
     };
+    let request = Request::from_parts(parts, body);
     let name = parsed.cluster;
     let decision = decide(
         cluster.as_ref(),
@@ -159,7 +161,7 @@ pub async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response
         same_origin_or_none(request.headers()),
         wants_redirect(&request),
     );
-    let mut response = match (decision, cluster) {
+    let response = match (decision, cluster) {
         (Decision::Forward, Some(cluster)) => forward(&gw, &cluster, parsed.rest, request).await,
         (Decision::Redirect, Some(cluster)) => {
             let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
@@ -176,23 +178,18 @@ pub async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response
             sandboxed(response.headers_mut());
             response
         }
-        (Decision::Forbidden, _) => ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("User {} lacks permissions to view the dashboard of cluster {name}", user.name),
-        )
+        (Decision::Forbidden, _) => ApiError::Forbidden(format!(
+            "User {} lacks permissions to view the dashboard of cluster {name}",
+            user.name
+        ))
         .into_response(),
-        (Decision::CrossOrigin, _) => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "cross-origin requests to a dashboard need its link's token",
-        )
-        .into_response(),
-        _ => ApiError::new(StatusCode::NOT_FOUND, format!("Cluster {name} not found"))
-            .into_response(),
+        (Decision::CrossOrigin, _) => {
+            ApiError::Forbidden("cross-origin requests to a dashboard need its link's token".into())
+                .into_response()
+        }
+        _ => ApiError::NotFound(format!("Cluster {name} not found")).into_response(),
     };
-    if let Some(cookie) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        response.headers_mut().append(header::SET_COOKIE, cookie);
-    }
-    response
+    (cookie, response).into_response()
 }
 
 /// No `Origin` (not a browser's cross-origin request), or the gateway's own.
@@ -219,16 +216,13 @@ fn sandboxed(headers: &mut HeaderMap) {
 async fn forward(gw: &Gateway, cluster: &Cluster, rest: &str, mut request: Request) -> Response {
     let name = &cluster.name;
     let Some(target) = cluster.dashboard_target() else {
-        return ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("Cluster {name} not found or has no dashboard"),
-        )
-        .into_response();
+        return ApiError::NotFound(format!("Cluster {name} not found or has no dashboard"))
+            .into_response();
     };
     let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
     let rest = if rest.is_empty() { "/" } else { rest };
     let Ok(uri) = format!("{target}{rest}{query}").parse::<Uri>() else {
-        return ApiError::new(StatusCode::BAD_REQUEST, "invalid dashboard path").into_response();
+        return ApiError::BadRequest("invalid dashboard path".into()).into_response();
     };
     let upgrade = request.headers().get(header::UPGRADE).cloned();
     let client_side = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut request));
@@ -246,11 +240,8 @@ async fn forward(gw: &Gateway, cluster: &Cluster, rest: &str, mut request: Reque
         Ok(response) => response,
         Err(e) => {
             debug!(cluster = %name, error = %e, "dashboard unreachable");
-            return ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                format!("the dashboard of cluster {name} is unreachable"),
-            )
-            .into_response();
+            return ApiError::BadGateway(format!("the dashboard of cluster {name} is unreachable"))
+                .into_response();
         }
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS

@@ -77,17 +77,30 @@ pub fn router(gateway: Arc<Gateway>, prefix: &str) -> Router {
         .route("/clusters/{name}/", any(dashboard::proxy))
         .route("/clusters/{name}/{*rest}", any(dashboard::proxy));
     let routes = if prefix.is_empty() { routes } else { Router::new().nest(prefix, routes) };
-    routes
+    let routes = routes
         .route("/metrics", axum::routing::get(metrics::render))
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), metrics::track))
         .layer(axum::extract::DefaultBodyLimit::max(API_BODY_LIMIT))
-        .with_state(gateway)
+        .with_state(gateway);
+    with_request_ids(routes)
 }
 
 /// The heartbeat listener's side: the scheduler routes alone, no prefix.
 pub fn heartbeat_router(gateway: Arc<Gateway>) -> Router {
-    api::scheduler_routes()
+    let routes = api::scheduler_routes()
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), metrics::track))
         .layer(axum::extract::DefaultBodyLimit::max(API_BODY_LIMIT))
-        .with_state(gateway)
+        .with_state(gateway);
+    with_request_ids(routes)
+}
+
+/// Every request gets an `x-request-id` (the caller's, or a new UUID), and
+/// its answer carries it back: a server fault is logged under it, and its
+/// 500 names it ([`api::opaque_faults`]).
+fn with_request_ids(routes: Router) -> Router {
+    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+    routes
+        .layer(axum::middleware::from_fn(api::opaque_faults))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }

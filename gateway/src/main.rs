@@ -1,14 +1,14 @@
-use std::io::{IsTerminal, Read};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use dask_gateway_rs::backend::Backend;
-use dask_gateway_rs::backend::local::{LocalBackend, Settings};
-use dask_gateway_rs::config::{BackendConfig, Config, LogFormat};
-use dask_gateway_rs::listener::{Port, Timeouts};
-use dask_gateway_rs::{Gateway, heartbeat_router, listener, router};
+use dask_gateway::backend::Backend;
+use dask_gateway::backend::local::{LocalBackend, Settings};
+use dask_gateway::config::{BackendConfig, Config, LogFormat};
+use dask_gateway::listener::{Port, Timeouts};
+use dask_gateway::{Gateway, heartbeat_router, listener, router};
 use tracing::info;
 
 /// A dask-gateway compatible server. With no config file: loopback, any user
@@ -100,29 +100,13 @@ async fn stop_signal() -> std::io::Result<&'static str> {
 /// How long the clusters of the local backend get to stop at shutdown.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
-fn init_tracing(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    // Colours only on a terminal: not in files or pod logs.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stdout().is_terminal());
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(Command::HashPassword) = args.command {
         let mut password = String::new();
         std::io::stdin().read_to_string(&mut password)?;
-        println!(
-            "{}",
-            dask_gateway_rs::auth::hash_password(password.trim_end_matches(['\r', '\n']))?
-        );
+        println!("{}", dask_gateway::auth::hash_password(password.trim_end_matches(['\r', '\n']))?);
         return Ok(());
     }
     let config = load(&args)?;
@@ -134,7 +118,7 @@ async fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    init_tracing(config.log_format);
+    dask_common::logging::init(config.log_format);
     raise_file_limit(
         config.connections.max_connections + config.connections.heartbeat_max_connections,
     );
@@ -179,10 +163,8 @@ async fn main() -> anyhow::Result<()> {
         BackendConfig::Kubernetes(k8s) => {
             let client = kube::Client::try_default().await?;
             Arc::new(
-                dask_gateway_rs::backend::kubernetes::KubernetesBackend::start(
-                    client, k8s, &config,
-                )
-                .await?,
+                dask_gateway::backend::kubernetes::KubernetesBackend::start(client, k8s, &config)
+                    .await?,
             )
         }
     };

@@ -1,4 +1,4 @@
-//! `/metrics` in the Prometheus text format: requests by route and status,
+//! `/metrics` in the OpenMetrics text format: requests by route and status,
 //! their latency, and the clusters by status (counted at scrape time).
 
 use std::sync::Arc;
@@ -203,12 +203,7 @@ pub async fn render(State(gw): State<Arc<Gateway>>) -> Response {
             .get_or_create(&StatusLabels { status: status.name().to_lowercase() })
             .set(n as i64);
     }
-    let mut text = String::new();
-    if prometheus_client::encoding::text::encode(&mut text, &gw.metrics.registry).is_err() {
-        return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
-    }
-    ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
-        .into_response()
+    dask_common::metrics::render(&gw.metrics.registry).into_response()
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! value passes the checks. A `# or` line in a block starts an alternative
 //! for the tables it names, e.g. the Kubernetes `[backend]`.
 
-use dask_gateway_rs::config::{AuthKind, BackendConfig, Config, LogFormat};
+use dask_gateway::config::{AuthKind, BackendConfig, Config, LogFormat};
 
 const README: &str = include_str!("../README.md");
 

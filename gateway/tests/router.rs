@@ -15,10 +15,10 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine;
-use dask_gateway_rs::backend::{Backend, BackendError, Created, StartSource};
-use dask_gateway_rs::config::Config;
-use dask_gateway_rs::models::{Cluster, ClusterStatus, Heartbeat};
-use dask_gateway_rs::{Gateway, router};
+use dask_gateway::backend::{Backend, BackendError, Created, StartSource};
+use dask_gateway::config::Config;
+use dask_gateway::models::{Cluster, ClusterStatus, Heartbeat};
+use dask_gateway::{Gateway, router};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -28,11 +28,13 @@ use tower::ServiceExt;
 struct FakeBackend {
     clusters: Mutex<BTreeMap<String, Cluster>>,
     changes: watch::Sender<u64>,
+    /// When set, creates fail with this internal detail (a store's own words).
+    fault: Mutex<Option<&'static str>>,
 }
 
 impl FakeBackend {
     fn new() -> Self {
-        Self { clusters: Mutex::default(), changes: watch::Sender::new(0) }
+        Self { clusters: Mutex::default(), changes: watch::Sender::new(0), fault: Mutex::default() }
     }
 
     fn cluster(&self, name: &str) -> Option<Cluster> {
@@ -55,6 +57,9 @@ impl FakeBackend {
 #[async_trait]
 impl Backend for FakeBackend {
     async fn create(&self, cluster: Cluster, max: Option<u32>) -> Result<Created, BackendError> {
+        if let Some(detail) = *self.fault.lock().unwrap() {
+            return Err(BackendError::Other(anyhow::anyhow!(detail)));
+        }
         let mut clusters = self.clusters.lock().unwrap();
         let mine = clusters
             .values()
@@ -292,6 +297,9 @@ async fn bad_input_is_422_and_creates_nothing() {
     let (app, backend) = gateway("");
     for (body, names) in [
         ("{not json", "JSON"),
+        // An object or nothing: other JSON is no request.
+        (r#""x""#, "JSON"),
+        ("[1, 2]", "JSON"),
         (r#"{"cluster_options": 5}"#, "cluster_options"),
         (r#"{"cluster_options": {"profile": "enormous"}}"#, "enormous"),
     ] {
@@ -321,4 +329,32 @@ async fn bad_input_is_422_and_creates_nothing() {
         assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{path} {body}");
         assert!(answer.error().contains(names), "{path} {body}: {}", answer.error());
     }
+}
+
+#[tokio::test]
+async fn a_backend_fault_is_an_opaque_500_naming_its_request_id() {
+    let (app, backend) = gateway("");
+    *backend.fault.lock().unwrap() = Some("etcd: secret internal detail");
+    let answer = call(&app, Method::POST, "/api/v1/clusters/", As::User("alice"), "{}").await;
+    assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let id = answer.headers["x-request-id"].to_str().unwrap();
+    assert!(!id.is_empty() && answer.error().contains(id), "{}", answer.error());
+    assert!(!answer.error().contains("secret"), "internals stay in the log: {}", answer.error());
+    // Every answer carries its id, errors or not.
+    let answer = call(&app, Method::GET, "/api/v1/clusters/", As::User("alice"), "").await;
+    assert!(answer.headers.contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn a_scheduler_stops_its_own_cluster_with_its_token_alone() {
+    let (app, backend) = gateway("");
+    let name = create(&app, "alice").await;
+    let token = backend.cluster(&name).unwrap().token;
+    let uri = format!("/api/v1/clusters/{name}");
+    let answer = call(&app, Method::DELETE, &uri, As::Token("not-the-token"), "").await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "a wrong token is no login either");
+    assert_eq!(backend.cluster(&name).unwrap().status, ClusterStatus::Pending);
+    let answer = call(&app, Method::DELETE, &uri, As::Token(&token), "").await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    assert_eq!(backend.cluster(&name).unwrap().status, ClusterStatus::Stopped);
 }

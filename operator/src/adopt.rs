@@ -8,7 +8,7 @@
 
 use std::fmt::Debug;
 
-use crds::DaskCluster;
+use dask_crds::DaskCluster;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Patch, PatchParams};

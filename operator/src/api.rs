@@ -3,17 +3,16 @@
 
 use std::fmt::Debug;
 
-use futures::Stream;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::object::HasStatus;
-use kube::runtime::reflector::{self, Store, reflector};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crds::DaskWorkerGroup;
+/// Shared with the gateway.
+pub use dask_common::kube_api::{cached, ignore_not_found};
+use dask_crds::DaskWorkerGroup;
 
 /// The field manager of every server-side apply this operator makes.
 pub const MANAGER: &str = "dask-operator";
@@ -41,29 +40,6 @@ where
     });
     let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
     api.patch_status(&obj.name_any(), &apply_params(), &Patch::Apply(body)).await
-}
-
-/// A 404 is no error for what was to be deleted or read if present: `None`.
-pub fn ignore_not_found<T>(result: kube::Result<T>) -> kube::Result<Option<T>> {
-    match result {
-        Ok(value) => Ok(Some(value)),
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// A watch cache of `api`'s objects, each trimmed by `trim` before it is
-/// kept, and the stream of changes that feeds it as a controller consumes it.
-pub fn cached<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    trim: impl FnMut(&mut K) + Send + 'static,
-) -> (Store<K>, impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static)
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned + Send + Sync + 'static,
-{
-    let (store, writer) = reflector::store();
-    (store, reflector(writer, watcher(api, config).default_backoff().modify(trim)))
 }
 
 /// Managed fields and `kubectl apply`'s copy of the whole manifest: read by

@@ -11,7 +11,7 @@ mod plan;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crds::{DaskAutoscaler, DaskCluster};
+use dask_crds::{DaskAutoscaler, DaskCluster};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use crds::labels::*;
-use crds::scheduler::{service_host, service_name};
-use crds::{DaskCluster, DaskJob, DaskWorkerGroup, DaskWorkerGroupSpec, env};
+use dask_crds::labels::*;
+use dask_crds::scheduler::{service_host, service_name};
+use dask_crds::{DaskCluster, DaskJob, DaskWorkerGroup, DaskWorkerGroupSpec, env};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::core::v1::{EnvVar, Pod, PodSpec, PodTemplateSpec, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -20,7 +20,7 @@ fn scheduler_metadata(cluster: &DaskCluster) -> Inherited {
 }
 
 /// Re-exported for the integration tests, which start real schedulers with it.
-pub use crds::env::SCHEDULER_HTTP_ROUTES;
+pub use dask_crds::env::SCHEDULER_HTTP_ROUTES;
 
 /// Annotation on a default worker group: the cluster's `spec.worker.replicas`
 /// last written to it. A group whose replicas differ from it was scaled

@@ -9,7 +9,7 @@ mod status;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crds::{DaskCluster, DaskWorkerGroup};
+use dask_crds::{DaskCluster, DaskWorkerGroup};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -43,7 +43,7 @@ struct State {
 }
 
 pub async fn run(ctx: Arc<Context>) {
-    let scheduler_children = ctx.config.watch_config().labels(crds::labels::CLUSTER_NAME);
+    let scheduler_children = ctx.config.watch_config().labels(dask_crds::labels::CLUSTER_NAME);
     // The caches keep only what reconcile reads: a thousand clusters' pod
     // templates and managed fields would otherwise be most of the memory.
     let (deployments, deployment_events) =
@@ -146,7 +146,7 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
         deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) >= 1;
     let status =
         status::status(&cluster, &group, status::Observed { scheduler_ready, service_exists });
-    let running = status.phase == Some(crds::ClusterPhase::Running);
+    let running = status.phase == Some(dask_crds::ClusterPhase::Running);
     // A settled cluster costs no writes.
     if cluster.status.as_ref() != Some(&status) {
         patch_status(client, &cluster, &status).await?;

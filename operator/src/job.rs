@@ -10,8 +10,8 @@ mod transition;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crds::labels::*;
-use crds::{DaskCluster, DaskJob};
+use dask_crds::labels::*;
+use dask_crds::{DaskCluster, DaskJob};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch};

@@ -1,25 +1,3 @@
-//! The operator's logs, on standard output: text or JSON lines.
+//! The operator's logs, on standard output: text or JSON lines (shared with the gateway).
 
-use std::io::IsTerminal;
-
-use tracing_subscriber::EnvFilter;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines, coloured on a terminal.
-    Text,
-    /// One JSON object a line, for log collectors.
-    Json,
-}
-
-/// Installs the global subscriber; `RUST_LOG` filters (default `info`).
-pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    // Colour codes belong on a terminal, never in a file or a pod's log.
-    let ansi = std::io::stdout().is_terminal();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
+pub use dask_common::logging::{LogFormat, init};

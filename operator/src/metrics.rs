@@ -60,11 +60,9 @@ impl Metrics {
         self.failures.get_or_create(&FailureLabel { kind, error: error.metric_label() }).inc();
     }
 
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("writing to a String");
-        out
+    /// `/metrics`: the same exposition and content type as the gateway's.
+    pub fn encode(&self) -> dask_common::metrics::Exposition {
+        dask_common::metrics::render(&self.registry)
     }
 }
 

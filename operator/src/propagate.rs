@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crds::SimpleObjectMeta;
+use dask_crds::SimpleObjectMeta;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 

@@ -97,7 +97,7 @@ pub async fn warn_failed<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K, 
 mod tests {
     use std::sync::Mutex;
 
-    use crds::DaskCluster;
+    use dask_crds::DaskCluster;
     use kube::runtime::reflector;
 
     use super::*;

@@ -99,7 +99,7 @@ impl SchedulerApi {
 
     /// Base URL of a cluster's scheduler HTTP server, through its Service.
     pub fn base_url(cluster: &str, namespace: &str, domain: &str, port: i32) -> String {
-        format!("http://{}:{port}", crds::scheduler::service_host(cluster, namespace, domain))
+        format!("http://{}:{port}", dask_crds::scheduler::service_host(cluster, namespace, domain))
     }
 
     async fn get<T: DeserializeOwned>(&self, url: String) -> Result<T> {

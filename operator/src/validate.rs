@@ -3,7 +3,9 @@
 //! containers, negative counts. One function per kind; every error names the
 //! field at fault by its path in the manifest.
 
-use crds::{DaskAutoscaler, DaskCluster, DaskClusterSpec, DaskJob, DaskWorker, DaskWorkerGroup};
+use dask_crds::{
+    DaskAutoscaler, DaskCluster, DaskClusterSpec, DaskJob, DaskWorker, DaskWorkerGroup,
+};
 use kube::ResourceExt;
 
 /// A field of a spec and what is wrong with it.
@@ -90,7 +92,7 @@ fn containers(spec: &k8s_openapi::api::core::v1::PodSpec, path: &str) -> Result<
 
 #[cfg(test)]
 mod tests {
-    use crds::DaskAutoscalerSpec;
+    use dask_crds::DaskAutoscalerSpec;
 
     use super::*;
 
@@ -128,7 +130,7 @@ mod tests {
         assert_eq!(cluster(&simple_cluster()), Ok(()));
         assert_eq!(job(&simple_job()), Ok(()));
         let worker = simple_cluster().spec.worker;
-        let spec = crds::DaskWorkerGroupSpec { cluster: "simple".into(), worker };
+        let spec = dask_crds::DaskWorkerGroupSpec { cluster: "simple".into(), worker };
         assert_eq!(worker_group(&DaskWorkerGroup::new("g", spec)), Ok(()));
         let mut c = simple_cluster();
         c.metadata.name = Some("x".repeat(53));

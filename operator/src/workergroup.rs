@@ -10,8 +10,8 @@ mod plan;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crds::labels::*;
-use crds::{DaskCluster, DaskWorkerGroup};
+use dask_crds::labels::*;
+use dask_crds::{DaskCluster, DaskWorkerGroup};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch};
 use kube::runtime::controller::{Action, Controller};

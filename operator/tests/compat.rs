@@ -9,7 +9,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 
 use common::*;
-use crds::{DaskAutoscaler, DaskCluster, DaskJob, DaskWorkerGroup};
+use dask_crds::{DaskAutoscaler, DaskCluster, DaskJob, DaskWorkerGroup};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use crds::DaskCluster;
+use dask_crds::DaskCluster;
 use k8s_openapi::api::core::v1::{ResourceQuota, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Client;

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
-use crds::DaskCluster;
+use dask_crds::DaskCluster;
 use kube::api::{Api, PostParams};
 use kube::config::Kubeconfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

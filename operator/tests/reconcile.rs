@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::*;
-use crds::{DaskCluster, DaskWorkerGroup};
+use dask_crds::{DaskCluster, DaskWorkerGroup};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod, Service};
 use kube::ResourceExt;
@@ -25,7 +25,7 @@ async fn manifest_becomes_scheduler_service_and_workers() {
     let pods = wait_workers(&client, &ns.name, "simple", 2).await;
 
     let status = clusters.get("simple").await.unwrap().status.unwrap();
-    assert_eq!(status.phase, Some(crds::ClusterPhase::Running));
+    assert_eq!(status.phase, Some(dask_crds::ClusterPhase::Running));
     assert_eq!(
         status.selector.as_deref(),
         Some("dask.org/cluster-name=simple,dask.org/workergroup-name=simple-default")
@@ -202,7 +202,7 @@ async fn invalid_cluster_reports_an_error_and_spares_the_others() {
     wait_workers(&client, &ns.name, "good", 2).await;
     let status = eventually(30, "an Error status on the invalid cluster", || async {
         let status = clusters.get("bad").await.ok()?.status?;
-        (status.phase == Some(crds::ClusterPhase::Error)).then_some(status)
+        (status.phase == Some(dask_crds::ClusterPhase::Error)).then_some(status)
     })
     .await;
     let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
@@ -275,14 +275,14 @@ async fn daskjob_creates_its_cluster_then_a_uniquely_named_runner() {
         "/../crds/tests/fixtures/simplejob.yaml"
     ))
     .unwrap();
-    let mut job: crds::DaskJob = serde_yaml::from_str(&text).unwrap();
+    let mut job: dask_crds::DaskJob = serde_yaml::from_str(&text).unwrap();
     job.metadata.namespace = Some(ns.name.clone());
-    let jobs: Api<crds::DaskJob> = Api::namespaced(client.clone(), &ns.name);
+    let jobs: Api<dask_crds::DaskJob> = Api::namespaced(client.clone(), &ns.name);
     let created = jobs.create(&PostParams::default(), &job).await.unwrap();
 
     let status = eventually(60, "the job to be Running", || async {
         let status = jobs.get("simple-job").await.ok()?.status?;
-        (status.job_status == Some(crds::JobPhase::Running)).then_some(status)
+        (status.job_status == Some(dask_crds::JobPhase::Running)).then_some(status)
     })
     .await;
     let cluster =

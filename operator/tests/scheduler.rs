@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use crds::{DaskAutoscaler, DaskCluster};
+use dask_crds::{DaskAutoscaler, DaskCluster};
 use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};

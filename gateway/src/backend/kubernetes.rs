@@ -8,12 +8,12 @@
 //! (Service names must start with a letter); its scheduler runs the
 //! dask-gateway preload and reports to `api_url`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use crds::DaskCluster;
+use dask_common::kube_api::{cached, ignore_not_found};
+use dask_crds::DaskCluster;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
@@ -21,9 +21,9 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -31,12 +31,14 @@ use super::{Backend, BackendError, Created, StartSource};
 use crate::config::{Config, KubernetesConfig};
 use crate::models::{Addresses, Cluster, ClusterStatus, Heartbeat};
 
+mod build;
+
+use self::build::{
+    API_PORT, CLUSTER, COMM_PORT, DASHBOARD_PORT, INSTANCE, OPTIONS, SETTINGS, Site, USER,
+    resource_name, secret_name,
+};
+
 const MANAGER: &str = "dask-gateway";
-const INSTANCE: &str = "gateway.dask.org/instance";
-const CLUSTER: &str = "gateway.dask.org/cluster";
-const USER: &str = "gateway.dask.org/user";
-const OPTIONS: &str = "gateway.dask.org/options";
-const SETTINGS: &str = "gateway.dask.org/config";
 const FAILED: &str = "gateway.dask.org/failed";
 /// On a FAILED cluster's Secret, which outlives its DaskCluster as the record.
 const RECORD: &str = "gateway.dask.org/record";
@@ -45,26 +47,6 @@ const STOPPED: &str = "gateway.dask.org/stopped";
 /// A slot Lease younger than this counts as taken even before its
 /// DaskCluster exists (that create is in flight on some replica).
 const SLOT_GRACE_SECONDS: i64 = 60;
-const CREDENTIALS: &str = "/etc/dask-credentials";
-const COMM_PORT: i32 = 8786;
-const DASHBOARD_PORT: i32 = 8787;
-const API_PORT: i32 = 8788;
-/// Seconds between heartbeats: they also report retired workers as gone.
-const HEARTBEAT_PERIOD: &str = "5";
-
-fn resource_name(cluster: &str) -> String {
-    format!("dask-{cluster}")
-}
-
-fn secret_name(cluster: &str) -> String {
-    format!("dask-{cluster}-gateway")
-}
-
-/// The workers' Secret: the TLS pair alone, never the scheduler's API token
-/// (user code runs in workers).
-fn tls_secret_name(cluster: &str) -> String {
-    format!("dask-{cluster}-tls")
-}
 
 /// A refusal of the API server in words for the user; its raw answer (which
 /// names objects and the gateway's service account) goes to the log.
@@ -155,13 +137,15 @@ impl KubernetesBackend {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    fn scheduler_host(&self, cluster: &str) -> String {
-        format!(
-            "{}-scheduler.{}.svc.{}",
-            resource_name(cluster),
-            self.namespace,
-            self.settings.cluster_domain
-        )
+    fn site(&self) -> Site<'_> {
+        Site {
+            namespace: &self.namespace,
+            cluster_domain: &self.settings.cluster_domain,
+            instance: &self.settings.instance,
+            image: &self.settings.image,
+            api_url: &self.settings.api_url,
+            adaptive_period: self.adaptive_period,
+        }
     }
 
     /// The gateway's view of a DaskCluster and its Secret.
@@ -184,7 +168,7 @@ impl KubernetesBackend {
         } else {
             ClusterStatus::Pending
         };
-        let host = self.scheduler_host(&name);
+        let host = build::scheduler_host(&self.site(), &name);
         Some(Cluster {
             username: annotations.get(USER).cloned().unwrap_or_default(),
             token: data("api-token").unwrap_or_default(),
@@ -377,108 +361,6 @@ impl KubernetesBackend {
         }
     }
 
-    fn container_env(&self, cluster: &Cluster) -> Vec<Value> {
-        let mut env = vec![
-            json!({ "name": "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "value": "True" }),
-            json!({ "name": "DASK_DISTRIBUTED__COMM__TLS__CA_FILE", "value": format!("{CREDENTIALS}/dask.crt") }),
-        ];
-        for role in ["SCHEDULER", "WORKER"] {
-            env.push(json!({ "name": format!("DASK_DISTRIBUTED__COMM__TLS__{role}__CERT"), "value": format!("{CREDENTIALS}/dask.crt") }));
-            env.push(json!({ "name": format!("DASK_DISTRIBUTED__COMM__TLS__{role}__KEY"), "value": format!("{CREDENTIALS}/dask.pem") }));
-        }
-        env.extend(
-            cluster.config.environment.iter().map(|(k, v)| json!({ "name": k, "value": v })),
-        );
-        env
-    }
-
-    fn dask_cluster(&self, cluster: &Cluster) -> Value {
-        let name = &cluster.name;
-        let image = cluster.config.image.clone().unwrap_or_else(|| self.settings.image.clone());
-        let resources = json!({
-            "requests": { "cpu": format!("{:.3}", cluster.config.worker_cores), "memory": cluster.config.worker_memory.to_string() },
-            "limits": { "cpu": format!("{:.3}", cluster.config.worker_cores), "memory": cluster.config.worker_memory.to_string() },
-        });
-        let volume =
-            json!([{ "name": "dask-credentials", "secret": { "secretName": secret_name(name) } }]);
-        let worker_volume = json!([{ "name": "dask-credentials", "secret": { "secretName": tls_secret_name(name) } }]);
-        let mount =
-            json!([{ "name": "dask-credentials", "mountPath": CREDENTIALS, "readOnly": true }]);
-        let mut scheduler_env = self.container_env(cluster);
-        scheduler_env.extend([
-            json!({ "name": "DASK_GATEWAY_API_URL", "value": self.settings.api_url }),
-            json!({ "name": "DASK_GATEWAY_API_TOKEN", "value": format!("{CREDENTIALS}/api-token") }),
-            json!({ "name": "DASK_GATEWAY_CLUSTER_NAME", "value": name }),
-        ]);
-        let scheduler_address = format!("tls://{}:{COMM_PORT}", self.scheduler_host(name));
-        let labels: BTreeMap<&str, &str> = [
-            ("app.kubernetes.io/name", "dask-gateway"),
-            (INSTANCE, self.settings.instance.as_str()),
-            (CLUSTER, name.as_str()),
-        ]
-        .into();
-        json!({
-            "apiVersion": "kubernetes.dask.org/v1",
-            "kind": "DaskCluster",
-            "metadata": {
-                "name": resource_name(name),
-                "labels": labels,
-                "annotations": {
-                    USER: cluster.username,
-                    OPTIONS: serde_json::to_string(&cluster.options).unwrap_or_default(),
-                    SETTINGS: serde_json::to_string(&cluster.config).unwrap_or_default(),
-                },
-            },
-            "spec": {
-                "worker": {
-                    "replicas": 0,
-                    "spec": {
-                        "containers": [{
-                            "name": "worker", "image": image, "env": self.container_env(cluster),
-                            "args": ["dask", "worker", scheduler_address, "--name", "$(DASK_WORKER_NAME)", "--dashboard-address", ":8787",
-                                     "--nthreads", cluster.config.worker_threads.to_string(),
-                                     "--memory-limit", cluster.config.worker_memory.to_string()],
-                            "resources": resources, "volumeMounts": mount,
-                        }],
-                        "volumes": worker_volume,
-                        // Dask pods never call the Kubernetes API.
-                        "automountServiceAccountToken": false,
-                    }
-                },
-                "scheduler": {
-                    "spec": {
-                        "containers": [{
-                            "name": "scheduler", "image": image, "env": scheduler_env,
-                            "args": ["dask", "scheduler", "--protocol", "tls", "--port", COMM_PORT.to_string(),
-                                     "--dashboard-address", format!(":{DASHBOARD_PORT}"),
-                                     "--preload", "dask_gateway.scheduler_preload", "--dg-api-address", format!(":{API_PORT}"),
-                                     "--dg-heartbeat-period", HEARTBEAT_PERIOD, "--dg-adaptive-period", self.adaptive_period.to_string(),
-                                     "--dg-idle-timeout", cluster.config.idle_timeout.to_string()],
-                            "ports": [
-                                { "name": "tcp-comm", "containerPort": COMM_PORT },
-                                { "name": "http-dashboard", "containerPort": DASHBOARD_PORT },
-                                { "name": "http-gateway", "containerPort": API_PORT },
-                            ],
-                            // Ready once the preload's API answers: then heartbeats and orders work.
-                            "readinessProbe": { "httpGet": { "port": API_PORT, "path": "/api/health" }, "periodSeconds": 2 },
-                            "volumeMounts": mount,
-                        }],
-                        "volumes": volume,
-                        "automountServiceAccountToken": false,
-                    },
-                    "service": {
-                        "type": "ClusterIP",
-                        "ports": [
-                            { "name": "tcp-comm", "port": COMM_PORT, "targetPort": "tcp-comm" },
-                            { "name": "http-dashboard", "port": DASHBOARD_PORT, "targetPort": "http-dashboard" },
-                            { "name": "http-gateway", "port": API_PORT, "targetPort": "http-gateway" },
-                        ]
-                    }
-                }
-            }
-        })
-    }
-
     /// The scheduler's Secret (API token and TLS pair, also what the gateway
     /// reads back) and the workers' (TLS pair only), both owned by the cluster.
     fn secrets(&self, cluster: &Cluster, owner: &DaskCluster) -> anyhow::Result<[Secret; 2]> {
@@ -496,7 +378,7 @@ impl KubernetesBackend {
         // Without the instance label: the gateway's cache of Secrets does not need it.
         let workers = serde_json::from_value(json!({
             "metadata": {
-                "name": tls_secret_name(&cluster.name),
+                "name": build::tls_secret_name(&cluster.name),
                 "labels": { CLUSTER: cluster.name, "app.kubernetes.io/component": "worker-credentials" },
                 "ownerReferences": [owner_ref],
             },
@@ -510,7 +392,7 @@ impl KubernetesBackend {
     /// operator with the DaskCluster's name) reach each other on every port.
     /// The chart's policy admits the gateway; nothing else gets in.
     fn network_policy(&self, owner: &DaskCluster) -> anyhow::Result<NetworkPolicy> {
-        let pods = json!({ "matchLabels": { crds::labels::CLUSTER_NAME: owner.name_any() } });
+        let pods = json!({ "matchLabels": { dask_crds::labels::CLUSTER_NAME: owner.name_any() } });
         Ok(serde_json::from_value(json!({
             "metadata": {
                 "name": owner.name_any(),
@@ -527,8 +409,7 @@ impl KubernetesBackend {
 
     /// The DaskCluster and its Secret; never one without the other.
     async fn create_resources(&self, cluster: &Cluster) -> Result<DaskCluster, BackendError> {
-        let dc: DaskCluster =
-            serde_json::from_value(self.dask_cluster(cluster)).map_err(anyhow::Error::from)?;
+        let dc = build::dask_cluster(&self.site(), cluster);
         let created = self
             .api()
             .create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &dc)
@@ -629,10 +510,9 @@ impl Failer {
             }
             return;
         }
-        match self.clusters.delete(&dc.name_any(), &DeleteParams::background()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => warn!(cluster = %name, error = %e, "could not delete a failed cluster"),
+        let deleted = self.clusters.delete(&dc.name_any(), &DeleteParams::background()).await;
+        if let Err(e) = ignore_not_found(deleted) {
+            warn!(cluster = %name, error = %e, "could not delete a failed cluster");
         }
     }
 }
@@ -657,9 +537,7 @@ where
         + Sync
         + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let stream =
-        watcher(api, watcher::Config::default().labels(selector)).default_backoff().reflect(writer);
+    let (reader, stream) = cached(api, watcher::Config::default().labels(selector), |_| {});
     tokio::spawn(stream.for_each(move |event| {
         if let Err(e) = event {
             warn!(error = %e, "watch error (retrying)");
@@ -718,17 +596,12 @@ impl Backend for KubernetesBackend {
         // it; a failed cluster's record is deleted on its own.
         if self.find_record(name).is_some() {
             let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-            match secrets.delete(&secret_name(name), &DeleteParams::background()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(e)) if e.code == 404 => {}
-                Err(e) => return Err(anyhow::Error::from(e).into()),
-            }
+            let deleted = secrets.delete(&secret_name(name), &DeleteParams::background()).await;
+            ignore_not_found(deleted).map_err(anyhow::Error::from)?;
         }
-        match self.api().delete(&resource_name(name), &DeleteParams::background()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-            Err(e) => Err(api_error(e, "stopping the cluster")),
-        }
+        let deleted = self.api().delete(&resource_name(name), &DeleteParams::background()).await;
+        ignore_not_found(deleted).map_err(|e| api_error(e, "stopping the cluster"))?;
+        Ok(())
     }
 
     async fn heartbeat(&self, name: &str, beat: Heartbeat) -> Result<(), BackendError> {

@@ -500,20 +500,16 @@ impl Supervisor {
     /// user code, so only the scheduler gets it (`spawn_scheduler`).
     fn environment(&self) -> BTreeMap<String, String> {
         let (cert, key) = (self.dir.join("dask.crt"), self.dir.join("dask.pem"));
-        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let tls = dask_crds::env::tls(&cert.to_string_lossy(), &key.to_string_lossy());
         let mut env = self.cluster.config.environment.clone();
         env.extend(
             [
-                ("DASK_GATEWAY_API_URL", self.settings.api_url.as_str()),
-                ("DASK_GATEWAY_CLUSTER_NAME", &self.cluster.name),
-                ("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION", "True"),
-                ("DASK_DISTRIBUTED__COMM__TLS__CA_FILE", &cert),
-                ("DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__CERT", &cert),
-                ("DASK_DISTRIBUTED__COMM__TLS__SCHEDULER__KEY", &key),
-                ("DASK_DISTRIBUTED__COMM__TLS__WORKER__CERT", &cert),
-                ("DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY", &key),
+                ("DASK_GATEWAY_API_URL", self.settings.api_url.clone()),
+                ("DASK_GATEWAY_CLUSTER_NAME", self.cluster.name.clone()),
             ]
-            .map(|(k, v)| (k.to_string(), v.to_string())),
+            .into_iter()
+            .chain(tls)
+            .map(|(k, v)| (k.to_string(), v)),
         );
         env
     }

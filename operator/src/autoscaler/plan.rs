@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crds::{DaskAutoscalerSpec, DaskAutoscalerStatus};
+use dask_crds::{DaskAutoscalerSpec, DaskAutoscalerStatus};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::validate::Invalid;

@@ -1,7 +1,7 @@
 //! A DaskCluster's status, computed from what exists; no I/O.
 
-use crds::common::{condition, keep_transition_times};
-use crds::{ClusterPhase, DaskCluster, DaskWorkerGroup, WorkloadStatus};
+use dask_crds::common::{condition, keep_transition_times};
+use dask_crds::{ClusterPhase, DaskCluster, DaskWorkerGroup, WorkloadStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use crate::build;

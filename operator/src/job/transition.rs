@@ -1,7 +1,7 @@
 //! The DaskJob state machine, as a pure function of what exists:
 //! (none) → ClusterCreated → Running → Successful | Failed.
 
-use crds::{DaskJobStatus, JobPhase};
+use dask_crds::{DaskJobStatus, JobPhase};
 use k8s_openapi::api::core::v1::Pod;
 
 /// The runner pod as the job sees it.

@@ -4,8 +4,8 @@
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
-use crds::labels::TEMPLATE_HASH;
-use crds::{DaskWorkerGroup, WorkloadStatus};
+use dask_crds::labels::TEMPLATE_HASH;
+use dask_crds::{DaskWorkerGroup, WorkloadStatus};
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 

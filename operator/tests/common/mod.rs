@@ -14,7 +14,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crds::DaskCluster;
+use dask_crds::DaskCluster;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
@@ -33,7 +33,7 @@ pub async fn client() -> Client {
 async fn install_crds(client: &Client) {
     let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
         Api::all(client.clone());
-    for (_, crd) in crds::all_crds() {
+    for (_, crd) in dask_crds::all_crds() {
         crds.patch(
             &crd.name_any(),
             &PatchParams::apply("dask-operator-tests").force(),
@@ -42,7 +42,7 @@ async fn install_crds(client: &Client) {
         .await
         .expect("CRDs apply");
     }
-    for (_, crd) in crds::all_crds() {
+    for (_, crd) in dask_crds::all_crds() {
         let name = crd.name_any();
         eventually(30, "CRDs established", || {
             let crds = crds.clone();
