@@ -60,7 +60,9 @@ impl ForkServer {
         environment: &BTreeMap<String, String>,
     ) -> std::io::Result<Self> {
         use std::os::unix::fs::PermissionsExt;
-        tokio::fs::create_dir_all(state_dir).await?;
+        // Made private from the start, like the clusters' directories under
+        // it (`prepare`): whichever of the two gets here first creates it.
+        tokio::fs::DirBuilder::new().recursive(true).mode(0o700).create(state_dir).await?;
         let script = state_dir.join(SCRIPT_FILE);
         tokio::fs::write(&script, SCRIPT).await?;
         tokio::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o600)).await?;
