@@ -1,6 +1,7 @@
 """Helpers shared by the Python test suites (on the path via pytest.ini)."""
 
 import gc
+import json
 import time
 
 import pytest
@@ -15,6 +16,26 @@ def poll(predicate, timeout, what, interval=0.3):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def dask_scheduler(cluster, image, args=("dask", "scheduler"), initial_delay=0):
+    """A DaskCluster's `spec.scheduler` for real pods, as flow-style YAML: one
+    scheduler container, ready once its dashboard answers /health, behind a
+    ClusterIP Service on the usual ports."""
+    ports = [("tcp-comm", 8786), ("http-dashboard", 8787)]
+    probe = {"port": "http-dashboard", "path": "/health"}
+    return json.dumps({
+        "spec": {"containers": [{
+            "name": "scheduler", "image": image, "imagePullPolicy": "Never", "args": list(args),
+            "ports": [{"name": n, "containerPort": p, "protocol": "TCP"} for n, p in ports],
+            "readinessProbe": {"httpGet": probe, "initialDelaySeconds": initial_delay, "periodSeconds": 2},
+        }]},
+        "service": {
+            "type": "ClusterIP",
+            "selector": {"dask.org/cluster-name": cluster, "dask.org/component": "scheduler"},
+            "ports": [{"name": n, "protocol": "TCP", "port": p, "targetPort": n} for n, p in ports],
+        },
+    })
 
 
 def client_raises(expected, match, call, *args, **kwargs):

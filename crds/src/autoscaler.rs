@@ -1,33 +1,26 @@
 //! DaskAutoscaler: adaptive scaling of a cluster's workers between bounds.
 
-use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(
-    group = "kubernetes.dask.org",
-    version = "v1",
-    doc = "Adaptive scaling of a DaskCluster between a minimum and a maximum number of workers.",
-    kind = "DaskAutoscaler",
-    plural = "daskautoscalers",
-    namespaced,
-    status = "DaskAutoscalerStatus",
-    derive = "Default",
-    derive = "PartialEq",
-    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.cluster"),
-    printcolumn(name = "Minimum", type_ = "integer", json_path = ".spec.minimum"),
-    printcolumn(name = "Maximum", type_ = "integer", json_path = ".spec.maximum"),
-    printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredWorkers"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
-)]
-pub struct DaskAutoscalerSpec {
-    /// Name of the DaskCluster to scale.
-    pub cluster: String,
-    /// Minimum number of workers.
-    pub minimum: i32,
-    /// Maximum number of workers.
-    pub maximum: i32,
+dask_kind! {
+    #[kube(kind = "DaskAutoscaler", plural = "daskautoscalers", status = "DaskAutoscalerStatus")]
+    #[kube(doc = "Adaptive scaling of a DaskCluster between a minimum and a maximum \
+                  number of workers.")]
+    #[kube(
+        printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.cluster"),
+        printcolumn(name = "Minimum", type_ = "integer", json_path = ".spec.minimum"),
+        printcolumn(name = "Maximum", type_ = "integer", json_path = ".spec.maximum"),
+        printcolumn(name = "Desired", type_ = "integer", json_path = ".status.desiredWorkers")
+    )]
+    pub struct DaskAutoscalerSpec {
+        /// Name of the DaskCluster to scale.
+        pub cluster: String,
+        /// Minimum number of workers.
+        pub minimum: i32,
+        /// Maximum number of workers.
+        pub maximum: i32,
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

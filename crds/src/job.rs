@@ -1,36 +1,27 @@
 //! DaskJob: a runner pod with a DaskCluster of its own for its lifetime.
 
 use k8s_openapi::api::core::v1::PodSpec;
-use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::DaskClusterSpec;
 use crate::common::{SimpleObjectMeta, preserve_unknown_object};
 
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[kube(
-    group = "kubernetes.dask.org",
-    version = "v1",
-    doc = "A Dask job: a runner pod with a DaskCluster of its own for its lifetime.",
-    kind = "DaskJob",
-    plural = "daskjobs",
-    namespaced,
-    status = "DaskJobStatus",
-    shortname = "djb",
-    derive = "Default",
-    derive = "PartialEq",
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.jobStatus"),
-    printcolumn(
-        name = "Number Of Workers",
-        type_ = "integer",
-        json_path = ".spec.cluster.spec.worker.replicas"
-    ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
-)]
-pub struct DaskJobSpec {
-    pub job: DaskJobRunner,
-    pub cluster: DaskJobCluster,
+dask_kind! {
+    #[kube(kind = "DaskJob", plural = "daskjobs", shortname = "djb", status = "DaskJobStatus")]
+    #[kube(doc = "A Dask job: a runner pod with a DaskCluster of its own for its lifetime.")]
+    #[kube(
+        printcolumn(name = "Status", type_ = "string", json_path = ".status.jobStatus"),
+        printcolumn(
+            name = "Number Of Workers",
+            type_ = "integer",
+            json_path = ".spec.cluster.spec.worker.replicas"
+        )
+    )]
+    pub struct DaskJobSpec {
+        pub job: DaskJobRunner,
+        pub cluster: DaskJobCluster,
+    }
 }
 
 /// The runner pod's template.

@@ -7,6 +7,48 @@
 // design; clippy reads the repeats as duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+/// Declares the spec struct of one of the four kinds with what they share:
+/// the derives, the API group and version, the namespaced scope, the derives
+/// of the generated kind, and the Age column (always the last). The kind's
+/// own `#[kube]` attributes (kind, plural, status, columns) come with the
+/// struct; kube-derive reads every `#[kube]` attribute of a type, in order.
+/// A `workload:` kind (DaskCluster, DaskWorkerGroup) also has a WorkloadStatus
+/// and a scale subresource over its workers.
+macro_rules! dask_kind {
+    (workload: $($kind:tt)*) => {
+        dask_kind! {
+            #[kube(status = "WorkloadStatus")]
+            #[kube(scale(
+                spec_replicas_path = ".spec.worker.replicas",
+                status_replicas_path = ".status.replicas",
+                label_selector_path = ".status.selector"
+            ))]
+            $($kind)*
+        }
+    };
+    ($(#[$attr:meta])* pub struct $spec:ident $fields:tt) => {
+        #[derive(
+            kube::CustomResource,
+            serde::Serialize,
+            serde::Deserialize,
+            Clone,
+            Debug,
+            Default,
+            PartialEq,
+            schemars::JsonSchema,
+        )]
+        #[kube(group = "kubernetes.dask.org", version = "v1", namespaced)]
+        #[kube(derive = "Default", derive = "PartialEq")]
+        $(#[$attr])*
+        #[kube(printcolumn(
+            name = "Age",
+            type_ = "date",
+            json_path = ".metadata.creationTimestamp"
+        ))]
+        pub struct $spec $fields
+    };
+}
+
 pub mod autoscaler;
 pub mod cluster;
 pub mod common;

@@ -52,6 +52,24 @@ fn owner_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
     owner.controller_owner_ref(&()).expect("reconciled objects have a name and uid")
 }
 
+/// A child's metadata: in its owner's namespace, controlled by it, with
+/// `labels` and the annotations it inherits.
+fn child_meta<K: Resource<DynamicType = ()>>(
+    owner: &K,
+    name: String,
+    labels: BTreeMap<String, String>,
+    inherited: &Inherited,
+) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: owner.namespace(),
+        labels: Some(labels),
+        annotations: inherited.annotations(),
+        owner_references: Some(vec![owner_ref(owner)]),
+        ..Default::default()
+    }
+}
+
 /// The scheduler's Dask comm address, through its Service (DASK_SCHEDULER_ADDRESS).
 pub fn scheduler_address(cluster_name: &str, namespace: &str, domain: &str, port: i32) -> String {
     format!("tcp://{}:{port}", service_host(cluster_name, namespace, domain))
@@ -74,14 +92,7 @@ pub fn scheduler_deployment(cluster: &DaskCluster) -> Deployment {
     let mut spec = cluster.spec.scheduler.spec.clone();
     inject_env(&mut spec, &[(env::SCHEDULER_HTTP_ROUTES_VAR, SCHEDULER_HTTP_ROUTES.to_string())]);
     Deployment {
-        metadata: ObjectMeta {
-            name: Some(service_name(&name)),
-            namespace: cluster.namespace(),
-            labels: Some(labels.clone()),
-            annotations: inherited.annotations(),
-            owner_references: Some(vec![owner_ref(cluster)]),
-            ..Default::default()
-        },
+        metadata: child_meta(cluster, service_name(&name), labels.clone(), &inherited),
         spec: Some(DeploymentSpec {
             replicas: Some(1),
             // Only our own labels: user labels may change, a selector may not.
@@ -111,21 +122,13 @@ pub fn scheduler_deployment(cluster: &DaskCluster) -> Deployment {
 pub fn scheduler_service(cluster: &DaskCluster) -> Service {
     let name = cluster.name_any();
     let inherited = scheduler_metadata(cluster);
+    let labels = inherited.labels_with(&[(CLUSTER_NAME, &name), (COMPONENT, COMPONENT_SCHEDULER)]);
     let mut spec = cluster.spec.scheduler.service.clone();
     if spec.selector.as_ref().is_none_or(|s| s.is_empty()) {
         spec.selector = Some(scheduler_selector(&name));
     }
     Service {
-        metadata: ObjectMeta {
-            name: Some(service_name(&name)),
-            namespace: cluster.namespace(),
-            labels: Some(
-                inherited.labels_with(&[(CLUSTER_NAME, &name), (COMPONENT, COMPONENT_SCHEDULER)]),
-            ),
-            annotations: inherited.annotations(),
-            owner_references: Some(vec![owner_ref(cluster)]),
-            ..Default::default()
-        },
+        metadata: child_meta(cluster, service_name(&name), labels, &inherited),
         spec: Some(spec),
         status: None,
     }
@@ -221,14 +224,7 @@ pub fn worker_pod(
         ],
     );
     Pod {
-        metadata: ObjectMeta {
-            name: Some(pod_name.to_string()),
-            namespace: group.namespace(),
-            labels: Some(labels),
-            annotations: metadata.annotations(),
-            owner_references: Some(vec![owner_ref(group)]),
-            ..Default::default()
-        },
+        metadata: child_meta(group, pod_name.to_string(), labels, &metadata),
         spec: Some(spec),
         status: None,
     }
@@ -266,18 +262,10 @@ pub fn runner_pod(job: &DaskJob, name: &str, scheduler_address: &str) -> Pod {
     let mut spec = job.spec.job.spec.clone();
     spec.restart_policy.get_or_insert_with(|| "OnFailure".into());
     inject_env(&mut spec, &[(env::SCHEDULER_ADDRESS, scheduler_address.to_string())]);
+    let labels =
+        metadata.labels_with(&[(CLUSTER_NAME, &job_name), (COMPONENT, COMPONENT_JOB_RUNNER)]);
     Pod {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            namespace: job.namespace(),
-            labels: Some(
-                metadata
-                    .labels_with(&[(CLUSTER_NAME, &job_name), (COMPONENT, COMPONENT_JOB_RUNNER)]),
-            ),
-            annotations: metadata.annotations(),
-            owner_references: Some(vec![owner_ref(job)]),
-            ..Default::default()
-        },
+        metadata: child_meta(job, name.to_string(), labels, &metadata),
         spec: Some(spec),
         status: None,
     }

@@ -34,32 +34,29 @@ fn assert_no_bookkeeping(what: &str, map: &BTreeMap<String, String>) {
 #[tokio::test]
 #[ignore = "needs a control plane (tests/run)"]
 async fn deleting_a_cluster_deletes_the_worker_groups_and_autoscalers_that_name_it() {
-    let client = client().await;
-    let ns = TestNamespace::new(&client, "op-adopt").await;
-    let _operator = Operator::start(&ns.name);
+    let (w, _operator) = World::with_operator("op-adopt").await;
     // Created before their cluster: they wait for it.
-    create_upstream(&client, &ns.name, "simpleworkergroup.yaml").await;
-    let scalers: Api<DaskAutoscaler> = Api::namespaced(client.clone(), &ns.name);
+    w.create_upstream("simpleworkergroup.yaml").await;
+    let scalers: Api<DaskAutoscaler> = w.api();
     // Bounds equal to the cluster's count: whatever a scheduler says, nothing scales.
-    let scaler = serde_json::from_value(json!({
+    let scaler: DaskAutoscaler = serde_json::from_value(json!({
         "apiVersion": "kubernetes.dask.org/v1", "kind": "DaskAutoscaler",
         "metadata": { "name": "simple" }, "spec": { "cluster": "simple", "minimum": 2, "maximum": 2 }
     }))
     .unwrap();
-    scalers.create(&PostParams::default(), &scaler).await.unwrap();
+    w.create(&scaler).await;
     let additional = "dask.org/workergroup-name=simple-additional";
-    let groups: Api<DaskWorkerGroup> = Api::namespaced(client.clone(), &ns.name);
+    let groups: Api<DaskWorkerGroup> = w.api();
     // Settled (its pod ready, nothing left to do): only the cluster's arrival can wake it now.
     eventually(60, "the orphan group to settle with its one worker", || async {
         let ready = groups.get("simple-additional").await.ok()?.status?.ready_replicas;
-        (ready == Some(1) && live_pods(&client, &ns.name, additional).await.len() == 1)
-            .then_some(())
+        (ready == Some(1) && w.live_pods(additional).await.len() == 1).then_some(())
     })
     .await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(controller_uid(&groups.get("simple-additional").await.unwrap()), None);
 
-    let cluster = create_upstream(&client, &ns.name, "simplecluster.yaml").await;
+    let cluster = w.create_upstream("simplecluster.yaml").await;
     let uid = cluster.uid();
     eventually(60, "the group and the autoscaler to be adopted by the cluster", || async {
         let group = groups.get("simple-additional").await.ok()?;
@@ -70,7 +67,7 @@ async fn deleting_a_cluster_deletes_the_worker_groups_and_autoscalers_that_name_
     // Adoption also gives the group's pods the cluster's metadata (a rollout).
     let pods =
         eventually(60, "the additional group's pod to carry the cluster's metadata", || async {
-            let pods = live_pods(&client, &ns.name, additional).await;
+            let pods = w.live_pods(additional).await;
             let inherited = pods.len() == 1
                 && pods[0].annotations().get("test-annotation").map(String::as_str)
                     == Some("annotation-value");
@@ -85,12 +82,12 @@ async fn deleting_a_cluster_deletes_the_worker_groups_and_autoscalers_that_name_
     assert_eq!(names[0].value.as_deref(), Some("test-worker"));
 
     // `kubectl delete daskcluster simple`: background propagation.
-    let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
+    let clusters: Api<DaskCluster> = w.api();
     clusters.delete("simple", &DeleteParams::background()).await.unwrap();
     eventually(90, "the group, the autoscaler and every pod of the cluster to go", || async {
         let group = groups.get_opt("simple-additional").await.ok()?;
         let scaler = scalers.get_opt("simple").await.ok()?;
-        let pods = live_pods(&client, &ns.name, "dask.org/cluster-name=simple").await;
+        let pods = w.live_pods("dask.org/cluster-name=simple").await;
         (group.is_none() && scaler.is_none() && pods.is_empty()).then_some(())
     })
     .await;
@@ -99,26 +96,20 @@ async fn deleting_a_cluster_deletes_the_worker_groups_and_autoscalers_that_name_
 #[tokio::test]
 #[ignore = "needs a control plane (tests/run)"]
 async fn adoption_never_takes_a_group_from_another_controller() {
-    let client = client().await;
-    let ns = TestNamespace::new(&client, "op-steal").await;
-    let _operator = Operator::start(&ns.name);
+    let (w, _operator) = World::with_operator("op-steal").await;
     let keeper: ConfigMap =
         serde_json::from_value(json!({ "metadata": { "name": "keeper" } })).unwrap();
-    let keeper = Api::<ConfigMap>::namespaced(client.clone(), &ns.name)
-        .create(&PostParams::default(), &keeper)
-        .await
-        .unwrap();
+    let keeper = w.api::<ConfigMap>().create(&PostParams::default(), &keeper).await.unwrap();
     let text = include_str!("fixtures/dask-kubernetes/simpleworkergroup.yaml");
     let mut group: DaskWorkerGroup = serde_yaml::from_str(text).unwrap();
     let mut owner = keeper.controller_owner_ref(&()).unwrap();
     owner.block_owner_deletion = None;
     group.metadata.owner_references = Some(vec![owner]);
-    let groups: Api<DaskWorkerGroup> = Api::namespaced(client.clone(), &ns.name);
-    groups.create(&PostParams::default(), &group).await.unwrap();
-    create_upstream(&client, &ns.name, "simplecluster.yaml").await;
+    let groups: Api<DaskWorkerGroup> = w.api();
+    w.create(&group).await;
+    w.create_upstream("simplecluster.yaml").await;
 
-    let message =
-        warning_on_worker_group(&client, &ns.name, "simple-additional", "AdoptionRefused").await;
+    let message = w.warning("DaskWorkerGroup", "simple-additional", "AdoptionRefused").await;
     assert!(message.contains("ConfigMap keeper"), "{message}");
     let group = groups.get("simple-additional").await.unwrap();
     assert_eq!(controller_uid(&group), keeper.uid());
@@ -128,23 +119,14 @@ async fn adoption_never_takes_a_group_from_another_controller() {
 #[tokio::test]
 #[ignore = "needs a control plane (tests/run)"]
 async fn cluster_metadata_reaches_every_child_and_an_edit_rolls_out() {
-    let client = client().await;
-    let ns = TestNamespace::new(&client, "op-meta").await;
-    let _operator = Operator::start(&ns.name);
-    create_upstream(&client, &ns.name, "simplecluster.yaml").await;
-    let pods = wait_workers(&client, &ns.name, "simple", 2).await;
+    let (w, _operator) = World::with_operator("op-meta").await;
+    w.create_upstream("simplecluster.yaml").await;
+    let pods = w.wait_workers("simple", 2).await;
 
-    let deployment = Api::<Deployment>::namespaced(client.clone(), &ns.name)
-        .get("simple-scheduler")
-        .await
-        .unwrap();
+    let deployment = w.api::<Deployment>().get("simple-scheduler").await.unwrap();
     let template = deployment.spec.clone().unwrap().template.metadata.unwrap();
-    let service =
-        Api::<Service>::namespaced(client.clone(), &ns.name).get("simple-scheduler").await.unwrap();
-    let group = Api::<DaskWorkerGroup>::namespaced(client.clone(), &ns.name)
-        .get("simple-default")
-        .await
-        .unwrap();
+    let service = w.api::<Service>().get("simple-scheduler").await.unwrap();
+    let group = w.api::<DaskWorkerGroup>().get("simple-default").await.unwrap();
     let scheduler_side = [
         ("Deployment", &deployment.metadata),
         ("pod template", &template),
@@ -175,11 +157,11 @@ async fn cluster_metadata_reaches_every_child_and_an_edit_rolls_out() {
     let edit = json!({ "metadata": {
         "labels": { "test-label": "changed" },
         "annotations": { "sidecar.istio.io/inject": "true" } } });
-    Api::<DaskCluster>::namespaced(client.clone(), &ns.name)
+    w.api::<DaskCluster>()
         .patch("simple", &PatchParams::default(), &Patch::Merge(edit))
         .await
         .unwrap();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    let deployments: Api<Deployment> = w.api();
     eventually(60, "the scheduler's pod template to carry the edit", || async {
         let template = deployments.get("simple-scheduler").await.ok()?.spec?.template.metadata?;
         let annotated = template.annotations?.get("sidecar.istio.io/inject")? == "true";
@@ -187,7 +169,7 @@ async fn cluster_metadata_reaches_every_child_and_an_edit_rolls_out() {
     })
     .await;
     eventually(90, "two new worker pods carrying the edit, the old ones gone", || async {
-        let pods = live_pods(&client, &ns.name, "dask.org/workergroup-name=simple-default").await;
+        let pods = w.live_pods("dask.org/workergroup-name=simple-default").await;
         let fresh = pods.len() == 2
             && pods.iter().all(|p| {
                 !before.contains(&p.name_any())
@@ -203,23 +185,17 @@ async fn cluster_metadata_reaches_every_child_and_an_edit_rolls_out() {
 #[tokio::test]
 #[ignore = "needs a control plane (tests/run)"]
 async fn a_job_passes_its_metadata_to_its_cluster_runner_and_their_children() {
-    let client = client().await;
-    let ns = TestNamespace::new(&client, "op-jobmeta").await;
-    let _operator = Operator::start(&ns.name);
-    create_upstream(&client, &ns.name, "simplejob.yaml").await;
-    let jobs: Api<DaskJob> = Api::namespaced(client.clone(), &ns.name);
+    let (w, _operator) = World::with_operator("op-jobmeta").await;
+    w.create_upstream("simplejob.yaml").await;
+    let jobs: Api<DaskJob> = w.api();
     let runner = eventually(90, "the job's runner pod", || async {
         jobs.get("simple-job").await.ok()?.status?.job_runner_pod_name
     })
     .await;
-    let runner = Api::<Pod>::namespaced(client.clone(), &ns.name).get(&runner).await.unwrap();
-    let cluster =
-        Api::<DaskCluster>::namespaced(client.clone(), &ns.name).get("simple-job").await.unwrap();
-    let deployment = Api::<Deployment>::namespaced(client.clone(), &ns.name)
-        .get("simple-job-scheduler")
-        .await
-        .unwrap();
-    let workers = wait_workers(&client, &ns.name, "simple-job", 2).await;
+    let runner = w.api::<Pod>().get(&runner).await.unwrap();
+    let cluster = w.api::<DaskCluster>().get("simple-job").await.unwrap();
+    let deployment = w.api::<Deployment>().get("simple-job-scheduler").await.unwrap();
+    let workers = w.wait_workers("simple-job", 2).await;
     let children = [
         ("runner", runner.annotations()),
         ("cluster", cluster.annotations()),

@@ -4,10 +4,8 @@
 mod common;
 
 use common::*;
-use dask_crds::DaskCluster;
 use k8s_openapi::api::core::v1::{ResourceQuota, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::Client;
 use kube::api::{Api, PostParams};
 use kube::config::{AuthInfo, Kubeconfig};
 use serde_json::json;
@@ -15,33 +13,33 @@ use serde_json::json;
 #[tokio::test]
 #[ignore = "needs a control plane (tests/run)"]
 async fn a_quota_that_refuses_worker_pods_is_reported_on_the_worker_group() {
-    let client = client().await;
-    let ns = TestNamespace::new(&client, "op-quota").await;
-    let quotas: Api<ResourceQuota> = Api::namespaced(client.clone(), &ns.name);
-    let quota = serde_json::from_value(json!({
+    let w = World::new("op-quota").await;
+    let quotas: Api<ResourceQuota> = w.api();
+    let quota: ResourceQuota = serde_json::from_value(json!({
         "metadata": { "name": "pods" }, "spec": { "hard": { "pods": "1" } }
     }))
     .unwrap();
-    quotas.create(&PostParams::default(), &quota).await.unwrap();
+    w.create(&quota).await;
     // Admission enforces a quota once the quota controller has counted its use.
     eventually(30, "the quota to be counted", || async {
         quotas.get("pods").await.ok()?.status?.used.map(drop)
     })
     .await;
 
-    let _operator = Operator::start(&ns.name);
-    let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
-    clusters.create(&PostParams::default(), &cluster("q", 3, 8786, 8787)).await.unwrap();
-    let message = warning_on_worker_group(&client, &ns.name, "q-default", "QuotaExceeded").await;
+    let _operator = Operator::start(w.ns());
+    w.create(&cluster("q", 3, 8786, 8787)).await;
+    let message = w.warning("DaskWorkerGroup", "q-default", "QuotaExceeded").await;
     assert!(message.contains("exceeded quota"), "{message}");
 }
 
 /// A kubeconfig for the test control plane that authenticates as `account`
-/// of `ns` (a ServiceAccount token) instead of as its administrator.
-async fn kubeconfig_as(client: &Client, ns: &str, account: &str) -> std::path::PathBuf {
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    let sa = serde_json::from_value(json!({ "metadata": { "name": account } })).unwrap();
-    accounts.create(&PostParams::default(), &sa).await.unwrap();
+/// of the test's namespace (a ServiceAccount token) instead of as its administrator.
+async fn kubeconfig_as(w: &World, account: &str) -> std::path::PathBuf {
+    let accounts: Api<ServiceAccount> = w.api();
+    w.create::<ServiceAccount>(
+        &serde_json::from_value(json!({ "metadata": { "name": account } })).unwrap(),
+    )
+    .await;
     let request = serde_json::from_value(json!({ "spec": { "audiences": [] } })).unwrap();
     let token = accounts
         .create_token_request(account, &PostParams::default(), &request)
@@ -54,7 +52,7 @@ async fn kubeconfig_as(client: &Client, ns: &str, account: &str) -> std::path::P
     for user in &mut config.auth_infos {
         user.auth_info = Some(AuthInfo { token: Some(token.clone().into()), ..Default::default() });
     }
-    let path = std::env::temp_dir().join(format!("kubeconfig-{ns}-{account}"));
+    let path = std::env::temp_dir().join(format!("kubeconfig-{}-{account}", w.ns()));
     std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
     path
 }
@@ -62,8 +60,7 @@ async fn kubeconfig_as(client: &Client, ns: &str, account: &str) -> std::path::P
 #[tokio::test]
 #[ignore = "needs a control plane (tests/run)"]
 async fn a_missing_permission_is_reported_as_forbidden_on_the_object() {
-    let client = client().await;
-    let ns = TestNamespace::new(&client, "op-rbac").await;
+    let w = World::new("op-rbac").await;
     // Everything the operator needs, except creating pods.
     let role: Role = serde_json::from_value(json!({
         "metadata": { "name": "operator" },
@@ -74,27 +71,20 @@ async fn a_missing_permission_is_reported_as_forbidden_on_the_object() {
         ]
     }))
     .unwrap();
-    Api::<Role>::namespaced(client.clone(), &ns.name)
-        .create(&PostParams::default(), &role)
-        .await
-        .unwrap();
+    w.create(&role).await;
     let binding: RoleBinding = serde_json::from_value(json!({
         "metadata": { "name": "operator" },
         "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "operator" },
-        "subjects": [{ "kind": "ServiceAccount", "name": "operator", "namespace": ns.name }]
+        "subjects": [{ "kind": "ServiceAccount", "name": "operator", "namespace": w.ns() }]
     }))
     .unwrap();
-    Api::<RoleBinding>::namespaced(client.clone(), &ns.name)
-        .create(&PostParams::default(), &binding)
-        .await
-        .unwrap();
-    let kubeconfig = kubeconfig_as(&client, &ns.name, "operator").await;
+    w.create(&binding).await;
+    let kubeconfig = kubeconfig_as(&w, "operator").await;
 
     let _operator =
-        Operator::start_with_env(&ns.name, &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
-    let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
-    clusters.create(&PostParams::default(), &cluster("rbac", 1, 8786, 8787)).await.unwrap();
-    let message = warning_on_worker_group(&client, &ns.name, "rbac-default", "Forbidden").await;
+        Operator::start_with_env(w.ns(), &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
+    w.create(&cluster("rbac", 1, 8786, 8787)).await;
+    let message = w.warning("DaskWorkerGroup", "rbac-default", "Forbidden").await;
     assert!(message.contains("cannot patch resource \"pods\""), "{message}");
     std::fs::remove_file(kubeconfig).ok();
 }

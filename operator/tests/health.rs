@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use common::*;
 use dask_crds::DaskCluster;
-use kube::api::{Api, PostParams};
 use kube::config::Kubeconfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -101,21 +100,19 @@ async fn healthz(port: u16) -> Option<(u16, String)> {
 #[tokio::test]
 #[ignore = "needs a control plane (tests/run)"]
 async fn healthz_fails_while_the_watches_are_stalled_and_recovers() {
-    let client = client().await;
-    let ns = TestNamespace::new(&client, "op-health").await;
+    let w = World::new("op-health").await;
     let proxy = FreezableProxy::start(api_server_address()).await;
-    let kubeconfig = kubeconfig_through(proxy.addr, &ns.name);
+    let kubeconfig = kubeconfig_through(proxy.addr, w.ns());
     let port = free_port();
     let metrics = format!("127.0.0.1:{port}");
     let _operator = Operator::start_with(
-        &ns.name,
+        w.ns(),
         &["--metrics-addr", &metrics, "--watch-stall-timeout", "6"],
         &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
     );
     // Working through the proxy: a cluster reconciles, and the operator is healthy.
-    let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
-    clusters.create(&PostParams::default(), &cluster("h", 1, 8786, 8787)).await.unwrap();
-    wait_workers(&client, &ns.name, "h", 1).await;
+    w.create(&cluster("h", 1, 8786, 8787)).await;
+    w.wait_workers("h", 1).await;
     eventually(30, "a healthy operator", || async {
         (healthz(port).await?.0 == 200).then_some(())
     })
@@ -137,8 +134,7 @@ async fn healthz_fails_while_the_watches_are_stalled_and_recovers() {
     })
     .await;
     // And the operator still works: a scale reaches the pods.
-    let scale = serde_json::json!({ "spec": { "replicas": 2 } });
-    clusters.patch_scale("h", &Default::default(), &kube::api::Patch::Merge(scale)).await.unwrap();
-    wait_workers(&client, &ns.name, "h", 2).await;
+    w.scale::<DaskCluster>("h", 2).await;
+    w.wait_workers("h", 2).await;
     std::fs::remove_file(kubeconfig).ok();
 }

@@ -10,40 +10,29 @@ use common::*;
 use dask_crds::{DaskAutoscaler, DaskCluster};
 use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams};
 use serde_json::json;
 
 #[tokio::test]
 #[ignore = "needs a control plane (tests/run)"]
 async fn scale_down_retires_exactly_the_removed_workers() {
-    let client = client().await;
-    let ns = TestNamespace::new(&client, "op-retire").await;
-    let (comm, dashboard) = (free_port(), free_port());
-    let _scheduler = start_scheduler(comm, dashboard);
-    let _operator = Operator::start(&ns.name);
-    let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
-    clusters.create(&PostParams::default(), &cluster("rt", 2, comm, dashboard)).await.unwrap();
-    let pods = wait_workers(&client, &ns.name, "rt", 2).await;
+    let (w, _operator) = World::with_operator("op-retire").await;
+    let scheduler = Scheduler::start();
+    w.create(&scheduler.cluster("rt", 2)).await;
+    let pods = w.wait_workers("rt", 2).await;
 
     // One real Dask worker per pod, named like the pod (as DASK_WORKER_NAME does).
-    let _workers: Vec<_> = pods.iter().map(|p| start_worker(comm, &p.name_any())).collect();
+    let _workers: Vec<_> = pods.iter().map(|p| scheduler.start_worker(&p.name_any())).collect();
     eventually(60, "two workers connected to the scheduler", || async {
-        (scheduler_workers(dashboard).await?.len() == 2).then_some(())
+        (scheduler.workers().await?.len() == 2).then_some(())
     })
     .await;
 
-    clusters
-        .patch_scale(
-            "rt",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "replicas": 1 } })),
-        )
-        .await
-        .unwrap();
-    let remaining = wait_workers(&client, &ns.name, "rt", 1).await;
+    w.scale::<DaskCluster>("rt", 1).await;
+    let remaining = w.wait_workers("rt", 1).await;
     // The scheduler retired the worker of the deleted pod, and only that one.
     let left = eventually(60, "the scheduler to have retired one worker", || async {
-        let workers = scheduler_workers(dashboard).await?;
+        let workers = scheduler.workers().await?;
         (workers.len() == 1).then_some(workers)
     })
     .await;
@@ -53,18 +42,16 @@ async fn scale_down_retires_exactly_the_removed_workers() {
 #[tokio::test]
 #[ignore = "needs a control plane (tests/run)"]
 async fn autoscaler_follows_the_scheduler_target_within_bounds() {
-    let client = client().await;
-    let ns = TestNamespace::new(&client, "op-adapt").await;
-    let (comm, dashboard) = (free_port(), free_port());
-    let _scheduler = start_scheduler(comm, dashboard);
+    let w = World::new("op-adapt").await;
+    let scheduler = Scheduler::start();
     // A one-second scale-down window (the default is 30 s), so the test waits seconds.
     let _operator = Operator::start_with(
-        &ns.name,
+        w.ns(),
         &["--metrics-addr", "127.0.0.1:0", "--scale-down-window", "1"],
         &[],
     );
-    let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
-    clusters.create(&PostParams::default(), &cluster("ad", 0, comm, dashboard)).await.unwrap();
+    let clusters: Api<DaskCluster> = w.api();
+    w.create(&scheduler.cluster("ad", 0)).await;
     eventually(60, "the cluster to run", || async {
         clusters.get("ad").await.ok()?.is_running().then_some(())
     })
@@ -79,9 +66,9 @@ async fn autoscaler_follows_the_scheduler_target_within_bounds() {
         "spec": { "cluster": "ad", "minimum": 2, "maximum": 4 }
     }))
     .unwrap();
-    let scalers: Api<DaskAutoscaler> = Api::namespaced(client.clone(), &ns.name);
-    scalers.create(&PostParams::default(), &scaler).await.unwrap();
-    wait_workers(&client, &ns.name, "ad", 2).await;
+    let scalers: Api<DaskAutoscaler> = w.api();
+    w.create(&scaler).await;
+    w.wait_workers("ad", 2).await;
     let status = eventually(30, "the autoscaler's status", || async {
         scalers.get("ad").await.ok()?.status
     })
@@ -91,14 +78,7 @@ async fn autoscaler_follows_the_scheduler_target_within_bounds() {
     let owner = scalers.get("ad").await.unwrap().owner_references()[0].clone();
     assert_eq!((owner.name.as_str(), owner.controller), ("ad", Some(true)));
     // And it holds the cluster there: a manual scale outside the bounds is undone.
-    clusters
-        .patch_scale(
-            "ad",
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "spec": { "replicas": 6 } })),
-        )
-        .await
-        .unwrap();
+    w.scale::<DaskCluster>("ad", 6).await;
     // One step, once the one-second window has passed: 6 -> 2, the minimum (an idle
     // scheduler targets 0); a quarter per 30 s window would be 6 -> 5 -> 4 -> 3 -> 2.
     eventually(20, "the autoscaler to bring 6 workers back to the minimum of 2", || async {
@@ -106,7 +86,7 @@ async fn autoscaler_follows_the_scheduler_target_within_bounds() {
         (replicas == 2).then_some(())
     })
     .await;
-    let events: Api<Event> = Api::namespaced(client.clone(), &ns.name);
+    let events: Api<Event> = w.api();
     let notes: Vec<String> = events
         .list(&ListParams::default())
         .await
@@ -122,19 +102,13 @@ async fn autoscaler_follows_the_scheduler_target_within_bounds() {
 #[tokio::test]
 #[ignore = "needs a control plane (tests/run)"]
 async fn idle_cluster_is_deleted_after_its_timeout() {
-    let client = client().await;
-    let ns = TestNamespace::new(&client, "op-idle").await;
-    let (comm, dashboard) = (free_port(), free_port());
-    let _scheduler = start_scheduler(comm, dashboard);
-    let _operator = Operator::start(&ns.name);
-    let clusters: Api<DaskCluster> = Api::namespaced(client.clone(), &ns.name);
-    let mut idle = cluster("idle", 1, comm, dashboard);
+    let (w, _operator) = World::with_operator("op-idle").await;
+    let scheduler = Scheduler::start();
+    let clusters: Api<DaskCluster> = w.api();
+    let mut idle = scheduler.cluster("idle", 1);
     idle.spec.idle_timeout = 3;
-    clusters.create(&PostParams::default(), &idle).await.unwrap();
-    let busy = clusters
-        .create(&PostParams::default(), &cluster("busy", 1, comm, dashboard))
-        .await
-        .unwrap();
+    w.create(&idle).await;
+    let busy = w.create(&scheduler.cluster("busy", 1)).await;
     eventually(90, "the idle cluster to be deleted", || async {
         clusters.get_opt("idle").await.ok()?.is_none().then_some(())
     })

@@ -5,6 +5,8 @@ and the cluster is deleted while the job keeps its record."""
 import time
 import uuid
 
+from testlib import dask_scheduler
+
 RUNNER = (
     "import os; from distributed import Client; import dask.array as da; "
     "c = Client(os.environ['DASK_SCHEDULER_ADDRESS'], timeout=60); c.wait_for_workers(1, timeout=120); "
@@ -36,23 +38,7 @@ spec:
             image: {worker_image}
             imagePullPolicy: Never
             args: [dask, worker, --name, $(DASK_WORKER_NAME), --nthreads, "1", --memory-limit, 512MiB]
-      scheduler:
-        spec:
-          containers:
-          - name: scheduler
-            image: {worker_image}
-            imagePullPolicy: Never
-            args: [dask, scheduler]
-            ports:
-            - {{name: tcp-comm, containerPort: 8786, protocol: TCP}}
-            - {{name: http-dashboard, containerPort: 8787, protocol: TCP}}
-            readinessProbe: {{httpGet: {{port: http-dashboard, path: /health}}, periodSeconds: 2}}
-        service:
-          type: ClusterIP
-          selector: {{dask.org/cluster-name: {name}, dask.org/component: scheduler}}
-          ports:
-          - {{name: tcp-comm, protocol: TCP, port: 8786, targetPort: tcp-comm}}
-          - {{name: http-dashboard, protocol: TCP, port: 8787, targetPort: http-dashboard}}
+      scheduler: {dask_scheduler(name, worker_image)}
 """)
     deadline = time.monotonic() + 240
     while True:

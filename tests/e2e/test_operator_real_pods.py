@@ -5,7 +5,7 @@ import json
 import uuid
 
 import pytest
-from testlib import poll
+from testlib import dask_scheduler, poll
 
 
 
@@ -27,23 +27,7 @@ spec:
         args: [dask, worker, --name, $(DASK_WORKER_NAME), --nthreads, "1", --memory-limit, 512MiB, --dashboard, --dashboard-address, "8788"]
         ports: [{{name: http-dashboard, containerPort: 8788, protocol: TCP}}]
         resources: {{requests: {{cpu: 100m, memory: 256Mi}}, limits: {{memory: 768Mi}}}}
-  scheduler:
-    spec:
-      containers:
-      - name: scheduler
-        image: {image}
-        imagePullPolicy: Never
-        args: [dask, scheduler, --host, 0.0.0.0]
-        ports:
-        - {{name: tcp-comm, containerPort: 8786, protocol: TCP}}
-        - {{name: http-dashboard, containerPort: 8787, protocol: TCP}}
-        readinessProbe: {{httpGet: {{port: http-dashboard, path: /health}}, initialDelaySeconds: 2, periodSeconds: 2}}
-    service:
-      type: ClusterIP
-      selector: {{dask.org/cluster-name: {name}, dask.org/component: scheduler}}
-      ports:
-      - {{name: tcp-comm, protocol: TCP, port: 8786, targetPort: tcp-comm}}
-      - {{name: http-dashboard, protocol: TCP, port: 8787, targetPort: http-dashboard}}
+  scheduler: {dask_scheduler(name, image, args=("dask", "scheduler", "--host", "0.0.0.0"), initial_delay=2)}
 """
 
 

@@ -186,6 +186,17 @@ mod tests {
         super::decide(spec, status, Tuning::default(), seen)
     }
 
+    /// The decisions for a scaler of 0 to 10 workers, `seen` at each of `seconds`.
+    fn decide_at<const N: usize>(
+        status: &DaskAutoscalerStatus,
+        tuning: Tuning,
+        seen: Observed,
+        seconds: [i64; N],
+    ) -> [Decision; N] {
+        seconds
+            .map(|s| super::decide(&spec(0, 10), status, tuning, Observed { now: at(s), ..seen }))
+    }
+
     fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
@@ -210,12 +221,10 @@ mod tests {
     #[test]
     fn a_short_window_and_a_larger_step_scale_down_sooner_and_faster() {
         let tuning = Tuning { window: Duration::from_secs(2), step: Step::Workers(3) };
-        let changed = scaled(8, at(0));
-        let seen = |now| Observed { current: 8, target: 0, now, cooldown_until: None };
-        assert_eq!(super::decide(&spec(0, 10), &changed, tuning, seen(at(1))), Decision::Hold);
+        let seen = Observed { current: 8, target: 0, now: at(0), cooldown_until: None };
         assert_eq!(
-            super::decide(&spec(0, 10), &changed, tuning, seen(at(3))),
-            Decision::Scale { from: 8, to: 5 }
+            decide_at(&scaled(8, at(0)), tuning, seen, [1, 3]),
+            [Decision::Hold, Decision::Scale { from: 8, to: 5 }]
         );
     }
 
@@ -223,13 +232,10 @@ mod tests {
     fn a_dask_kubernetes_cooldown_is_honoured() {
         let cooldown = cooldown_until(&annotations(&[(COOLDOWN_ANNOTATION, "1700000010.5")]));
         assert_eq!(cooldown, Some(Timestamp::from_millisecond(1_700_000_010_500).unwrap()));
-        let seen = |now| Observed { current: 2, target: 6, now, cooldown_until: cooldown };
-        let settled = scaled(2, at(0));
-        let tuning = Tuning::default();
-        assert_eq!(super::decide(&spec(0, 10), &settled, tuning, seen(at(5))), Decision::Hold);
+        let seen = Observed { current: 2, target: 6, now: at(0), cooldown_until: cooldown };
         assert_eq!(
-            super::decide(&spec(0, 10), &settled, tuning, seen(at(11))),
-            Decision::Scale { from: 2, to: 6 }
+            decide_at(&scaled(2, at(0)), Tuning::default(), seen, [5, 11]),
+            [Decision::Hold, Decision::Scale { from: 2, to: 6 }]
         );
     }
 

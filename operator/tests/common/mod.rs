@@ -15,12 +15,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use dask_crds::DaskCluster;
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Event, Namespace, Pod};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
     PatchParams, PostParams,
 };
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 pub async fn client() -> Client {
     let client = Client::try_default().await.expect(
@@ -92,6 +95,128 @@ impl Drop for TestNamespace {
     }
 }
 
+/// What every test starts from: an administrator's client and a namespace of
+/// the test's own (deleted when the world drops), with the test's lookups.
+pub struct World {
+    pub client: Client,
+    namespace: TestNamespace,
+}
+
+/// A namespaced kind the tests read and write.
+pub trait Kind:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + std::fmt::Debug
+    + Serialize
+    + DeserializeOwned
+{
+}
+
+impl<K> Kind for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + Serialize
+        + DeserializeOwned
+{
+}
+
+impl World {
+    /// A fresh namespace named `<prefix>-<random>`.
+    pub async fn new(prefix: &str) -> Self {
+        let client = client().await;
+        let namespace = TestNamespace::new(&client, prefix).await;
+        Self { client, namespace }
+    }
+
+    /// A fresh namespace with the operator watching it.
+    pub async fn with_operator(prefix: &str) -> (Self, Operator) {
+        let world = Self::new(prefix).await;
+        let operator = Operator::start(world.ns());
+        (world, operator)
+    }
+
+    pub fn ns(&self) -> &str {
+        &self.namespace.name
+    }
+
+    /// The `K`s of the test's namespace.
+    pub fn api<K: Kind>(&self) -> Api<K> {
+        Api::namespaced(self.client.clone(), self.ns())
+    }
+
+    pub async fn create<K: Kind>(&self, obj: &K) -> K {
+        self.api().create(&PostParams::default(), obj).await.expect("the object is created")
+    }
+
+    pub async fn get<K: Kind>(&self, name: &str) -> K {
+        self.api().get(name).await.expect("the object exists")
+    }
+
+    /// Sets `name`'s replicas through its scale subresource, as `kubectl scale` does.
+    pub async fn scale<K: Kind>(&self, name: &str, replicas: i32) {
+        let patch = Patch::Merge(serde_json::json!({ "spec": { "replicas": replicas } }));
+        self.api::<K>().patch_scale(name, &PatchParams::default(), &patch).await.unwrap();
+    }
+
+    /// One of dask-kubernetes' own example manifests (operator/tests/fixtures/
+    /// dask-kubernetes, unchanged), created as it is.
+    pub async fn create_upstream(&self, file: &str) -> DynamicObject {
+        let path = format!("{}/tests/fixtures/dask-kubernetes/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).expect("the upstream manifest");
+        let obj: DynamicObject = serde_yaml::from_str(&text).expect("the upstream manifest parses");
+        let types = obj.types.clone().expect("a manifest has apiVersion and kind");
+        let (group, version) = types.api_version.split_once('/').expect("a grouped kind");
+        let gvk = GroupVersionKind::gvk(group, version, &types.kind);
+        let resource =
+            ApiResource::from_gvk_with_plural(&gvk, &format!("{}s", types.kind.to_lowercase()));
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), self.ns(), &resource);
+        api.create(&PostParams::default(), &obj).await.expect("the upstream manifest is accepted")
+    }
+
+    /// Waits for a Warning with `reason` on the `kind` named `name`; its message.
+    pub async fn warning(&self, kind: &str, name: &str, reason: &str) -> String {
+        let events: Api<Event> = self.api();
+        let event = eventually(60, &format!("a {reason} Warning on {kind} {name}"), || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items.into_iter().find(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.involved_object.kind.as_deref() == Some(kind)
+                    && e.involved_object.name.as_deref() == Some(name)
+            })
+        })
+        .await;
+        assert_eq!(event.type_.as_deref(), Some("Warning"));
+        assert!(event.involved_object.uid.is_some(), "kubectl describe finds Events by uid");
+        event.message.unwrap_or_default()
+    }
+
+    /// The pods matching `selector`, not being deleted.
+    pub async fn live_pods(&self, selector: &str) -> Vec<Pod> {
+        let list = self.api::<Pod>().list(&ListParams::default().labels(selector)).await.unwrap();
+        list.items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
+    }
+
+    pub async fn worker_pods(&self, cluster: &str) -> Vec<Pod> {
+        self.live_pods(&format!("dask.org/cluster-name={cluster},dask.org/component=worker")).await
+    }
+
+    /// Waits until the cluster has exactly `n` live worker pods and reports them.
+    pub async fn wait_workers(&self, cluster: &str, n: usize) -> Vec<Pod> {
+        let api: Api<DaskCluster> = self.api();
+        eventually(60, &format!("{n} worker pods and status.replicas={n}"), || async {
+            let pods = self.worker_pods(cluster).await;
+            let status = api.get(cluster).await.ok()?.status?;
+            (pods.len() == n
+                && status.replicas == Some(n as i32)
+                && status.ready_replicas == Some(n as i32))
+            .then_some(pods)
+        })
+        .await
+    }
+}
+
 /// The operator binary, watching the test's namespace only (so tests that
 /// run side by side never act on each other's clusters), running until
 /// dropped. Its log goes to a file, printed if the test fails.
@@ -151,43 +276,6 @@ impl Drop for Operator {
     }
 }
 
-/// One of dask-kubernetes' own example manifests (operator/tests/fixtures/
-/// dask-kubernetes, unchanged), created as it is in `ns`.
-pub async fn create_upstream(client: &Client, ns: &str, file: &str) -> DynamicObject {
-    let path = format!("{}/tests/fixtures/dask-kubernetes/{file}", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path).expect("the upstream manifest");
-    let obj: DynamicObject = serde_yaml::from_str(&text).expect("the upstream manifest parses");
-    let types = obj.types.clone().expect("a manifest has apiVersion and kind");
-    let (group, version) = types.api_version.split_once('/').expect("a grouped kind");
-    let gvk = GroupVersionKind::gvk(group, version, &types.kind);
-    let resource =
-        ApiResource::from_gvk_with_plural(&gvk, &format!("{}s", types.kind.to_lowercase()));
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &resource);
-    api.create(&PostParams::default(), &obj).await.expect("the upstream manifest is accepted")
-}
-
-/// Waits for a Warning with `reason` on the DaskWorkerGroup `group`; its message.
-pub async fn warning_on_worker_group(
-    client: &Client,
-    ns: &str,
-    group: &str,
-    reason: &str,
-) -> String {
-    let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    let event = eventually(60, &format!("a {reason} Warning on {group}"), || async {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        list.items.into_iter().find(|e| {
-            e.reason.as_deref() == Some(reason)
-                && e.involved_object.kind.as_deref() == Some("DaskWorkerGroup")
-                && e.involved_object.name.as_deref() == Some(group)
-        })
-    })
-    .await;
-    assert_eq!(event.type_.as_deref(), Some("Warning"));
-    assert!(event.involved_object.uid.is_some(), "kubectl describe finds Events by uid");
-    event.message.unwrap_or_default()
-}
-
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -234,32 +322,6 @@ pub fn cluster(name: &str, replicas: i32, comm_port: u16, dashboard_port: u16) -
     .unwrap()
 }
 
-/// The pods of `ns` matching `selector`, not being deleted.
-pub async fn live_pods(client: &Client, ns: &str, selector: &str) -> Vec<Pod> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    let list = pods.list(&ListParams::default().labels(selector)).await.unwrap();
-    list.items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
-}
-
-pub async fn worker_pods(client: &Client, ns: &str, cluster: &str) -> Vec<Pod> {
-    live_pods(client, ns, &format!("dask.org/cluster-name={cluster},dask.org/component=worker"))
-        .await
-}
-
-/// Waits until the cluster has exactly `n` live worker pods and reports them.
-pub async fn wait_workers(client: &Client, ns: &str, cluster: &str, n: usize) -> Vec<Pod> {
-    let api: Api<DaskCluster> = Api::namespaced(client.clone(), ns);
-    eventually(60, &format!("{n} worker pods and status.replicas={n}"), || async {
-        let pods = worker_pods(client, ns, cluster).await;
-        let status = api.get(cluster).await.ok()?.status?;
-        (pods.len() == n
-            && status.replicas == Some(n as i32)
-            && status.ready_replicas == Some(n as i32))
-        .then_some(pods)
-    })
-    .await
-}
-
 /// A real `dask scheduler` on 127.0.0.1 with the HTTP API routes the operator
 /// injects in pods, from the test venv ($DASK_RS_VENV or tests/python/env).
 pub struct DaskProcess(Child);
@@ -281,7 +343,35 @@ pub fn dask_bin() -> String {
     format!("{venv}/bin/dask")
 }
 
-pub fn start_scheduler(comm_port: u16, dashboard_port: u16) -> DaskProcess {
+/// A real scheduler on free loopback ports, stopped when dropped.
+pub struct Scheduler {
+    pub comm: u16,
+    pub dashboard: u16,
+    _process: DaskProcess,
+}
+
+impl Scheduler {
+    pub fn start() -> Self {
+        let (comm, dashboard) = (free_port(), free_port());
+        Self { comm, dashboard, _process: start_scheduler(comm, dashboard) }
+    }
+
+    /// A DaskCluster whose scheduler Service has this scheduler's ports.
+    pub fn cluster(&self, name: &str, replicas: i32) -> DaskCluster {
+        cluster(name, replicas, self.comm, self.dashboard)
+    }
+
+    pub fn start_worker(&self, name: &str) -> DaskProcess {
+        start_worker(self.comm, name)
+    }
+
+    /// Its view of its workers: (name, address).
+    pub async fn workers(&self) -> Option<Vec<(String, String)>> {
+        scheduler_workers(self.dashboard).await
+    }
+}
+
+fn start_scheduler(comm_port: u16, dashboard_port: u16) -> DaskProcess {
     let child = Command::new(dask_bin())
         .args(["scheduler", "--host", "127.0.0.1", "--port", &comm_port.to_string()])
         .args(["--dashboard-address", &format!("127.0.0.1:{dashboard_port}"), "--no-show"])
@@ -296,7 +386,7 @@ pub fn start_scheduler(comm_port: u16, dashboard_port: u16) -> DaskProcess {
     DaskProcess(child)
 }
 
-pub fn start_worker(comm_port: u16, name: &str) -> DaskProcess {
+fn start_worker(comm_port: u16, name: &str) -> DaskProcess {
     let child = Command::new(dask_bin())
         .args([
             "worker",
@@ -315,7 +405,7 @@ pub fn start_worker(comm_port: u16, name: &str) -> DaskProcess {
 }
 
 /// The scheduler's view of its workers: (name, address).
-pub async fn scheduler_workers(dashboard_port: u16) -> Option<Vec<(String, String)>> {
+async fn scheduler_workers(dashboard_port: u16) -> Option<Vec<(String, String)>> {
     let url = format!("http://127.0.0.1:{dashboard_port}/api/v1/get_workers");
     let body: serde_json::Value = reqwest::get(url).await.ok()?.json().await.ok()?;
     Some(
