@@ -135,7 +135,7 @@ fn worker(site: &Site, cluster: &Cluster, image: &str) -> DaskWorker {
         "--name",
         "$(DASK_WORKER_NAME)",
         "--dashboard-address",
-        ":8787",
+        &format!(":{DASHBOARD_PORT}"),
         "--nthreads",
         &threads,
         "--memory-limit",
@@ -148,6 +148,12 @@ fn worker(site: &Site, cluster: &Cluster, image: &str) -> DaskWorker {
         args: Some(strings(args)),
         resources: Some(worker_resources(cluster)),
         volume_mounts: Some(mounts),
+        // Named as the scheduler's, so the chart's worker PodMonitor finds it.
+        ports: Some(vec![ContainerPort {
+            name: Some(scheduler::DASHBOARD_PORT_NAME.into()),
+            container_port: DASHBOARD_PORT,
+            ..Default::default()
+        }]),
         ..Default::default()
     };
     DaskWorker { replicas: 0, metadata: None, spec: dask_pod(container, volumes) }
@@ -336,6 +342,9 @@ mod tests {
         );
         let args = container.args.as_ref().unwrap();
         assert_eq!(args[2], "tls://dask-abc-scheduler.dask.svc.cluster.local:8786");
+        assert_eq!(args[6], ":8787");
+        let port = &container.ports.as_ref().unwrap()[0];
+        assert_eq!((port.name.as_deref(), port.container_port), (Some("http-dashboard"), 8787));
         let resources = container.resources.as_ref().unwrap();
         assert_eq!(resources.requests, resources.limits);
         let limits = resources.limits.as_ref().unwrap();
