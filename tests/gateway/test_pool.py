@@ -136,6 +136,12 @@ def test_scale_two_forks_workers_that_compute_and_stop_kills_every_process(start
         nannies = set(dask_client.run(os.getppid).values())
         assert {psutil.Process(n).ppid() for n in nannies} == {forkserver.pid}
         assert len(nannies) == 2
+        # User code in a forked worker sees the TLS pair, never the gateway API token
+        # (its /proc environ is the fork server's, so ask the worker itself).
+        seen = dask_client.run(lambda: sorted(k for k in __import__("os").environ if k.startswith("DASK_")))
+        for names in seen.values():
+            assert "DASK_GATEWAY_API_TOKEN" not in names and "DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY" in names, names
+        assert "DASK_GATEWAY_API_TOKEN" in scheduler_env(dask_client)
     poll(lambda: gone(pids), 30, f"the cluster's processes {pids} to exit")
     assert forkserver.is_running()
 

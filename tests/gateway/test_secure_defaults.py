@@ -80,7 +80,9 @@ def ok(url):
 
 @pytest.mark.timeout(120)
 def test_sigterm_stops_the_clusters_and_removes_their_keys(start_gateway):
-    gw = start_gateway("[cluster]\nheartbeat_period = 1\n")
+    # Workers started as processes of their own, so their environment is in
+    # /proc (forked workers are checked from inside in test_pool).
+    gw = start_gateway("[cluster]\nheartbeat_period = 1\n", local_options="fork_workers = false\n")
     name = running(gw)
     assert gw.request("POST", f"/api/v1/clusters/{name}/scale", "alice", {"count": 1})[0] == 200
     cluster_dir = gw.state / "clusters" / name
