@@ -41,16 +41,18 @@ pub fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
         .route("/api/version", get(version))
         .route("/api/health", get(health))
         .route("/api/openapi.json", get(|| async { Json(crate::openapi::document()) }))
-        .merge(scheduler_routes())
+        .route("/api/v1/clusters/{name}", axum::routing::delete(delete_cluster))
+        .route("/api/v1/clusters/{name}/heartbeat", post(heartbeat))
         .merge(user_routes)
 }
 
-/// What schedulers call with their cluster token: heartbeats, and DELETE
-/// on their idle timeout (users may DELETE too). Also served alone on the
-/// heartbeat listener.
+/// The heartbeat listener's routes: what schedulers call with their cluster
+/// token alone (heartbeats, DELETE on their idle timeout). No user logins
+/// there: the pods that reach it run user code, which must not be able to
+/// spend the password checks the public port needs.
 pub fn scheduler_routes() -> Router<Arc<Gateway>> {
     Router::new()
-        .route("/api/v1/clusters/{name}", axum::routing::delete(delete_cluster))
+        .route("/api/v1/clusters/{name}", axum::routing::delete(stop_by_scheduler))
         .route("/api/v1/clusters/{name}/heartbeat", post(heartbeat))
 }
 
@@ -198,17 +200,23 @@ async fn get_cluster(
     Ok(Json(cluster.to_json()))
 }
 
+/// DELETE from a cluster's own scheduler (its idle timeout), by its token.
+async fn stop_by_scheduler(
+    State(gw): State<Arc<Gateway>>,
+    ClusterCaller(cluster): ClusterCaller,
+) -> ApiResult<Response> {
+    info!(cluster = %cluster.name, "cluster stopped by its scheduler (idle timeout)");
+    gw.backend.stop(&cluster.name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 async fn delete_cluster(
     State(gw): State<Arc<Gateway>>,
     Path(name): Path<String>,
     caller: Caller,
 ) -> ApiResult<Response> {
     let login = match caller {
-        Caller::Scheduler => {
-            info!(cluster = %name, "cluster stopped by its scheduler (idle timeout)");
-            gw.backend.stop(&name).await?;
-            return Ok(StatusCode::NO_CONTENT.into_response());
-        }
+        Caller::Scheduler(scheduler) => return stop_by_scheduler(State(gw), *scheduler).await,
         Caller::User(login) => login,
     };
     if let Some(cluster) = gw.backend.get(&name).await {

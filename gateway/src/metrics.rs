@@ -12,7 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::Gateway;
 use crate::backend::StartSource;
@@ -75,46 +75,61 @@ struct SourceLabels {
     source: &'static str,
 }
 
+/// Registers `metric` under `name` and hands it back (a family is a shared
+/// handle: the registry and the gateway see the same counts).
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("dask_gateway");
-        let requests = Family::<RequestLabels, Counter>::default();
-        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.0001, 4.0, 10))
-        });
-        let clusters = Family::<StatusLabels, Gauge>::default();
-        registry.register("http_requests", "HTTP requests served", requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency", latency.clone());
-        registry.register("clusters", "Clusters known to the gateway, by status", clusters.clone());
-        let pooled = Family::<StatusLabels, Gauge>::default();
-        registry.register(
+        let r = &mut registry;
+        let requests = registered(r, "http_requests", "HTTP requests served", Family::default());
+        let latency = registered(
+            r,
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 4.0, 10))
+            }),
+        );
+        let clusters = registered(
+            r,
+            "clusters",
+            "Clusters known to the gateway, by status",
+            Family::default(),
+        );
+        let pooled = registered(
+            r,
             "pool_schedulers",
             "Schedulers waiting in the local backend's warm pool, by status (running: ready to claim)",
-            pooled.clone(),
+            Family::default(),
         );
-        let scheduler_connections = Family::<RouteLabels, Counter>::default();
-        registry.register(
+        let scheduler_connections = registered(
+            r,
             "scheduler_connections",
             "Client connections to schedulers, by route (handoff: given to a local scheduler; relay: spliced)",
-            scheduler_connections.clone(),
+            Family::default(),
         );
-        let open_connections = Family::<ListenerLabels, Gauge>::default();
-        registry.register(
+        let open_connections = registered(
+            r,
             "open_connections",
             "Connections open, by listener (public port or the schedulers' heartbeat port)",
-            open_connections.clone(),
+            Family::default(),
         );
-        let refused_connections = Family::<ListenerLabels, Counter>::default();
-        registry.register(
+        let refused_connections = registered(
+            r,
             "refused_connections",
             "Connections closed at once because the listener was at its cap",
-            refused_connections.clone(),
+            Family::default(),
         );
-        let cluster_starts = Family::<SourceLabels, Counter>::default();
-        registry.register(
+        let cluster_starts: Family<SourceLabels, Counter> = registered(
+            r,
             "cluster_starts",
             "Clusters created, by source (pool: a warm scheduler claimed; cold: started for the request)",
-            cluster_starts.clone(),
+            Family::default(),
         );
         for source in [StartSource::Pool, StartSource::Cold] {
             let _ = cluster_starts.get_or_create(&SourceLabels { source: source.label() });

@@ -18,7 +18,7 @@ use base64::Engine;
 use dask_gateway::backend::{Backend, BackendError, Created, StartSource};
 use dask_gateway::config::Config;
 use dask_gateway::models::{Cluster, ClusterStatus, Heartbeat};
-use dask_gateway::{Gateway, router};
+use dask_gateway::{Gateway, heartbeat_router, router};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -355,6 +355,27 @@ async fn a_scheduler_stops_its_own_cluster_with_its_token_alone() {
     assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "a wrong token is no login either");
     assert_eq!(backend.cluster(&name).unwrap().status, ClusterStatus::Pending);
     let answer = call(&app, Method::DELETE, &uri, As::Token(&token), "").await;
+    assert_eq!(answer.status, StatusCode::NO_CONTENT);
+    assert_eq!(backend.cluster(&name).unwrap().status, ClusterStatus::Stopped);
+}
+
+#[tokio::test]
+async fn the_heartbeat_listener_takes_cluster_tokens_and_no_user_logins() {
+    let backend = Arc::new(FakeBackend::new());
+    let config = Config::parse("").expect("test config");
+    let gateway = Arc::new(Gateway::new(&config, backend.clone()).expect("gateway"));
+    let (public, heartbeats) = (router(gateway.clone(), ""), heartbeat_router(gateway));
+    let name = create(&public, "alice").await;
+    let uri = format!("/api/v1/clusters/{name}");
+    // The owner's login works on the public port, never on the schedulers' one
+    // (pods running user code reach it: no password checks to spend there).
+    let answer = call(&heartbeats, Method::DELETE, &uri, As::User("alice"), "").await;
+    assert_eq!(answer.status, StatusCode::UNAUTHORIZED);
+    let answer = call(&heartbeats, Method::GET, "/api/v1/clusters/", As::User("alice"), "").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND, "no user routes there");
+    assert_eq!(backend.cluster(&name).unwrap().status, ClusterStatus::Pending);
+    let token = backend.cluster(&name).unwrap().token;
+    let answer = call(&heartbeats, Method::DELETE, &uri, As::Token(&token), "").await;
     assert_eq!(answer.status, StatusCode::NO_CONTENT);
     assert_eq!(backend.cluster(&name).unwrap().status, ClusterStatus::Stopped);
 }

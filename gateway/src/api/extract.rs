@@ -126,7 +126,7 @@ impl FromRequestParts<Arc<Gateway>> for ClusterCaller {
 
 /// Who may stop a cluster: its scheduler (idle timeout) or a signed-in user.
 pub enum Caller {
-    Scheduler,
+    Scheduler(Box<ClusterCaller>),
     User(Login),
 }
 
@@ -135,8 +135,8 @@ impl FromRequestParts<Arc<Gateway>> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, gw: &Arc<Gateway>) -> Result<Self, ApiError> {
         // The scheduler's token first: it must never go to the Hub as a user's.
-        if ClusterCaller::from_request_parts(parts, gw).await.is_ok() {
-            return Ok(Self::Scheduler);
+        if let Ok(scheduler) = ClusterCaller::from_request_parts(parts, gw).await {
+            return Ok(Self::Scheduler(Box::new(scheduler)));
         }
         Ok(Self::User(Login::from_request_parts(parts, gw).await?))
     }

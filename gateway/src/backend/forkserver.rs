@@ -13,6 +13,7 @@ use std::time::Duration;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
@@ -48,6 +49,11 @@ pub struct ForkServer {
     _process: Child,
     /// One request at a time: the answer to a line is the next line.
     channel: Mutex<BufReader<UnixStream>>,
+    /// Set when an exchange broke off (timeout, short write, I/O error): a
+    /// late reply may still be in the socket, and read as the next caller's
+    /// it would tie another cluster's worker to this pid. From then on every
+    /// worker starts cold.
+    out_of_step: AtomicBool,
 }
 
 impl ForkServer {
@@ -104,7 +110,11 @@ impl ForkServer {
             _ => return Err(std::io::Error::other("the fork server did not start")),
         }
         info!(pid = process.id(), "worker fork server ready");
-        Ok(Self { _process: process, channel: Mutex::new(channel) })
+        Ok(Self {
+            _process: process,
+            channel: Mutex::new(channel),
+            out_of_step: AtomicBool::new(false),
+        })
     }
 
     /// Forks one worker; returns it once the fork happened.
@@ -112,6 +122,9 @@ impl ForkServer {
         let mut line = serde_json::to_vec(request)?;
         line.push(b'\n');
         let mut channel = self.channel.lock().await;
+        if self.out_of_step.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("the fork server's channel is out of step"));
+        }
         let answer = tokio::time::timeout(FORK_TIMEOUT, async {
             channel.get_mut().write_all(&line).await?;
             let mut reply = String::new();
@@ -121,7 +134,9 @@ impl ForkServer {
             }
         })
         .await
-        .map_err(|_| std::io::Error::other("the fork server did not answer"))??;
+        .map_err(|_| std::io::Error::other("the fork server did not answer"))
+        .flatten()
+        .inspect_err(|_| self.out_of_step.store(true, Ordering::Relaxed))?;
         let reply: Reply = serde_json::from_str(&answer)?;
         match (reply.pid, reply.error) {
             (Some(pid), _) if pid > 0 => Ok(ForkedWorker { pid: Pid::from_raw(pid) }),
