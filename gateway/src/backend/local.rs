@@ -121,6 +121,9 @@ impl Entry {
 struct Table {
     clusters: Arc<RwLock<HashMap<String, Entry>>>,
     changed: Arc<watch::Sender<u64>>,
+    /// Set when the gateway shuts down: the warm pool starts no more
+    /// schedulers (their keys would outlive the shutdown).
+    closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Table {
@@ -150,7 +153,11 @@ impl LocalBackend {
         let (changed, _) = watch::channel(0);
         let backend = Self {
             settings: Arc::new(settings),
-            table: Table { clusters: Default::default(), changed: Arc::new(changed) },
+            table: Table {
+                clusters: Default::default(),
+                changed: Arc::new(changed),
+                closing: Default::default(),
+            },
         };
         if backend.settings.fork_workers {
             tokio::spawn(start_fork_server(backend.settings.clone()));
@@ -260,6 +267,9 @@ impl Backend for LocalBackend {
     /// Stops every cluster and waits (up to `within`) for their supervisors
     /// to end the processes and remove the keys.
     async fn shutdown(&self, within: Duration) {
+        // Before reading the table: a refill then either sees the flag or
+        // has already put its scheduler in the table, where it is stopped too.
+        self.table.closing.store(true, std::sync::atomic::Ordering::SeqCst);
         let names: Vec<String> = self.table.clusters.read().await.keys().cloned().collect();
         let mut changes = self.changes();
         for name in &names {

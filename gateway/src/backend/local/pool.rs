@@ -140,6 +140,9 @@ pub(super) async fn refill(settings: Arc<Settings>, table: Table) {
     loop {
         {
             let mut clusters = table.clusters.write().await;
+            if table.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
             // Finished pooled schedulers leave the table; a failure backs off.
             let finished: Vec<(String, usize, ClusterStatus)> = clusters
                 .values()
