@@ -23,8 +23,9 @@ pub use self::extract::{Caller, ClusterCaller, JsonBody, Login};
 use crate::Gateway;
 use crate::auth::User;
 use crate::backend::{BackendError, Created};
+use crate::forgotten;
 use crate::limits::{self, Clamped};
-use crate::models::{Cluster, ClusterStatus, Heartbeat};
+use crate::models::{Cluster, ClusterStatus, Heartbeat, now_ms};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -351,6 +352,23 @@ async fn heartbeat(
         warn!(cluster = %name, asked = beat.count, allowed = count, "heartbeat count clamped to the limits");
     }
     beat.count = i64::from(count);
+    let claimed_for =
+        Duration::from_millis(now_ms().saturating_sub(cluster.start_time).max(0) as u64);
+    // Once: a stopping cluster's scheduler may still beat.
+    let forgotten = (cluster.status == ClusterStatus::Running)
+        .then(|| forgotten::stop_reason(cluster.config.idle_client_timeout, &beat, claimed_for))
+        .flatten();
+    // Unclaimed warm-pool schedulers (which users cannot get) wait alone by design.
+    let forgotten = match forgotten {
+        Some(reason) if gw.backend.get(name).await.is_some() => Some(reason),
+        _ => None,
+    };
+    if let Some(reason) = forgotten {
+        info!(cluster = %name, user = %cluster.username, %reason, "stopping a forgotten cluster");
+        gw.metrics.forgotten_cluster_stopped();
+        gw.backend.stop(name).await?;
+        return Ok(StatusCode::OK);
+    }
     gw.backend.heartbeat(name, beat).await?;
     Ok(StatusCode::OK)
 }

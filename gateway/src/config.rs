@@ -250,6 +250,9 @@ pub struct ClusterDefaults {
     pub adaptive_period: f64,
     /// Seconds of inactivity after which a cluster shuts down; 0 disables.
     pub idle_timeout: f64,
+    /// Seconds with no connected client after which a cluster is stopped,
+    /// busy or not (the notebook that started it is gone); 0 disables.
+    pub idle_client_timeout: f64,
     /// Environment of every scheduler and worker.
     pub environment: BTreeMap<String, String>,
 }
@@ -363,6 +366,7 @@ impl Default for ClusterDefaults {
             heartbeat_period: 15.0,
             adaptive_period: 3.0,
             idle_timeout: 0.0,
+            idle_client_timeout: 0.0,
             environment: BTreeMap::new(),
         }
     }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod dashboard;
+pub mod forgotten;
 pub mod handoff;
 pub mod idle;
 pub mod limits;

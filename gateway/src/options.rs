@@ -78,7 +78,7 @@ pub struct FieldConfig {
     #[serde(default)]
     pub options: Vec<String>,
     /// The cluster setting the value goes to (see [`ClusterConfig`]):
-    /// `worker_threads`, `idle_timeout`, `environment`, `image`; none keeps
+    /// `worker_threads`, `idle_timeout`, `idle_client_timeout`, `environment`, `image`; none keeps
     /// the value as information only.
     pub target: Option<Target>,
 }
@@ -99,6 +99,7 @@ pub enum FieldKind {
 pub enum Target {
     WorkerThreads,
     IdleTimeout,
+    IdleClientTimeout,
     Environment,
     Image,
 }
@@ -191,6 +192,8 @@ pub struct ClusterConfig {
     pub worker_memory: u64,
     pub worker_threads: u32,
     pub idle_timeout: f64,
+    #[serde(default)]
+    pub idle_client_timeout: f64,
     pub environment: BTreeMap<String, String>,
     pub image: Option<String>,
 }
@@ -262,6 +265,7 @@ impl OptionsSpec {
                 .worker_threads
                 .unwrap_or((profile.worker_cores.floor() as u32).max(1)),
             idle_timeout: base.idle_timeout,
+            idle_client_timeout: base.idle_client_timeout,
             environment: base.environment.clone(),
             image: None,
         };
@@ -272,6 +276,9 @@ impl OptionsSpec {
                     config.worker_threads = value.as_f64().unwrap_or(1.0).max(1.0) as u32
                 }
                 Some(Target::IdleTimeout) => config.idle_timeout = value.as_f64().unwrap_or(0.0),
+                Some(Target::IdleClientTimeout) => {
+                    config.idle_client_timeout = value.as_f64().unwrap_or(0.0)
+                }
                 Some(Target::Image) => {
                     config.image = value.as_str().filter(|s| !s.is_empty()).map(String::from)
                 }
