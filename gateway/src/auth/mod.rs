@@ -1,6 +1,16 @@
 //! Who is asking. The dask-gateway client sends each request bare first and
 //! its credentials only after a 401, then lives on the session cookie it is
 //! given; so a login costs one password check (or Hub call) per session.
+//!
+//! With JupyterHub auth a session also keeps the Hub token it was opened
+//! with (in memory only) and asks the Hub again once the cached answer has
+//! expired, so a token revoked at the Hub stops working within
+//! `auth.jupyterhub_cache_seconds`, cookie or not.
+
+mod cache;
+pub mod hub;
+pub mod oauth;
+pub mod policy;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -15,7 +25,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{AuthConfig, AuthKind, CookieSecure, Limits};
+use crate::config::{AuthConfig, AuthKind, CookieSecure, HubSettings, Limits};
 
 /// Longest user name accepted, in bytes (names are labels, annotations and
 /// map keys: a header-sized name would cost memory everywhere).
@@ -24,10 +34,12 @@ pub const MAX_USER_NAME: usize = 256;
 /// How often expired sessions are swept out, at the latest.
 const SESSION_SWEEP: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct User {
     pub name: String,
     pub admin: bool,
+    /// The Hub's groups (empty for other kinds of auth): per-group policy.
+    pub groups: Vec<String>,
 }
 
 impl User {
@@ -52,6 +64,10 @@ pub enum AuthError {
     Invalid(String),
     #[error("JupyterHub is rate-limiting logins; retry later")]
     HubRateLimited,
+    /// A valid login that may not use the gateway (a Hub token without the
+    /// service's access scope).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// The users file: `[users.<name>]` with an argon2 `password` hash (PHC
@@ -73,6 +89,16 @@ struct UserEntry {
 struct Session {
     user: User,
     expires: Instant,
+    /// The Hub token behind a JupyterHub session, and when to ask the Hub
+    /// about it again.
+    hub: Option<(String, Instant)>,
+}
+
+/// What a session cookie is worth now.
+enum Found {
+    Valid(User),
+    /// A JupyterHub session whose Hub answer has expired: ask again.
+    Recheck { cookie: String, token: String },
 }
 
 /// Sessions by cookie value, and each user's current cookie; at most
@@ -145,8 +171,13 @@ pub struct Authenticator {
     shared_password: Option<[u8; 32]>,
     users: HashMap<String, UserEntry>,
     passwords: Arc<PasswordChecks>,
-    hub_url: Option<String>,
-    http: reqwest::Client,
+    hub: Option<hub::Hub>,
+    /// The Hub settings, for the browser login.
+    hub_settings: Option<HubSettings>,
+    /// The last groups seen per user, for the limits of heartbeats (which
+    /// carry no login); bounded like the sessions.
+    memberships: Mutex<HashMap<String, Vec<String>>>,
+    max_memberships: usize,
     /// (user, SHA-256 of the token).
     tokens: Vec<(String, [u8; 32])>,
     admins: HashSet<String>,
@@ -192,16 +223,20 @@ impl Authenticator {
             ),
             None => config.password.clone(),
         };
+        let hub_settings = match config.kind {
+            AuthKind::Jupyterhub => Some(config.hub_settings(|k| std::env::var(k).ok())?),
+            _ => None,
+        };
+        let hub = hub_settings.as_ref().map(|s| hub::Hub::new(s, limits.max_sessions)).transpose()?;
         Ok(Self {
             kind: config.kind,
             shared_password: shared_password.map(|p| sha256(p.as_bytes())),
             users,
             passwords: Arc::new(PasswordChecks::new(limits.max_concurrent_password_checks)?),
-            hub_url: config
-                .jupyterhub_api_url
-                .as_ref()
-                .map(|u| u.trim_end_matches('/').to_string()),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
+            hub,
+            hub_settings,
+            memberships: Mutex::new(HashMap::new()),
+            max_memberships: limits.max_sessions,
             tokens,
             admins: config.admins.iter().cloned().collect(),
             cookie_name: config.cookie_name.clone(),
@@ -218,6 +253,15 @@ impl Authenticator {
         self
     }
 
+    pub fn cookie_name(&self) -> &str {
+        &self.cookie_name
+    }
+
+    /// The session cookie's `Path`.
+    pub fn cookie_path(&self) -> &str {
+        &self.cookie_path
+    }
+
     /// The `WWW-Authenticate` scheme that makes the client send credentials.
     pub fn challenge(&self) -> &'static str {
         match self.kind {
@@ -231,35 +275,83 @@ impl Authenticator {
         &self,
         headers: &HeaderMap,
     ) -> Result<(User, Option<String>), AuthError> {
-        if let Some(user) = self.session(headers) {
-            return Ok((user, None));
+        match self.session(headers) {
+            Some(Found::Valid(user)) => return Ok((user, None)),
+            Some(Found::Recheck { cookie, token }) => match self.hub_user(&token).await {
+                Ok(user) => {
+                    self.rechecked(&cookie, &user);
+                    return Ok((user, None));
+                }
+                // Revoked, or no longer allowed: the session ends, and the
+                // request's own credentials (if any) decide.
+                Err(AuthError::Failed | AuthError::Forbidden(_)) => self.end_session(&cookie),
+                Err(e) => return Err(e),
+            },
+            None => {}
         }
         let header =
             headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or(AuthError::Required)?;
         let (scheme, credentials) = header.split_once(' ').ok_or(AuthError::Failed)?;
         let credentials = credentials.trim();
+        let mut hub_token = None;
         let user = match scheme.to_ascii_lowercase().as_str() {
             "basic" => self.basic(credentials).await?,
             "bearer" | "token" | "jupyterhub" => match self.static_token(credentials) {
                 Some(user) => user,
-                None if self.kind == AuthKind::Jupyterhub => self.hub_user(credentials).await?,
+                None if self.kind == AuthKind::Jupyterhub => {
+                    hub_token = Some(credentials.to_string());
+                    self.hub_user(credentials).await?
+                }
                 None => return Err(AuthError::Failed),
             },
             _ => return Err(AuthError::Failed),
         };
+        let cookie = self.login(user.clone(), hub_token, headers)?;
+        Ok((user, cookie))
+    }
+
+    /// Opens the session of a user just authenticated (with the Hub token
+    /// behind it, if any); the `Set-Cookie` value, if the table had room.
+    pub(crate) fn login(
+        &self,
+        user: User,
+        hub_token: Option<String>,
+        headers: &HeaderMap,
+    ) -> Result<Option<String>, AuthError> {
         check_user_name(&user.name)?;
         let secure = match self.cookie_secure {
             CookieSecure::Always => true,
             CookieSecure::Never => false,
             CookieSecure::Auto => came_over_https(headers),
         };
-        let cookie = self.open_session(user.clone(), secure);
-        Ok((user, cookie))
+        Ok(self.open_session(user, hub_token, secure))
+    }
+
+    /// The Hub settings, with JupyterHub auth.
+    pub fn hub_settings(&self) -> Option<&HubSettings> {
+        self.hub_settings.as_ref()
+    }
+
+    pub(crate) fn hub(&self) -> Option<&hub::Hub> {
+        self.hub.as_ref()
+    }
+
+    /// The groups last seen for `user`; `None` when the gateway has not
+    /// seen them log in (since it started).
+    pub fn groups_of(&self, user: &str) -> Option<Vec<String>> {
+        self.memberships.lock().expect("memberships lock").get(user).cloned()
+    }
+
+    fn remember_groups(&self, user: &User) {
+        let mut memberships = self.memberships.lock().expect("memberships lock");
+        if memberships.len() < self.max_memberships || memberships.contains_key(&user.name) {
+            memberships.insert(user.name.clone(), user.groups.clone());
+        }
     }
 
     fn with_role(&self, name: String, admin: bool) -> User {
         let admin = admin || self.admins.contains(&name);
-        User { name, admin }
+        User { name, admin, groups: vec![] }
     }
 
     async fn basic(&self, credentials: &str) -> Result<User, AuthError> {
@@ -304,46 +396,22 @@ impl Authenticator {
         found.map(|name| self.with_role(name, false))
     }
 
-    async fn hub_user(&self, token: &str) -> Result<User, AuthError> {
-        #[derive(Deserialize)]
-        struct HubUser {
-            name: String,
-            #[serde(default)]
-            kind: Option<String>,
-            #[serde(default)]
-            admin: bool,
-        }
-        let url = format!("{}/user", self.hub_url.as_deref().unwrap_or_default());
-        let resp = self
-            .http
-            .get(&url)
-            .header(AUTHORIZATION, format!("token {token}"))
-            .send()
-            .await
-            .map_err(|e| AuthError::HubUnreachable(e.without_url().to_string()))?;
-        match resp.status().as_u16() {
-            200 => {
-                let user: HubUser =
-                    resp.json().await.map_err(|e| AuthError::Hub(e.without_url().to_string()))?;
-                let name = match user.kind.as_deref() {
-                    None | Some("user") => user.name,
-                    Some(kind) => format!("{kind}:{}", user.name),
-                };
-                Ok(self.with_role(name, user.admin))
-            }
-            // JupyterHub answers 403 (or 401/404 in older versions) for a
-            // token it does not know, 400 for one it cannot parse: that is a
-            // failed login, not a server error.
-            400 | 401 | 403 | 404 => Err(AuthError::Failed),
-            429 => Err(AuthError::HubRateLimited),
-            code if code >= 500 => {
-                Err(AuthError::HubUnreachable(format!("the Hub answered {code}")))
-            }
-            code => Err(AuthError::Hub(format!("the Hub answered {code}"))),
-        }
+    /// The Hub's user (or service) for `token`, if it may use this gateway.
+    pub(crate) async fn hub_user(&self, token: &str) -> Result<User, AuthError> {
+        let hub = self.hub.as_ref().ok_or(AuthError::Failed)?;
+        let identity = hub.identify(token, sha256(token.as_bytes())).await?;
+        hub::check_access(&identity, &hub.service_name)?;
+        let name = match identity.kind.as_deref() {
+            None | Some("user") => identity.name,
+            Some(kind) => format!("{kind}:{}", identity.name),
+        };
+        check_user_name(&name)?;
+        let user = User { groups: identity.groups, ..self.with_role(name, identity.admin) };
+        self.remember_groups(&user);
+        Ok(user)
     }
 
-    fn session(&self, headers: &HeaderMap) -> Option<User> {
+    fn session(&self, headers: &HeaderMap) -> Option<Found> {
         let prefix = format!("{}=", self.cookie_name);
         let value = headers
             .get_all(COOKIE)
@@ -353,16 +421,51 @@ impl Authenticator {
             .find_map(|c| c.trim().strip_prefix(prefix.as_str()))?;
         let sessions = self.sessions.lock().expect("sessions lock");
         let session = sessions.by_cookie.get(value)?;
-        (session.expires > Instant::now()).then(|| session.user.clone())
+        let now = Instant::now();
+        if session.expires <= now {
+            return None;
+        }
+        Some(match &session.hub {
+            Some((token, recheck)) if *recheck <= now => {
+                Found::Recheck { cookie: value.to_string(), token: token.clone() }
+            }
+            _ => Found::Valid(session.user.clone()),
+        })
+    }
+
+    /// The Hub still vouches for the session's token: trusted for another
+    /// cache period, with the Hub's current groups.
+    fn rechecked(&self, cookie: &str, user: &User) {
+        let ttl = self.hub.as_ref().map(|h| h.cache_ttl()).unwrap_or_default();
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        if let Some(session) = sessions.by_cookie.get_mut(cookie) {
+            session.user = user.clone();
+            if let Some((_, recheck)) = &mut session.hub {
+                *recheck = Instant::now() + ttl;
+            }
+        }
+    }
+
+    fn end_session(&self, cookie: &str) {
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        if let Some(session) = sessions.by_cookie.remove(cookie) {
+            sessions.by_user.remove(&session.user.name);
+        }
     }
 
     /// One session per user, as in dask-gateway: clients that ignore cookies
     /// (scripts, load tests) reuse it instead of filling memory with new ones.
     /// `None` when the table is full of live sessions.
-    fn open_session(&self, user: User, secure: bool) -> Option<String> {
+    fn open_session(&self, user: User, hub_token: Option<String>, secure: bool) -> Option<String> {
         let mut sessions = self.sessions.lock().expect("sessions lock");
         let now = Instant::now();
-        let fresh = |s: &Session| s.user == user && s.expires > now + self.max_age / 2;
+        // A Hub session is reused only with the same token: each session
+        // is rechecked with the token that opened it.
+        let fresh = |s: &Session| {
+            s.user == user
+                && s.expires > now + self.max_age / 2
+                && s.hub.as_ref().map(|(t, _)| t) == hub_token.as_ref()
+        };
         let value = match sessions
             .by_user
             .get(&user.name)
@@ -379,9 +482,11 @@ impl Authenticator {
                 let value =
                     format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
                 sessions.by_user.insert(user.name.clone(), value.clone());
+                let ttl = self.hub.as_ref().map(|h| h.cache_ttl()).unwrap_or_default();
+                let hub = hub_token.map(|token| (token, now + ttl));
                 sessions
                     .by_cookie
-                    .insert(value.clone(), Session { user, expires: now + self.max_age });
+                    .insert(value.clone(), Session { user, expires: now + self.max_age, hub });
                 value
             }
         };
@@ -476,7 +581,7 @@ mod tests {
         ));
         assert!(matches!(auth.authenticate(&HeaderMap::new()).await, Err(AuthError::Required)));
         let (user, cookie) = auth.authenticate(&basic("alice", "s3cret")).await.unwrap();
-        assert_eq!(user, User { name: "alice".into(), admin: true });
+        assert_eq!(user, User { name: "alice".into(), admin: true, groups: vec![] });
         // The cookie alone is enough afterwards.
         let mut h = HeaderMap::new();
         h.insert(
@@ -511,7 +616,7 @@ mod tests {
         let auth = Authenticator::new(&config, &Limits::default()).unwrap();
         assert_eq!(
             auth.authenticate(&basic("bob", "pw")).await.unwrap().0,
-            User { name: "bob".into(), admin: false }
+            User { name: "bob".into(), admin: false, groups: vec![] }
         );
         assert!(auth.authenticate(&basic("root", "pw")).await.unwrap().0.admin);
         assert!(auth.authenticate(&basic("bob", "nope")).await.is_err());
