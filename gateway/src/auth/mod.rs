@@ -693,6 +693,143 @@ mod tests {
         assert!(cookie.contains("; Path=/;") && cookie.ends_with("; Secure"), "{cookie}");
     }
 
+    /// A Hub answering `/hub/api/user` from a token table the test edits,
+    /// counting the calls.
+    async fn fake_hub(
+        tokens: Arc<Mutex<HashMap<String, serde_json::Value>>>,
+        calls: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> String {
+        use axum::extract::State;
+        use axum::http::StatusCode;
+        use axum::response::IntoResponse;
+        type Table = Arc<Mutex<HashMap<String, serde_json::Value>>>;
+        async fn user(
+            State((tokens, calls)): State<(Table, Arc<std::sync::atomic::AtomicUsize>)>,
+            headers: HeaderMap,
+        ) -> axum::response::Response {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let token = headers
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("token "))
+                .unwrap_or_default();
+            match tokens.lock().unwrap().get(token) {
+                Some(body) => axum::Json(body.clone()).into_response(),
+                None => StatusCode::FORBIDDEN.into_response(),
+            }
+        }
+        let app = axum::Router::new()
+            .route("/hub/api/user", axum::routing::get(user))
+            .with_state((tokens, calls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        format!("http://{addr}/hub/api")
+    }
+
+    fn hub_config(url: String, cache_seconds: u64) -> AuthConfig {
+        AuthConfig {
+            kind: AuthKind::Jupyterhub,
+            jupyterhub_api_url: Some(url),
+            jupyterhub_service_name: Some("dask-gateway".into()),
+            jupyterhub_cache_seconds: cache_seconds,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn hub_answers_are_cached_and_a_revoked_token_stops_within_the_expiry() {
+        use std::sync::atomic::Ordering;
+        let tokens = Arc::new(Mutex::new(HashMap::from([
+            (
+                "alice-token".to_string(),
+                serde_json::json!({"kind": "user", "name": "alice", "groups": ["staff"],
+                    "scopes": ["self", "access:services!service=dask-gateway"]}),
+            ),
+            (
+                "narrow-token".to_string(),
+                serde_json::json!({"kind": "user", "name": "bob", "scopes": ["read:users:name!user=bob"]}),
+            ),
+        ])));
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let url = fake_hub(tokens.clone(), calls.clone()).await;
+        let auth = Authenticator::new(&hub_config(url, 1), &Limits::default()).unwrap();
+
+        let (user, cookie) = auth.authenticate(&headers("jupyterhub alice-token")).await.unwrap();
+        assert_eq!(user.groups, ["staff"]);
+        assert_eq!(auth.groups_of("alice"), Some(vec!["staff".to_string()]));
+        // A second login with the token is answered from the cache.
+        auth.authenticate(&headers("token alice-token")).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // A token without the service's scope: 403, not 401.
+        assert!(matches!(
+            auth.authenticate(&headers("token narrow-token")).await,
+            Err(AuthError::Forbidden(m)) if m.contains("access:services!service=dask-gateway")
+        ));
+
+        // Revoked at the Hub: still trusted until the cached answer expires,
+        // then neither the token nor the session it opened works.
+        tokens.lock().unwrap().remove("alice-token");
+        let mut by_cookie = HeaderMap::new();
+        by_cookie.insert(
+            COOKIE,
+            HeaderValue::from_str(cookie.unwrap().split(';').next().unwrap()).unwrap(),
+        );
+        assert_eq!(auth.authenticate(&by_cookie).await.unwrap().0.name, "alice");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(matches!(auth.authenticate(&by_cookie).await, Err(AuthError::Required)));
+        assert!(matches!(
+            auth.authenticate(&headers("jupyterhub alice-token")).await,
+            Err(AuthError::Failed)
+        ));
+        assert_eq!(auth.session_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_service_token_needs_the_scope_too_and_is_named_as_a_service() {
+        let tokens = Arc::new(Mutex::new(HashMap::from([
+            ("cron".to_string(), serde_json::json!({"kind": "service", "name": "cron", "scopes": ["access:services"]})),
+            ("other".to_string(), serde_json::json!({"kind": "service", "name": "other", "scopes": []})),
+        ])));
+        let url = fake_hub(tokens, Default::default()).await;
+        let auth = Authenticator::new(&hub_config(url, 0), &Limits::default()).unwrap();
+        assert_eq!(auth.authenticate(&headers("token cron")).await.unwrap().0.name, "service:cron");
+        assert!(matches!(auth.authenticate(&headers("token other")).await, Err(AuthError::Forbidden(_))));
+    }
+
+    #[test]
+    fn hub_settings_default_from_the_services_environment() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| vars.iter().find(|(key, _)| *key == k).map(|(_, v)| v.to_string())
+        };
+        let config = AuthConfig { jupyterhub_api_url: Some("http://hub:8081/hub/api".into()), ..Default::default() };
+        let plain = config.hub_settings(env(&[])).unwrap();
+        assert_eq!(plain.service_name, "dask-gateway");
+        assert_eq!(plain.client_id, "service-dask-gateway");
+        assert_eq!(plain.authorize_url, "/hub/api/oauth2/authorize");
+        assert_eq!((plain.api_token, plain.callback_url), (None, None));
+        let managed = config
+            .hub_settings(env(&[
+                ("JUPYTERHUB_API_TOKEN", "svc-secret"),
+                ("JUPYTERHUB_SERVICE_NAME", "gw"),
+                ("JUPYTERHUB_PUBLIC_HUB_URL", "https://hub.example.org/hub/"),
+                ("JUPYTERHUB_OAUTH_CALLBACK_URL", "/services/gw/oauth_callback"),
+            ]))
+            .unwrap();
+        assert_eq!(managed.api_token.as_deref(), Some("svc-secret"));
+        assert_eq!(managed.client_id, "service-gw");
+        assert_eq!(managed.authorize_url, "https://hub.example.org/hub/api/oauth2/authorize");
+        assert_eq!(managed.callback_url.as_deref(), Some("/services/gw/oauth_callback"));
+        // The config file wins over the environment.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-a-secret\n").unwrap();
+        let config = AuthConfig { jupyterhub_api_token_file: Some(file), ..config };
+        let settings = config.hub_settings(env(&[("JUPYTERHUB_API_TOKEN", "env")])).unwrap();
+        assert_eq!(settings.api_token.as_deref(), Some("from-a-secret"));
+    }
+
     #[tokio::test]
     async fn the_shared_password_can_come_from_a_file() {
         let dir = tempfile::tempdir().unwrap();
