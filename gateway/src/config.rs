@@ -600,7 +600,8 @@ impl Config {
             );
         }
         anyhow::ensure!(
-            self.auth.jupyterhub_api_token.is_none() || self.auth.jupyterhub_api_token_file.is_none(),
+            self.auth.jupyterhub_api_token.is_none()
+                || self.auth.jupyterhub_api_token_file.is_none(),
             "auth.jupyterhub_api_token and auth.jupyterhub_api_token_file: set one or the other"
         );
         anyhow::ensure!(

@@ -172,7 +172,9 @@ mod tests {
     #[test]
     fn access_needs_the_service_scope_or_all_services() {
         let gw = "dask-gateway";
-        assert!(check_access(&identity("user", &["access:services!service=dask-gateway"]), gw).is_ok());
+        assert!(
+            check_access(&identity("user", &["access:services!service=dask-gateway"]), gw).is_ok()
+        );
         assert!(check_access(&identity("user", &["self", "access:services"]), gw).is_ok());
         assert!(check_access(&identity("service", &["access:services"]), gw).is_ok());
         for scopes in [

@@ -98,7 +98,10 @@ struct Session {
 enum Found {
     Valid(User),
     /// A JupyterHub session whose Hub answer has expired: ask again.
-    Recheck { cookie: String, token: String },
+    Recheck {
+        cookie: String,
+        token: String,
+    },
 }
 
 /// Sessions by cookie value, and each user's current cookie; at most
@@ -227,7 +230,8 @@ impl Authenticator {
             AuthKind::Jupyterhub => Some(config.hub_settings(|k| std::env::var(k).ok())?),
             _ => None,
         };
-        let hub = hub_settings.as_ref().map(|s| hub::Hub::new(s, limits.max_sessions)).transpose()?;
+        let hub =
+            hub_settings.as_ref().map(|s| hub::Hub::new(s, limits.max_sessions)).transpose()?;
         Ok(Self {
             kind: config.kind,
             shared_password: shared_password.map(|p| sha256(p.as_bytes())),
@@ -789,13 +793,22 @@ mod tests {
     #[tokio::test]
     async fn a_service_token_needs_the_scope_too_and_is_named_as_a_service() {
         let tokens = Arc::new(Mutex::new(HashMap::from([
-            ("cron".to_string(), serde_json::json!({"kind": "service", "name": "cron", "scopes": ["access:services"]})),
-            ("other".to_string(), serde_json::json!({"kind": "service", "name": "other", "scopes": []})),
+            (
+                "cron".to_string(),
+                serde_json::json!({"kind": "service", "name": "cron", "scopes": ["access:services"]}),
+            ),
+            (
+                "other".to_string(),
+                serde_json::json!({"kind": "service", "name": "other", "scopes": []}),
+            ),
         ])));
         let url = fake_hub(tokens, Default::default()).await;
         let auth = Authenticator::new(&hub_config(url, 0), &Limits::default()).unwrap();
         assert_eq!(auth.authenticate(&headers("token cron")).await.unwrap().0.name, "service:cron");
-        assert!(matches!(auth.authenticate(&headers("token other")).await, Err(AuthError::Forbidden(_))));
+        assert!(matches!(
+            auth.authenticate(&headers("token other")).await,
+            Err(AuthError::Forbidden(_))
+        ));
     }
 
     #[test]
@@ -803,7 +816,10 @@ mod tests {
         let env = |vars: &'static [(&'static str, &'static str)]| {
             move |k: &str| vars.iter().find(|(key, _)| *key == k).map(|(_, v)| v.to_string())
         };
-        let config = AuthConfig { jupyterhub_api_url: Some("http://hub:8081/hub/api".into()), ..Default::default() };
+        let config = AuthConfig {
+            jupyterhub_api_url: Some("http://hub:8081/hub/api".into()),
+            ..Default::default()
+        };
         let plain = config.hub_settings(env(&[])).unwrap();
         assert_eq!(plain.service_name, "dask-gateway");
         assert_eq!(plain.client_id, "service-dask-gateway");

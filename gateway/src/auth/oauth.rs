@@ -212,8 +212,18 @@ mod tests {
     #[test]
     fn only_the_gateways_own_paths_are_destinations() {
         let p = "/services/dask-gateway";
-        assert_eq!(safe_next("/services/dask-gateway/clusters/a/status?x=1", p), "/services/dask-gateway/clusters/a/status?x=1");
-        for bad in ["//evil.example/", "/\\evil", "https://evil.example/", "/other/path", "", "/services/dask-gatewayX"] {
+        assert_eq!(
+            safe_next("/services/dask-gateway/clusters/a/status?x=1", p),
+            "/services/dask-gateway/clusters/a/status?x=1"
+        );
+        for bad in [
+            "//evil.example/",
+            "/\\evil",
+            "https://evil.example/",
+            "/other/path",
+            "",
+            "/services/dask-gatewayX",
+        ] {
             assert_eq!(safe_next(bad, p), "/services/dask-gateway/", "{bad}");
         }
         assert_eq!(safe_next("/clusters/a", ""), "/clusters/a");
@@ -235,7 +245,10 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_str(&format!("other=1; gw-oauth-state=abc.{next}")).unwrap(),
         );
-        assert_eq!(state_cookie(&headers, "gw-oauth-state"), Some(("abc".into(), "/clusters/a".into())));
+        assert_eq!(
+            state_cookie(&headers, "gw-oauth-state"),
+            Some(("abc".into(), "/clusters/a".into()))
+        );
         assert_eq!(state_cookie(&headers, "nope"), None);
     }
 }

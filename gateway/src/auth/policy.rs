@@ -148,15 +148,20 @@ impl Policies {
             .flatten()
             .map(|p| ("auth.default_profiles".to_string(), p))
             .chain(self.groups.iter().flat_map(|(g, policy)| {
-                policy.profiles.iter().flatten().map(move |p| (format!("auth.groups.{g}.profiles"), p))
+                policy
+                    .profiles
+                    .iter()
+                    .flatten()
+                    .map(move |p| (format!("auth.groups.{g}.profiles"), p))
             }));
         for (key, name) in named {
             anyhow::ensure!(profiles.contains(name), "{key}: no profile named {name:?}");
         }
         for (g, policy) in &self.groups {
-            for (key, value) in
-                [("user_max_cores", policy.user_max_cores), ("cluster_max_cores", policy.cluster_max_cores)]
-            {
+            for (key, value) in [
+                ("user_max_cores", policy.user_max_cores),
+                ("cluster_max_cores", policy.cluster_max_cores),
+            ] {
                 if let Some(v) = value {
                     anyhow::ensure!(
                         v.is_finite() && v >= 0.0,
