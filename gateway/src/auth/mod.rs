@@ -92,6 +92,18 @@ struct Session {
     /// The Hub token behind a JupyterHub session, and when to ask the Hub
     /// about it again.
     hub: Option<(String, Instant)>,
+    /// Its key in `by_user`.
+    key: String,
+}
+
+/// A user's session key: per user, and per Hub token (a notebook's API
+/// token and a browser's OAuth token are two sessions, not one evicting
+/// the other).
+fn session_key(name: &str, hub_token: Option<&str>) -> String {
+    match hub_token {
+        Some(token) => format!("{name}\n{}", hex::encode(sha256(token.as_bytes()))),
+        None => name.to_string(),
+    }
 }
 
 /// What a session cookie is worth now.
@@ -104,7 +116,7 @@ enum Found {
     },
 }
 
-/// Sessions by cookie value, and each user's current cookie; at most
+/// Sessions by cookie value, and each user's (and Hub token's) current cookie; at most
 /// `max` of them, expired ones swept out.
 struct Sessions {
     by_cookie: HashMap<String, Session>,
@@ -343,6 +355,10 @@ impl Authenticator {
     /// The groups last seen for `user`; `None` when the gateway has not
     /// seen them log in (since it started).
     pub fn groups_of(&self, user: &str) -> Option<Vec<String>> {
+        if self.hub.is_none() {
+            // Only the Hub knows groups: everyone else is in none.
+            return Some(vec![]);
+        }
         self.memberships.lock().expect("memberships lock").get(user).cloned()
     }
 
@@ -452,8 +468,10 @@ impl Authenticator {
 
     fn end_session(&self, cookie: &str) {
         let mut sessions = self.sessions.lock().expect("sessions lock");
-        if let Some(session) = sessions.by_cookie.remove(cookie) {
-            sessions.by_user.remove(&session.user.name);
+        if let Some(session) = sessions.by_cookie.remove(cookie)
+            && sessions.by_user.get(&session.key).is_some_and(|c| c == cookie)
+        {
+            sessions.by_user.remove(&session.key);
         }
     }
 
@@ -465,19 +483,16 @@ impl Authenticator {
         let now = Instant::now();
         // A Hub session is reused only with the same token: each session
         // is rechecked with the token that opened it.
-        let fresh = |s: &Session| {
-            s.user == user
-                && s.expires > now + self.max_age / 2
-                && s.hub.as_ref().map(|(t, _)| t) == hub_token.as_ref()
-        };
+        let key = session_key(&user.name, hub_token.as_deref());
+        let fresh = |s: &Session| s.user == user && s.expires > now + self.max_age / 2;
         let value = match sessions
             .by_user
-            .get(&user.name)
+            .get(&key)
             .filter(|v| sessions.by_cookie.get(*v).is_some_and(fresh))
         {
             Some(value) => value.clone(),
             None => {
-                if let Some(old) = sessions.by_user.remove(&user.name) {
+                if let Some(old) = sessions.by_user.remove(&key) {
                     sessions.by_cookie.remove(&old);
                 }
                 if !sessions.has_room(now) {
@@ -485,12 +500,12 @@ impl Authenticator {
                 }
                 let value =
                     format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-                sessions.by_user.insert(user.name.clone(), value.clone());
+                sessions.by_user.insert(key.clone(), value.clone());
                 let ttl = self.hub.as_ref().map(|h| h.cache_ttl()).unwrap_or_default();
                 let hub = hub_token.map(|token| (token, now + ttl));
                 sessions
                     .by_cookie
-                    .insert(value.clone(), Session { user, expires: now + self.max_age, hub });
+                    .insert(value.clone(), Session { user, expires: now + self.max_age, hub, key });
                 value
             }
         };
