@@ -187,10 +187,15 @@ def test_a_browser_logs_in_through_the_hubs_oauth_and_opens_the_dashboard(deploy
         # The session is the user's: the API answers with her clusters.
         assert cluster.name in browser.get(f"{hub.public_url}{PREFIX}/api/v1/clusters/", timeout=30).json()
 
-        # A forged state is refused, and a callback never redirects off the gateway.
-        forged = requests.get(f"{hub.public_url}{PREFIX}/oauth_callback?code=x&state=y", timeout=30,
-                              allow_redirects=False)
-        assert forged.status_code in (400, 403), forged.text
+        assert "dask-gateway-oauth-state" not in browser.cookies, "the login's state is cleared"
+
+        # A callback needs the state of a login this browser started.
+        callback = f"{hub.public_url}{PREFIX}/oauth_callback?code=x&state=y"
+        missing = requests.get(callback, timeout=30, allow_redirects=False)
+        assert missing.status_code == 400 and "state" in missing.json()["error"], missing.text
+        forged = requests.get(callback, timeout=30, allow_redirects=False,
+                              cookies={"dask-gateway-oauth-state": "z.Ly9ldmlsLmV4YW1wbGU"})  # "//evil.example"
+        assert forged.status_code == 403 and "state" in forged.json()["error"], forged.text
     finally:
         cluster.shutdown()
     alice.close()
