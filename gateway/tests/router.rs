@@ -479,7 +479,10 @@ async fn a_browser_without_a_session_is_sent_to_the_hubs_login() {
     let location = response.headers()[header::LOCATION].to_str().unwrap();
     let state = location
         .strip_prefix("https://hub.example/hub/api/oauth2/authorize?client_id=service-dask-gateway&redirect_uri=%2Foauth_callback&response_type=code&state=")
-        .unwrap_or_else(|| panic!("{location}"));
+        .and_then(|rest| rest.split_once("&code_challenge="))
+        .filter(|(_, pkce)| pkce.ends_with("&code_challenge_method=S256"))
+        .unwrap_or_else(|| panic!("{location}"))
+        .0;
     let cookie = response.headers()[header::SET_COOKIE].to_str().unwrap();
     assert!(cookie.starts_with(&format!("dask-gateway-oauth-state={state}.")), "{cookie}");
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");

@@ -166,7 +166,8 @@ def test_a_browser_logs_in_through_the_hubs_oauth_and_opens_the_dashboard(deploy
         assert to_hub.status_code == 302, to_hub.text
         assert re.fullmatch(
             r"/hub/api/oauth2/authorize\?client_id=service-dask-gateway"
-            r"&redirect_uri=%2Fservices%2Fdask-gateway%2Foauth_callback&response_type=code&state=[0-9a-f]{64}",
+            r"&redirect_uri=%2Fservices%2Fdask-gateway%2Foauth_callback&response_type=code&state=[0-9a-f]{64}"
+            r"&code_challenge=[A-Za-z0-9_-]{43}&code_challenge_method=S256",
             to_hub.headers["Location"]), to_hub.headers["Location"]
 
         # The Hub asks for a login (the dummy authenticator takes any password) …
@@ -194,7 +195,7 @@ def test_a_browser_logs_in_through_the_hubs_oauth_and_opens_the_dashboard(deploy
         missing = requests.get(callback, timeout=30, allow_redirects=False)
         assert missing.status_code == 400 and "state" in missing.json()["error"], missing.text
         forged = requests.get(callback, timeout=30, allow_redirects=False,
-                              cookies={"dask-gateway-oauth-state": "z.Ly9ldmlsLmV4YW1wbGU"})  # "//evil.example"
+                              cookies={"dask-gateway-oauth-state": "z.v.Ly9ldmlsLmV4YW1wbGU"})  # "//evil.example"
         assert forged.status_code == 403 and "state" in forged.json()["error"], forged.text
     finally:
         cluster.shutdown()

@@ -119,6 +119,7 @@ impl Hub {
         &self,
         client_id: &str,
         code: &str,
+        code_verifier: &str,
         redirect_uri: &str,
     ) -> Result<String, AuthError> {
         #[derive(Deserialize)]
@@ -134,6 +135,7 @@ impl Hub {
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", redirect_uri),
+            ("code_verifier", code_verifier),
         ];
         let resp = self
             .http

@@ -3,7 +3,8 @@
 //! to `<prefix>/oauth_callback` with a code, which the gateway exchanges
 //! (as the OAuth client, with its own API token) for a token; the Hub's
 //! `/user` for that token gives the user, checked like any token, and a
-//! session cookie. Then back to the page first asked for.
+//! session cookie. Then back to the page first asked for. With PKCE
+//! (S256), as JupyterHub 6's `HubOAuth`: a Hub that predates it ignores it.
 //!
 //! [`browser_login`] is the reusable piece: any page route calls it instead
 //! of [`Login`] to get the user or the redirect to the Hub.
@@ -82,18 +83,20 @@ fn callback_url(gw: &Gateway) -> String {
 /// HttpOnly cookie bound to the `state`) where it was going.
 fn to_the_hub(gw: &Gateway, next: &str) -> Option<Response> {
     let settings = gw.auth.hub_settings()?;
-    let nonce = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let random = || format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+    let (nonce, verifier) = (random(), random());
     let next = safe_next(next, &gw.prefix);
     let location = format!(
-        "{}?client_id={}&redirect_uri={}&response_type=code&state={}",
+        "{}?client_id={}&redirect_uri={}&response_type=code&state={}&code_challenge={}&code_challenge_method=S256",
         settings.authorize_url,
         encode(&settings.client_id),
         encode(&callback_url(gw)),
         encode(&nonce),
+        code_challenge(&verifier),
     );
     let next_b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(next);
     let cookie = format!(
-        "{}={nonce}.{next_b64}; Max-Age={STATE_MAX_AGE}; Path={}; HttpOnly; SameSite=Lax",
+        "{}={nonce}.{verifier}.{next_b64}; Max-Age={STATE_MAX_AGE}; Path={}; HttpOnly; SameSite=Lax",
         state_cookie_name(gw),
         gw.auth.cookie_path(),
     );
@@ -128,8 +131,23 @@ pub async fn browser_login(gw: &Arc<Gateway>, parts: &mut Parts) -> Result<Login
     }
 }
 
-/// The state cookie's nonce and destination, if it is there and well formed.
-fn state_cookie(headers: &HeaderMap, name: &str) -> Option<(String, String)> {
+/// PKCE's S256 challenge of a verifier (RFC 7636).
+fn code_challenge(verifier: &str) -> String {
+    use sha2::{Digest, Sha256};
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// What the state cookie holds: the login's state, its PKCE verifier and
+/// where to go after it.
+#[derive(Debug, PartialEq, Eq)]
+struct LoginState {
+    nonce: String,
+    verifier: String,
+    next: String,
+}
+
+/// The state cookie, if it is there and well formed.
+fn state_cookie(headers: &HeaderMap, name: &str) -> Option<LoginState> {
     let prefix = format!("{name}=");
     let value = headers
         .get_all(header::COOKIE)
@@ -137,9 +155,14 @@ fn state_cookie(headers: &HeaderMap, name: &str) -> Option<(String, String)> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .find_map(|c| c.trim().strip_prefix(prefix.as_str()))?;
-    let (nonce, next) = value.split_once('.')?;
+    let mut parts = value.splitn(3, '.');
+    let (nonce, verifier, next) = (parts.next()?, parts.next()?, parts.next()?);
     let next = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(next).ok()?;
-    Some((nonce.to_string(), String::from_utf8(next).ok()?))
+    Some(LoginState {
+        nonce: nonce.to_string(),
+        verifier: verifier.to_string(),
+        next: String::from_utf8(next).ok()?,
+    })
 }
 
 #[derive(Deserialize)]
@@ -169,15 +192,18 @@ pub async fn callback(
     let (Some(code), Some(state)) = (query.code, query.state) else {
         return Err(ApiError::BadRequest("oauth_callback: code and state are required".into()));
     };
-    let (nonce, next) = state_cookie(&headers, &state_cookie_name(&gw)).ok_or_else(|| {
-        ApiError::BadRequest("oauth_callback: no login in progress (state cookie missing)".into())
-    })?;
+    let LoginState { nonce, verifier, next } = state_cookie(&headers, &state_cookie_name(&gw))
+        .ok_or_else(|| {
+            ApiError::BadRequest(
+                "oauth_callback: no login in progress (state cookie missing)".into(),
+            )
+        })?;
     if !bool::from(nonce.as_bytes().ct_eq(state.as_bytes())) {
         return Err(ApiError::Forbidden("oauth_callback: state does not match".into()));
     }
     let challenge = gw.auth.challenge();
     let token = hub
-        .token_for_code(&settings.client_id, &code, &callback_url(&gw))
+        .token_for_code(&settings.client_id, &code, &verifier, &callback_url(&gw))
         .await
         .map_err(|e| ApiError::from_auth(e, challenge))?;
     let user = gw.auth.hub_user(&token).await.map_err(|e| ApiError::from_auth(e, challenge))?;
@@ -232,6 +258,15 @@ mod tests {
     }
 
     #[test]
+    fn the_pkce_challenge_is_rfc_7636s() {
+        // RFC 7636, appendix B.
+        assert_eq!(
+            code_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+
+    #[test]
     fn query_values_are_percent_encoded() {
         assert_eq!(encode("http://h:1/a b?c=d&e"), "http%3A%2F%2Fh%3A1%2Fa%20b%3Fc%3Dd%26e");
         assert_eq!(encode("service-dask-gateway"), "service-dask-gateway");
@@ -243,12 +278,11 @@ mod tests {
         let next = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("/clusters/a");
         headers.insert(
             header::COOKIE,
-            HeaderValue::from_str(&format!("other=1; gw-oauth-state=abc.{next}")).unwrap(),
+            HeaderValue::from_str(&format!("other=1; gw-oauth-state=abc.ver.{next}")).unwrap(),
         );
-        assert_eq!(
-            state_cookie(&headers, "gw-oauth-state"),
-            Some(("abc".into(), "/clusters/a".into()))
-        );
+        let state =
+            LoginState { nonce: "abc".into(), verifier: "ver".into(), next: "/clusters/a".into() };
+        assert_eq!(state_cookie(&headers, "gw-oauth-state"), Some(state));
         assert_eq!(state_cookie(&headers, "nope"), None);
     }
 }
