@@ -30,11 +30,18 @@ struct FakeBackend {
     changes: watch::Sender<u64>,
     /// When set, creates fail with this internal detail (a store's own words).
     fault: Mutex<Option<&'static str>>,
+    /// The worker count of each cluster's last heartbeat, as the gateway passed it on.
+    counts: Mutex<BTreeMap<String, i64>>,
 }
 
 impl FakeBackend {
     fn new() -> Self {
-        Self { clusters: Mutex::default(), changes: watch::Sender::new(0), fault: Mutex::default() }
+        Self {
+            clusters: Mutex::default(),
+            changes: watch::Sender::new(0),
+            fault: Mutex::default(),
+            counts: Mutex::default(),
+        }
     }
 
     fn cluster(&self, name: &str) -> Option<Cluster> {
@@ -88,6 +95,7 @@ impl Backend for FakeBackend {
         Ok(())
     }
     async fn heartbeat(&self, name: &str, beat: Heartbeat) -> Result<(), BackendError> {
+        self.counts.lock().unwrap().insert(name.to_owned(), beat.count);
         self.update(name, |c| {
             c.status = ClusterStatus::Running;
             c.addresses = Some(beat.addresses());
@@ -424,8 +432,10 @@ default_profiles = ["small"]
 [auth.groups.staff]
 profiles = ["small", "medium"]
 user_max_clusters = 2
+cluster_max_workers = 4
 [limits]
 user_max_clusters = 1
+cluster_max_workers = 1
 "#
     ));
     let offered = |answer: &Answer| answer.body["cluster_options"][0]["spec"]["options"].clone();
@@ -460,6 +470,20 @@ user_max_clusters = 1
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
     let second = call(&app, Method::POST, "/api/v1/clusters/", As::Token("bob"), "{}").await;
     assert_eq!(second.status, StatusCode::CONFLICT, "{}", second.body);
+
+    // A heartbeat (no login) gets the owner's limits: staff's 4 workers, not the default 1.
+    let name = first.body["name"].as_str().unwrap();
+    let mine = backend.list().await.into_iter().find(|c| c.username == "alice").unwrap();
+    for (cluster, expected) in [(&mine, 4), (&backend.cluster(name).unwrap(), 1)] {
+        let beat = json!({
+            "scheduler_address": "tls://127.0.0.1:1", "api_address": "http://127.0.0.1:1", "count": 10,
+        });
+        let uri = format!("/api/v1/clusters/{}/heartbeat", cluster.name);
+        let answer =
+            call(&app, Method::POST, &uri, As::Token(&cluster.token), &beat.to_string()).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        assert_eq!(backend.counts.lock().unwrap()[&cluster.name], expected, "{}", cluster.username);
+    }
 }
 
 #[tokio::test]
