@@ -84,7 +84,7 @@ def test_a_token_with_the_service_scope_runs_a_cluster_and_one_without_gets_403(
     status, body, _ = api(gw, "GET", "/api/v1/clusters/", narrow)
     assert status == 403, body
     assert "access:services!service=dask-gateway" in body["error"]
-    # The Hub's own token for the gateway is a service's without the scope.
+    # A token the Hub does not know is a failed login, not a forbidden one.
     assert api(gw, "GET", "/api/v1/clusters/", "not-a-token")[0] == 401
 
     alice = client(gw, token)
