@@ -210,6 +210,26 @@ impl OptionsSpec {
         Self { profiles, fields }
     }
 
+    /// The spec a user is offered: only the `allowed` profiles (in the
+    /// configured order, the first allowed one the default); `None`: all.
+    pub fn with_profiles(&self, allowed: Option<&[String]>) -> OptionsSpec {
+        let profiles = self
+            .profiles
+            .iter()
+            .filter(|p| allowed.is_none_or(|a| a.contains(&p.name)))
+            .cloned()
+            .collect();
+        Self { profiles, fields: self.fields.clone() }
+    }
+
+    pub fn has_profile(&self, name: &str) -> bool {
+        self.profiles.iter().any(|p| p.name == name)
+    }
+
+    pub fn has_profiles(&self) -> bool {
+        !self.profiles.is_empty()
+    }
+
     fn profile_field(&self) -> FieldConfig {
         FieldConfig {
             field: "profile".into(),
@@ -346,6 +366,21 @@ mod tests {
             spec().resolve(huge.as_object().unwrap(), &base).unwrap_err(),
             "'huge' is not a valid option for profile"
         );
+    }
+
+    #[test]
+    fn a_restricted_spec_offers_and_resolves_only_the_allowed_profiles() {
+        let base = ClusterDefaults::default();
+        let allowed = ["medium".to_string(), "larger".to_string()];
+        let spec = spec().with_profiles(Some(&allowed));
+        let json = spec.to_json();
+        assert_eq!(json["cluster_options"][0]["default"], "medium");
+        assert_eq!(json["cluster_options"][0]["spec"]["options"], json!(["medium", "larger"]));
+        assert_eq!(spec.resolve(&Map::new(), &base).unwrap().0["profile"], "medium");
+        let small = json!({ "profile": "small" });
+        assert!(spec.resolve(small.as_object().unwrap(), &base).is_err());
+        assert!(!spec.with_profiles(Some(&[])).has_profiles());
+        assert!(spec.has_profile("larger") && !spec.has_profile("small"));
     }
 
     #[test]
