@@ -301,6 +301,9 @@ pub struct KubernetesConfig {
     /// Create, with each cluster, a NetworkPolicy that lets its own pods
     /// reach each other (for a namespace where a policy denies the rest).
     pub network_policy: bool,
+    /// Pod keys of every cluster; a profile's override them (see `pods.rs`).
+    #[serde(flatten)]
+    pub pods: crate::pods::PodConfig,
 }
 
 impl Default for Config {
@@ -339,11 +342,8 @@ impl Default for AuthConfig {
 
 impl Default for OptionsConfig {
     fn default() -> Self {
-        let profile = |name: &str, cores: f64, gib: u64| Profile {
-            name: name.into(),
-            worker_cores: cores,
-            worker_memory: crate::options::Memory(gib << 30),
-            worker_threads: None,
+        let profile = |name: &str, cores: f64, gib: u64| {
+            Profile::new(name, cores, crate::options::Memory(gib << 30))
         };
         Self {
             profiles: vec![
@@ -394,6 +394,7 @@ impl Default for KubernetesConfig {
             api_url: "http://dask-gateway:8000/api".into(),
             cluster_domain: "cluster.local".into(),
             network_policy: false,
+            pods: Default::default(),
         }
     }
 }
@@ -456,6 +457,9 @@ impl Config {
         }
         for f in &self.options.fields {
             f.check()?;
+        }
+        if let BackendConfig::Kubernetes(k8s) = &self.backend {
+            crate::pods::resolve_all(&k8s.pods, &self.options.profiles)?;
         }
         if let BackendConfig::Local(local) = &self.backend {
             anyhow::ensure!(
@@ -532,6 +536,23 @@ mod tests {
         assert!(err.contains("user_max_clusterz"), "{err}");
         let err = Config::parse("[auth]\ntype = \"basic\"\n").unwrap_err().to_string();
         assert!(err.contains("auth.users_file"), "{err}");
+        // Pod keys sit beside the other keys of [backend] and of a profile.
+        let err = Config::parse("[backend]\ntype = \"kubernetes\"\nnode_selectr = {a = \"b\"}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("node_selectr"), "{err}");
+        let profile = "[[options.profiles]]\nname = \"p\"\nworker_cores = 1\nworker_memory = 1\n";
+        let err = Config::parse(&format!("{profile}tolerashuns = []\n")).unwrap_err().to_string();
+        assert!(err.contains("tolerashuns"), "{err}");
+        let err = Config::parse(&format!(
+            "{profile}tolerations = [{{key = \"a\", operater = \"Exists\"}}]\n[backend]\ntype = \"kubernetes\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("options.profiles[0].tolerations") && err.contains("operater"),
+            "{err}"
+        );
     }
 
     #[test]

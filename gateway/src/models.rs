@@ -194,6 +194,7 @@ pub(crate) mod tests {
                 idle_timeout: 0.0,
                 environment: Default::default(),
                 image: None,
+                profile: "small".into(),
             },
             status,
             start_time: 1,

@@ -57,10 +57,39 @@ impl<'de> Deserialize<'de> for Memory {
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     pub name: String,
+    /// The worker's requests (and its limits unless the `*_limit` keys say more).
     pub worker_cores: f64,
     pub worker_memory: Memory,
     /// Threads per worker; by default the whole cores, at least one.
     pub worker_threads: Option<u32>,
+    /// Kubernetes: the worker's limits (default: the request).
+    pub worker_cores_limit: Option<f64>,
+    pub worker_memory_limit: Option<Memory>,
+    /// Kubernetes: the scheduler and worker image (default: `backend.image`).
+    pub image: Option<String>,
+    /// Environment of its schedulers and workers, over `[cluster] environment`.
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// Kubernetes: pod keys over `[backend]`'s (see `pods.rs`).
+    #[serde(flatten)]
+    pub pods: crate::pods::PodConfig,
+}
+
+impl Profile {
+    /// A profile of cores and memory alone.
+    pub fn new(name: &str, worker_cores: f64, worker_memory: Memory) -> Self {
+        Self {
+            name: name.into(),
+            worker_cores,
+            worker_memory,
+            worker_threads: None,
+            worker_cores_limit: None,
+            worker_memory_limit: None,
+            image: None,
+            environment: BTreeMap::new(),
+            pods: Default::default(),
+        }
+    }
 }
 
 /// A further option field from the config file.
@@ -193,6 +222,9 @@ pub struct ClusterConfig {
     pub idle_timeout: f64,
     pub environment: BTreeMap<String, String>,
     pub image: Option<String>,
+    /// The profile it was made from (its pod shape on Kubernetes).
+    #[serde(default)]
+    pub profile: String,
 }
 
 /// The options offered, from the config.
@@ -263,8 +295,10 @@ impl OptionsSpec {
                 .unwrap_or((profile.worker_cores.floor() as u32).max(1)),
             idle_timeout: base.idle_timeout,
             environment: base.environment.clone(),
-            image: None,
+            image: profile.image.clone(),
+            profile: profile.name.clone(),
         };
+        config.environment.extend(profile.environment.clone());
         for field in &self.fields {
             let value = &options[&field.field];
             match field.target {
@@ -273,7 +307,10 @@ impl OptionsSpec {
                 }
                 Some(Target::IdleTimeout) => config.idle_timeout = value.as_f64().unwrap_or(0.0),
                 Some(Target::Image) => {
-                    config.image = value.as_str().filter(|s| !s.is_empty()).map(String::from)
+                    // An empty value keeps the profile's image.
+                    if let Some(image) = value.as_str().filter(|s| !s.is_empty()) {
+                        config.image = Some(image.into());
+                    }
                 }
                 Some(Target::Environment) => {
                     for (k, v) in value.as_object().into_iter().flatten() {
