@@ -416,6 +416,32 @@ impl Config {
         Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
+    /// Reads several config files as one: each later file's tables merge
+    /// into the earlier ones key by key, and any other value it sets (a
+    /// number, a string, an array, an array of tables such as
+    /// `[[options.profiles]]`) replaces the earlier one. For a chart's raw
+    /// `extraConfig` after its rendered config. Errors name the file (syntax)
+    /// or the key.
+    pub fn load_all(paths: &[PathBuf]) -> anyhow::Result<Self> {
+        if let [path] = paths {
+            return Self::load(path);
+        }
+        let mut merged = toml::Table::new();
+        for path in paths {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let table: toml::Table =
+                text.parse().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            merge_tables(&mut merged, table);
+        }
+        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let config: Config = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("{} (merged): {e}", names.join(" + ")))?;
+        config.check().map_err(|e| anyhow::anyhow!("{} (merged): {e}", names.join(" + ")))?;
+        Ok(config)
+    }
+
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let config: Config = toml::from_str(text)?;
         config.check()?;
@@ -505,9 +531,57 @@ impl Config {
     }
 }
 
+/// `later` over `base`: tables merge recursively, anything else replaces.
+fn merge_tables(base: &mut toml::Table, later: toml::Table) {
+    for (key, value) in later {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base)), toml::Value::Table(later)) => {
+                merge_tables(base, later)
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn later_config_files_merge_over_earlier_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let base = write(
+            "base.toml",
+            "[auth]\nadmins = [\"a\"]\ncookie_name = \"c\"\n[[options.profiles]]\nname = \"x\"\nworker_cores = 1\nworker_memory = 1\n[backend]\ntype = \"kubernetes\"\nimage = \"i:1\"\n",
+        );
+        let extra = write(
+            "extra.toml",
+            "[auth]\nadmins = [\"b\"]\n[[options.profiles]]\nname = \"y\"\nworker_cores = 2\nworker_memory = 2\n[backend]\nnode_selector = {pool = \"p\"}\n",
+        );
+        let config = Config::load_all(&[base.clone(), extra.clone()]).unwrap();
+        assert_eq!(config.auth.admins, ["b"], "an array is replaced");
+        assert_eq!(config.auth.cookie_name, "c", "a table merges");
+        let names: Vec<_> = config.options.profiles.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["y"]);
+        let BackendConfig::Kubernetes(k8s) = &config.backend else { panic!() };
+        assert_eq!(
+            (k8s.image.as_str(), k8s.pods.node_selector.as_ref().unwrap()["pool"].as_str()),
+            ("i:1", "p")
+        );
+        let bad = write("bad.toml", "[backend]\nimage_pull_policy = \"Sometimes\"\n");
+        let err = Config::load_all(&[base.clone(), bad]).unwrap_err().to_string();
+        assert!(err.contains("Sometimes") && err.contains("bad.toml"), "{err}");
+        let broken = write("broken.toml", "[backend\n");
+        let err = Config::load_all(&[base, broken]).unwrap_err().to_string();
+        assert!(err.contains("broken.toml"), "{err}");
+    }
 
     #[test]
     fn default_offers_the_three_profiles() {
