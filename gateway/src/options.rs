@@ -400,4 +400,31 @@ mod tests {
         assert!(spec.resolve(json!({ "threads": 9 }).as_object().unwrap(), &base).is_err());
         assert!(spec.resolve(json!({ "threads": "two" }).as_object().unwrap(), &base).is_err());
     }
+
+    #[test]
+    fn a_profile_sets_image_and_environment_and_an_image_option_wins() {
+        let mut gpu = Profile::new("gpu", 4.0, Memory(16 << 30));
+        gpu.image = Some("pangeo/ml:1".into());
+        gpu.environment = BTreeMap::from([("SHARED".into(), "profile".into())]);
+        let field: FieldConfig =
+            toml::from_str("field = \"image\"\ntype = \"string\"\ntarget = \"image\"").unwrap();
+        let spec = OptionsSpec::new(vec![gpu], vec![field]);
+        let mut base = ClusterDefaults::default();
+        base.environment =
+            BTreeMap::from([("SHARED".into(), "global".into()), ("G".into(), "1".into())]);
+        let (_, config) = spec.resolve(&Map::new(), &base).unwrap();
+        assert_eq!(
+            config.image.as_deref(),
+            Some("pangeo/ml:1"),
+            "an empty option keeps the profile's"
+        );
+        assert_eq!(
+            (config.environment["SHARED"].as_str(), config.environment["G"].as_str()),
+            ("profile", "1")
+        );
+        assert_eq!(config.profile, "gpu");
+        let mine = json!({ "image": "mine:2" });
+        let (_, config) = spec.resolve(mine.as_object().unwrap(), &base).unwrap();
+        assert_eq!(config.image.as_deref(), Some("mine:2"));
+    }
 }
