@@ -254,6 +254,8 @@ pub struct ClusterDefaults {
     pub environment: BTreeMap<String, String>,
 }
 
+// Read once at start-up: the Kubernetes variant's size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
 pub enum BackendConfig {

@@ -409,9 +409,9 @@ mod tests {
         let field: FieldConfig =
             toml::from_str("field = \"image\"\ntype = \"string\"\ntarget = \"image\"").unwrap();
         let spec = OptionsSpec::new(vec![gpu], vec![field]);
-        let mut base = ClusterDefaults::default();
-        base.environment =
+        let environment =
             BTreeMap::from([("SHARED".into(), "global".into()), ("G".into(), "1".into())]);
+        let base = ClusterDefaults { environment, ..Default::default() };
         let (_, config) = spec.resolve(&Map::new(), &base).unwrap();
         assert_eq!(
             config.image.as_deref(),

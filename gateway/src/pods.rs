@@ -184,10 +184,8 @@ fn check_keys(pods: &PodConfig, at: &str) -> anyhow::Result<()> {
             ("scheduler_cores", pods.scheduler_cores),
             ("scheduler_cores_limit", pods.scheduler_cores_limit),
         ] {
-            if let Some(v) = value {
-                if !(v.is_finite() && v > 0.0) {
-                    return Err(format!("{key}: must be a positive number"));
-                }
+            if value.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                return Err(format!("{key}: must be a positive number"));
             }
         }
         for (key, value) in [
@@ -285,21 +283,21 @@ fn resolve(global: &PodConfig, profile: &Profile) -> Result<PodShape, String> {
             "scheduler_memory_limit: {memory_limit} bytes is below the request, scheduler_memory = {memory} bytes"
         ));
     }
-    if let Some(limit) = profile.worker_cores_limit {
-        if !(limit.is_finite() && limit >= profile.worker_cores) {
-            return Err(format!(
-                "worker_cores_limit: {limit} is below the request, worker_cores = {}",
-                profile.worker_cores
-            ));
-        }
+    if let Some(limit) = profile.worker_cores_limit
+        && !(limit.is_finite() && limit >= profile.worker_cores)
+    {
+        return Err(format!(
+            "worker_cores_limit: {limit} is below the request, worker_cores = {}",
+            profile.worker_cores
+        ));
     }
-    if let Some(limit) = profile.worker_memory_limit {
-        if limit < profile.worker_memory {
-            return Err(format!(
-                "worker_memory_limit: {} bytes is below the request, worker_memory = {} bytes",
-                limit.0, profile.worker_memory.0
-            ));
-        }
+    if let Some(limit) = profile.worker_memory_limit
+        && limit < profile.worker_memory
+    {
+        return Err(format!(
+            "worker_memory_limit: {} bytes is below the request, worker_memory = {} bytes",
+            limit.0, profile.worker_memory.0
+        ));
     }
     Ok(PodShape {
         image_pull_policy: p.image_pull_policy.or(global.image_pull_policy),
