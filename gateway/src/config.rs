@@ -467,6 +467,32 @@ impl Config {
         Ok(())
     }
 
+    /// Keys the chosen backend ignores, in words for a start-up warning:
+    /// the local backend has no pods to shape.
+    pub fn ignored_keys(&self) -> Vec<String> {
+        if !matches!(self.backend, BackendConfig::Local(_)) {
+            return vec![];
+        }
+        let no_pods = crate::pods::PodConfig::default();
+        self.options
+            .profiles
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                p.pods != no_pods
+                    || p.image.is_some()
+                    || p.worker_cores_limit.is_some()
+                    || p.worker_memory_limit.is_some()
+            })
+            .map(|(i, p)| {
+                format!(
+                    "options.profiles[{i}] ({}): its Kubernetes pod keys are ignored by the local backend",
+                    p.name
+                )
+            })
+            .collect()
+    }
+
     /// Checks that serde cannot express.
     fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -550,6 +576,17 @@ fn merge_tables(base: &mut toml::Table, later: toml::Table) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_local_backend_names_the_pod_keys_it_ignores() {
+        let text = "[[options.profiles]]\nname = \"a\"\nworker_cores = 1\nworker_memory = 1\nenvironment = {X = \"1\"}\n\
+                    [[options.profiles]]\nname = \"b\"\nworker_cores = 1\nworker_memory = 1\nnode_selector = {pool = \"x\"}\n";
+        let ignored = Config::parse(text).unwrap().ignored_keys();
+        assert_eq!(ignored.len(), 1, "{ignored:?}");
+        assert!(ignored[0].starts_with("options.profiles[1] (b)"), "{ignored:?}");
+        let kubernetes = format!("{text}[backend]\ntype = \"kubernetes\"\n");
+        assert!(Config::parse(&kubernetes).unwrap().ignored_keys().is_empty());
+    }
 
     #[test]
     fn later_config_files_merge_over_earlier_ones() {

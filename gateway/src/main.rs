@@ -120,6 +120,9 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     dask_common::logging::init(config.log_format);
+    for ignored in config.ignored_keys() {
+        tracing::warn!("{ignored}");
+    }
     raise_file_limit(
         config.connections.max_connections + config.connections.heartbeat_max_connections,
     );

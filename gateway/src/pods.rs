@@ -36,7 +36,7 @@ pub const MIN_DEFAULT_SCHEDULER_CORES_LIMIT: f64 = 1.0;
 
 /// Pod keys, all optional: set in `[backend]` (every cluster) and in a profile
 /// (its clusters). TOML tables and arrays in the Kubernetes (camelCase) shapes.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct PodConfig {
     /// `Always`, `IfNotPresent` or `Never`.
     pub image_pull_policy: Option<PullPolicy>,
