@@ -16,9 +16,10 @@ use tracing::info;
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// TOML config file (see gateway/README.md for every key).
+    /// TOML config file (see gateway/README.md for every key); several are
+    /// merged in order, a later one's keys over an earlier one's.
     #[arg(long, short, env = "DASK_GATEWAY_CONFIG")]
-    config: Option<PathBuf>,
+    config: Vec<PathBuf>,
     /// Overrides `listen`.
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -41,9 +42,9 @@ enum Command {
 }
 
 fn load(args: &Args) -> anyhow::Result<Config> {
-    let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
+    let mut config = match args.config.as_slice() {
+        [] => Config::default(),
+        paths => Config::load_all(paths)?,
     };
     if let Some(listen) = args.listen {
         config.listen = listen;
@@ -119,6 +120,9 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     dask_common::logging::init(config.log_format);
+    for ignored in config.ignored_keys() {
+        tracing::warn!("{ignored}");
+    }
     raise_file_limit(
         config.connections.max_connections + config.connections.heartbeat_max_connections,
     );

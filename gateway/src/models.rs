@@ -202,6 +202,7 @@ pub(crate) mod tests {
                 idle_client_timeout: 0.0,
                 environment: Default::default(),
                 image: None,
+                profile: "small".into(),
             },
             status,
             start_time: 1,

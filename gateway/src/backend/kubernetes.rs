@@ -86,6 +86,8 @@ pub struct KubernetesBackend {
     client: Client,
     namespace: String,
     settings: KubernetesConfig,
+    /// Each profile's pod shape, resolved (and checked) once.
+    shapes: std::collections::BTreeMap<String, crate::pods::PodShape>,
     adaptive_period: f64,
     clusters: Store<DaskCluster>,
     secrets: Store<Secret>,
@@ -124,6 +126,7 @@ impl KubernetesBackend {
             client,
             namespace,
             settings: settings.clone(),
+            shapes: crate::pods::resolve_all(&settings.pods, &config.options.profiles)?,
             adaptive_period: config.cluster.adaptive_period,
             clusters,
             secrets,
@@ -145,6 +148,7 @@ impl KubernetesBackend {
             image: &self.settings.image,
             api_url: &self.settings.api_url,
             adaptive_period: self.adaptive_period,
+            shapes: &self.shapes,
         }
     }
 
@@ -409,7 +413,7 @@ impl KubernetesBackend {
 
     /// The DaskCluster and its Secret; never one without the other.
     async fn create_resources(&self, cluster: &Cluster) -> Result<DaskCluster, BackendError> {
-        let dc = build::dask_cluster(&self.site(), cluster);
+        let dc = build::dask_cluster(&self.site(), cluster)?;
         let created = self
             .api()
             .create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &dc)
