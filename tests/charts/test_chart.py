@@ -194,6 +194,10 @@ def test_install_runs_and_grants_least_privilege(kubectl, release):
     assert not can_i(kubectl, gateway, ns, "delete", "secrets", "anywhere")
     assert can_i(kubectl, gateway, ns, "create", "leases.coordination.k8s.io", ns)
     assert can_i(kubectl, gateway, ns, "create", "networkpolicies.networking.k8s.io", ns)
+    # Cluster logs: reading pods and their logs, nothing more, here only.
+    assert can_i(kubectl, gateway, ns, "list", "pods", ns) and can_i(kubectl, gateway, ns, "get", "pods/log", ns)
+    assert not can_i(kubectl, gateway, ns, "list", "pods", "anywhere")
+    assert not can_i(kubectl, gateway, ns, "create", "pods/exec", ns) and not can_i(kubectl, gateway, ns, "delete", "pods", ns)
 
     # The generated password survives an upgrade.
     password = kubectl.json("-n", ns, "get", "secret", f"{name}-dask-rs-gateway-password")["data"]["password"]
