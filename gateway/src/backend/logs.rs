@@ -218,7 +218,7 @@ mod tests {
         assert_eq!(LogBounds::from_query(None).unwrap().lines, DEFAULT_LINES);
         assert_eq!(LogBounds::from_query(Some("7")).unwrap().lines, 7);
         assert_eq!(LogBounds::from_query(Some("0")).unwrap().lines, 0);
-        assert_eq!(LogBounds::from_query(Some("99999999999999999999")).is_err(), true);
+        assert!(LogBounds::from_query(Some("99999999999999999999")).is_err());
         assert_eq!(LogBounds::from_query(Some("1000000")).unwrap().lines, MAX_LINES);
         for bad in ["-1", "ten", "1.5"] {
             assert!(LogBounds::from_query(Some(bad)).unwrap_err().contains("lines"), "{bad}");

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use super::build::{CLUSTER, OPTIONS, SETTINGS, USER, secret_name};
 use super::{CREATED, FAILED, STOPPED, pod_logs};
 use crate::backend::history::{Record, Retention};
-use crate::backend::logs::{CapturedLogs, LogBounds, LogStream};
+use crate::backend::logs::{CapturedLogs, LogBounds, LogStream, last_lines};
 use crate::models::{ClusterStatus, now_ms};
 
 /// Label of a record Secret: `stopped` or `failed`.
@@ -33,6 +33,8 @@ const LOGS_KEY: &str = "logs.json";
 /// Captured per container at most, and per cluster: a Secret holds 1 MiB.
 const CAPTURE: LogBounds = LogBounds { lines: 200, bytes: 16 * 1024 };
 const CAPTURE_TOTAL: usize = 768 * 1024;
+/// The captured logs' JSON at most (a Secret's data is limited to 1 MiB).
+const MAX_CAPTURE_JSON: usize = 900 * 1024;
 /// How long a stop may spend capturing logs before the pods go anyway.
 const CAPTURE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -94,7 +96,7 @@ impl Retirer {
         match self.write_record(dc, name, reason).await {
             Ok(record) => {
                 let logs = self.capture(&dc.name_any()).await;
-                self.keep_logs(name, &record, &logs).await
+                self.keep_logs(name, &record, logs).await
             }
             Err(e) if reason.is_some() => {
                 // Without a record, keep the DaskCluster as one and stop its workers.
@@ -161,14 +163,9 @@ impl Retirer {
     }
 
     /// The captured logs, in a Secret the record owns (so it goes with it).
-    async fn keep_logs(&self, name: &str, record: &Secret, logs: &CapturedLogs) {
+    async fn keep_logs(&self, name: &str, record: &Secret, logs: CapturedLogs) {
         let Some(owner) = record.controller_owner_ref(&()) else { return };
-        let data = match serde_json::to_vec(logs) {
-            Ok(data) => data,
-            Err(e) => {
-                return warn!(cluster = %name, error = %e, "could not encode the captured logs");
-            }
-        };
+        let data = fit(logs, MAX_CAPTURE_JSON);
         let secret = Secret {
             metadata: kube::api::ObjectMeta {
                 name: Some(logs_secret_name(name)),
@@ -191,6 +188,28 @@ impl Retirer {
             // Another replica stopping the same cluster captured them already.
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(e) => warn!(cluster = %name, error = %e, "could not keep the captured logs"),
+        }
+    }
+}
+
+/// The captured logs as JSON of at most `max` bytes: escaping can make
+/// JSON several times longer than the lines, so each log is halved until
+/// the whole fits.
+fn fit(mut logs: CapturedLogs, max: usize) -> Vec<u8> {
+    let mut bytes = CAPTURE.bytes;
+    loop {
+        let data = serde_json::to_vec(&logs).unwrap_or_default();
+        if data.len() <= max {
+            return data;
+        }
+        if bytes == 0 {
+            return b"{}".to_vec();
+        }
+        bytes /= 2;
+        let bounds = LogBounds { lines: CAPTURE.lines, bytes };
+        logs.scheduler = last_lines(std::mem::take(&mut logs.scheduler), bounds);
+        for lines in logs.workers.values_mut() {
+            *lines = last_lines(std::mem::take(lines), bounds);
         }
     }
 }
@@ -257,8 +276,26 @@ mod tests {
             let bounds = capture_bounds(pods);
             assert!(bounds.bytes * pods <= CAPTURE_TOTAL, "{pods} pods");
         }
-        // JSON escaping at most doubles typical log text; 768 KiB × 1.3 < 1 MiB.
-        assert!(CAPTURE_TOTAL * 13 / 10 < 1 << 20);
+    }
+
+    #[test]
+    fn captured_logs_fit_a_secret_however_they_escape() {
+        // Control characters take six bytes each in JSON.
+        let hostile = "\u{1}".repeat(200);
+        let pods = 40;
+        let lines = last_lines(vec![hostile; 1000], capture_bounds(pods));
+        let logs = CapturedLogs {
+            scheduler: lines.clone(),
+            workers: (0..pods).map(|i| (format!("w{i}"), lines.clone())).collect(),
+        };
+        assert!(serde_json::to_vec(&logs).unwrap().len() > MAX_CAPTURE_JSON);
+        let data = fit(logs, MAX_CAPTURE_JSON);
+        assert!(data.len() <= MAX_CAPTURE_JSON);
+        let back: CapturedLogs = serde_json::from_slice(&data).unwrap();
+        assert_eq!(back.workers.len(), pods, "every worker is still named");
+        assert!(!back.scheduler.is_empty(), "the newest lines are kept");
+        let small = CapturedLogs { scheduler: vec!["ok".into()], ..Default::default() };
+        assert_eq!(fit(small.clone(), MAX_CAPTURE_JSON), serde_json::to_vec(&small).unwrap());
     }
 
     #[test]
