@@ -48,6 +48,9 @@ const MANAGER: &str = "dask-gateway";
 const FAILED: &str = "gateway.dask.org/failed";
 const CREATED: &str = "gateway.dask.org/created";
 const STOPPED: &str = "gateway.dask.org/stopped";
+/// A cluster whose record was written this long ago but whose DaskCluster
+/// is still there was left half-retired (the gateway stopped meanwhile).
+const RETIRE_GRACE_MS: i64 = 60_000;
 /// A slot Lease younger than this counts as taken even before its
 /// DaskCluster exists (that create is in flight on some replica).
 const SLOT_GRACE_SECONDS: i64 = 60;
@@ -243,9 +246,13 @@ impl KubernetesBackend {
                     if let Some(record) =
                         secrets.get(&record_ref(&dc)).filter(|s| records::is_record(s))
                     {
-                        // A retirement cut short (a gateway restart): finish it.
-                        let reason = record.annotations().get(FAILED).cloned();
-                        failer.retire(&dc, reason.as_deref()).await;
+                        // A retirement cut short (a gateway restart): finish it,
+                        // unless it may still be under way (capturing logs).
+                        let retired = record_of(&record).map(|r| r.stop_time).unwrap_or_default();
+                        if now_ms().saturating_sub(retired) > RETIRE_GRACE_MS {
+                            let reason = record.annotations().get(FAILED).cloned();
+                            failer.retire(&dc, reason.as_deref()).await;
+                        }
                         continue;
                     }
                     let running = dc.is_running();
