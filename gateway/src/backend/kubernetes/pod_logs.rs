@@ -31,8 +31,22 @@ pub async fn cluster_logs(
 ) -> Result<LogStream, kube::Error> {
     let list =
         pods.list(&ListParams::default().labels(&format!("{CLUSTER_NAME}={resource}"))).await?;
-    let mut ours: Vec<(Source, Pod)> = list
-        .items
+    let ours = in_order(list.items);
+    let bounds = bounds(ours.len());
+    let sections = futures::stream::iter(ours)
+        .map(move |(source, pod)| {
+            let pods = pods.clone();
+            async move { LogSection { lines: pod_lines(&pods, &pod, bounds).await, source } }
+        })
+        .buffered(CONCURRENT_READS);
+    Ok(Box::pin(sections))
+}
+
+/// The pods whose logs are shown, in order: the scheduler (the newest,
+/// when a rollout left more than one), then the workers by name; pods of
+/// other components (a job runner) are left out.
+fn in_order(pods: Vec<Pod>) -> Vec<(Source, Pod)> {
+    let mut ours: Vec<(Source, Pod)> = pods
         .into_iter()
         .filter_map(|pod| {
             let source = match pod.labels().get(COMPONENT).map(String::as_str) {
@@ -43,7 +57,6 @@ pub async fn cluster_logs(
             Some((source, pod))
         })
         .collect();
-    // The scheduler first (a replaced one: the newest), then workers by name.
     ours.sort_by_key(|(source, pod)| {
         let newest_first = pod.creation_timestamp().map(|t| -t.0.as_second()).unwrap_or_default();
         match source {
@@ -51,17 +64,9 @@ pub async fn cluster_logs(
             Source::Worker(name) => (1, name.clone(), 0),
         }
     });
-    // One scheduler section: older pods of a rollout are left out.
     let mut seen = false;
     ours.retain(|(s, _)| *s != Source::Scheduler || !std::mem::replace(&mut seen, true));
-    let bounds = bounds(ours.len());
-    let sections = futures::stream::iter(ours)
-        .map(move |(source, pod)| {
-            let pods = pods.clone();
-            async move { LogSection { lines: pod_lines(&pods, &pod, bounds).await, source } }
-        })
-        .buffered(CONCURRENT_READS);
-    Ok(Box::pin(sections))
+    ours
 }
 
 /// The pod's first container's log; with a restart, the previous one's above it.
@@ -130,5 +135,48 @@ async fn read(
             debug!(pod, previous, "reading the pod's log timed out");
             Vec::new()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(name: &str, component: &str, created: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": { "name": name, "creationTimestamp": created,
+                          "labels": { COMPONENT: component, CLUSTER_NAME: "dask-abc" } },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_newest_scheduler_first_then_workers_by_name() {
+        let pods = vec![
+            pod("dask-abc-default-worker-b", "worker", "2026-01-01T00:00:05Z"),
+            pod("dask-abc-scheduler-old", "scheduler", "2026-01-01T00:00:00Z"),
+            pod("dask-abc-runner", "job-runner", "2026-01-01T00:00:00Z"),
+            pod("dask-abc-default-worker-a", "worker", "2026-01-01T00:00:09Z"),
+            pod("dask-abc-scheduler-new", "scheduler", "2026-01-01T00:01:00Z"),
+        ];
+        let order: Vec<(Source, String)> =
+            in_order(pods).into_iter().map(|(s, p)| (s, p.name_any())).collect();
+        assert_eq!(
+            order,
+            [
+                (Source::Scheduler, "dask-abc-scheduler-new".to_string()),
+                (
+                    Source::Worker("dask-abc-default-worker-a".into()),
+                    "dask-abc-default-worker-a".into()
+                ),
+                (
+                    Source::Worker("dask-abc-default-worker-b".into()),
+                    "dask-abc-default-worker-b".into()
+                ),
+            ]
+        );
+        assert!(in_order(vec![]).is_empty());
     }
 }
