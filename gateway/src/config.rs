@@ -349,6 +349,9 @@ pub struct ClusterDefaults {
     pub idle_client_timeout: f64,
     /// Environment of every scheduler and worker.
     pub environment: BTreeMap<String, String>,
+    /// Seconds a stopped or failed cluster stays listed (with
+    /// `?status=STOPPED,FAILED`) before it is forgotten, as dask-gateway-server's.
+    pub completed_cluster_max_age: f64,
 }
 
 // Read once at start-up: the Kubernetes variant's size does not matter.
@@ -473,6 +476,7 @@ impl Default for ClusterDefaults {
             idle_timeout: 0.0,
             idle_client_timeout: 0.0,
             environment: BTreeMap::new(),
+            completed_cluster_max_age: 86_400.0,
         }
     }
 }
@@ -643,6 +647,11 @@ impl Config {
                 );
             }
         }
+        anyhow::ensure!(
+            self.cluster.completed_cluster_max_age >= 0.0
+                && self.cluster.completed_cluster_max_age.is_finite(),
+            "cluster.completed_cluster_max_age: must be a non-negative number of seconds"
+        );
         self.limits.check()?;
         self.connections.check()?;
         anyhow::ensure!(
@@ -768,6 +777,15 @@ mod tests {
         assert!(c.relay_idle_timeout <= 86_400.0 && c.websocket_idle_timeout <= 3600.0);
         let err = Config::parse("[connections]\nheader_read_timeout = -1\n").unwrap_err();
         assert!(err.to_string().contains("connections.header_read_timeout"), "{err}");
+    }
+
+    #[test]
+    fn completed_clusters_are_kept_a_day_by_default() {
+        assert_eq!(Config::default().cluster.completed_cluster_max_age, 86_400.0);
+        let config = Config::parse("[cluster]\ncompleted_cluster_max_age = 5\n").unwrap();
+        assert_eq!(config.cluster.completed_cluster_max_age, 5.0);
+        let err = Config::parse("[cluster]\ncompleted_cluster_max_age = -1\n").unwrap_err();
+        assert!(err.to_string().contains("cluster.completed_cluster_max_age"), "{err}");
     }
 
     #[test]

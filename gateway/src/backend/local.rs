@@ -6,6 +6,7 @@
 //! (the processes die with it). Use the Kubernetes backend for durability.
 
 mod pool;
+mod retention;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::AsRawFd;
@@ -22,6 +23,8 @@ use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use super::forkserver::{ForkRequest, ForkServer, ForkedWorker};
+use super::history::Retention;
+use super::logs::{LogBounds, LogSection, LogStream, Source};
 use super::{Backend, BackendError, Created, StartSource};
 use crate::config::{ClusterDefaults, LocalConfig};
 use crate::models::{Cluster, ClusterStatus, Heartbeat, now_ms};
@@ -54,6 +57,8 @@ pub struct Settings {
     pub pool: pool::Pool,
     /// Fork workers from [`ForkServer`] when it is ready; cold otherwise.
     pub fork_workers: bool,
+    /// How long stopped and failed clusters stay listed (with their logs).
+    pub retention: Retention,
     forks: Arc<tokio::sync::OnceCell<ForkServer>>,
     /// The environment the fork server runs with: only clusters with the
     /// same one get forked workers (another can change imports).
@@ -84,6 +89,7 @@ impl Settings {
             starting: Arc::new(Semaphore::new(max_starting_workers.max(1) as usize)),
             pool: pool::Pool::default(),
             fork_workers: local.fork_workers,
+            retention: Retention::from_seconds(defaults.completed_cluster_max_age),
             forks: Default::default(),
             default_environment: defaults.environment.clone(),
         }
@@ -166,6 +172,7 @@ impl LocalBackend {
         if !backend.settings.pool.is_empty() {
             tokio::spawn(pool::refill(backend.settings.clone(), backend.table.clone()));
         }
+        tokio::spawn(retention::sweep(backend.settings.clone(), backend.table.clone()));
         backend
     }
 
@@ -200,7 +207,13 @@ impl Backend for LocalBackend {
                 )));
             }
         }
-        forget_oldest_finished(&mut clusters, MAX_FINISHED);
+        let old = retention::to_forget(
+            &clusters,
+            &self.settings.retention,
+            now_ms(),
+            retention::MAX_FINISHED,
+        );
+        retention::forget(&self.settings, &mut clusters, &old);
         let created = match pool::claim(&self.settings.pool, &mut clusters, &cluster) {
             Some(name) => Created { name, source: StartSource::Pool },
             None => {
@@ -215,7 +228,10 @@ impl Backend for LocalBackend {
     }
 
     async fn get(&self, name: &str) -> Option<Cluster> {
-        self.table.clusters.read().await.get(name).and_then(Entry::visible).cloned()
+        let now = now_ms();
+        let clusters = self.table.clusters.read().await;
+        let cluster = clusters.get(name).and_then(Entry::visible);
+        cluster.filter(|c| self.settings.retention.keeps_cluster(c, now)).cloned()
     }
 
     async fn for_scheduler(&self, name: &str) -> Option<Cluster> {
@@ -223,7 +239,10 @@ impl Backend for LocalBackend {
     }
 
     async fn list(&self) -> Vec<Cluster> {
-        self.table.clusters.read().await.values().filter_map(Entry::visible).cloned().collect()
+        let now = now_ms();
+        let clusters = self.table.clusters.read().await;
+        let visible = clusters.values().filter_map(Entry::visible);
+        visible.filter(|c| self.settings.retention.keeps_cluster(c, now)).cloned().collect()
     }
 
     async fn pooled(&self) -> Vec<ClusterStatus> {
@@ -265,6 +284,38 @@ impl Backend for LocalBackend {
         self.table.changed.subscribe()
     }
 
+    /// The tails of the cluster's log files: `scheduler.log`, then each
+    /// `worker-<name>.log` by name, read one at a time as the answer is sent.
+    async fn logs(&self, cluster: &Cluster, bounds: LogBounds) -> Result<LogStream, BackendError> {
+        let dir = cluster_dir(&self.settings, &cluster.name);
+        let mut workers = Vec::new();
+        if let Ok(mut entries) = tokio::fs::read_dir(&dir).await {
+            while let Ok(Some(entry)) = entries.next_entry().await {
+                let file = entry.file_name().to_string_lossy().into_owned();
+                if let Some(name) =
+                    file.strip_prefix("worker-").and_then(|f| f.strip_suffix(".log"))
+                {
+                    workers.push(name.to_string());
+                }
+            }
+        }
+        workers.sort();
+        let mut files = vec![(Source::Scheduler, dir.join("scheduler.log"))];
+        for name in workers {
+            let path = dir.join(format!("worker-{name}.log"));
+            files.push((Source::Worker(name), path));
+        }
+        use futures::StreamExt;
+        let sections = futures::stream::iter(files).then(move |(source, path)| async move {
+            let lines = super::logs::read_tail(&path, bounds).await.unwrap_or_else(|e| {
+                warn!(path = %path.display(), error = %e, "could not read a log");
+                Vec::new()
+            });
+            LogSection { source, lines }
+        });
+        Ok(Box::pin(sections))
+    }
+
     /// Stops every cluster and waits (up to `within`) for their supervisors
     /// to end the processes and remove the keys.
     async fn shutdown(&self, within: Duration) {
@@ -289,25 +340,15 @@ impl Backend for LocalBackend {
                 break;
             }
         }
-    }
-}
-
-/// Stopped and failed clusters kept for `?status=STOPPED,FAILED`: a loop of
-/// create and delete must not grow the table without end.
-const MAX_FINISHED: usize = 1000;
-
-fn forget_oldest_finished(clusters: &mut HashMap<String, Entry>, keep: usize) {
-    let mut finished: Vec<(i64, String)> = clusters
-        .values()
-        .filter(|e| e.cluster.stop_time.is_some() && !e.cluster.status.is_active())
-        .map(|e| (e.cluster.stop_time.unwrap_or_default(), e.cluster.name.clone()))
-        .collect();
-    if finished.len() <= keep {
-        return;
-    }
-    finished.sort();
-    for (_, name) in &finished[..finished.len() - keep] {
-        clusters.remove(name);
+        // The table does not outlive the gateway: neither do the logs of
+        // clusters it stopped (those of failed ones stay for a post-mortem).
+        for entry in self.table.clusters.read().await.values() {
+            if entry.cluster.status == ClusterStatus::Stopped {
+                tokio::fs::remove_dir_all(cluster_dir(&self.settings, &entry.cluster.name))
+                    .await
+                    .ok();
+            }
+        }
     }
 }
 
@@ -394,8 +435,8 @@ impl Supervisor {
         self.table.update(&self.cluster.name, |c| c.status = ClusterStatus::Stopping).await;
         let workers: Vec<WorkerProcess> = self.workers.drain().map(|(_, w)| w.process).collect();
         futures::future::join_all(workers.into_iter().map(WorkerProcess::terminate)).await;
-        // The key is a secret: it does not outlive the cluster. Logs of a
-        // failed cluster stay for the post-mortem.
+        // The key is a secret: it does not outlive the cluster. The logs
+        // stay while the cluster is listed (`completed_cluster_max_age`).
         for secret in ["dask.pem", "dask.crt"] {
             tokio::fs::remove_file(self.dir.join(secret)).await.ok();
         }
@@ -404,16 +445,14 @@ impl Supervisor {
                 let log = tail(&self.dir.join("scheduler.log"), 20).await;
                 error!(reason, scheduler_log = %log, "cluster failed");
             }
-            None => {
-                tokio::fs::remove_dir_all(&self.dir).await.ok();
-                info!("cluster stopped");
-            }
+            None => info!("cluster stopped"),
         }
         self.table
             .update(&self.cluster.name, |c| {
                 c.status = status;
                 c.stop_time = Some(now_ms());
                 c.addresses = None;
+                c.reason = reason;
             })
             .await;
     }
@@ -789,30 +828,4 @@ async fn tail(path: &Path, lines: usize) -> String {
     let text = tokio::fs::read_to_string(path).await.unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::models::tests::sample;
-
-    #[test]
-    fn only_the_newest_finished_clusters_are_kept() {
-        let mut clusters = HashMap::new();
-        for (i, status) in [ClusterStatus::Stopped, ClusterStatus::Failed, ClusterStatus::Stopped]
-            .into_iter()
-            .chain(std::iter::once(ClusterStatus::Running))
-            .enumerate()
-        {
-            let mut cluster = sample(&format!("c{i}"), "alice", status);
-            cluster.stop_time = (!status.is_active()).then_some(i as i64);
-            let commands = mpsc::unbounded_channel().0;
-            let entry = Entry { cluster, commands, handoff: None, pooled: None };
-            clusters.insert(entry.cluster.name.clone(), entry);
-        }
-        forget_oldest_finished(&mut clusters, 1);
-        let mut left: Vec<_> = clusters.keys().cloned().collect();
-        left.sort();
-        assert_eq!(left, ["c2", "c3"]);
-    }
 }

@@ -150,7 +150,7 @@ pub(super) async fn refill(settings: Arc<Settings>, table: Table) {
                 .filter_map(|e| Some((e.cluster.name.clone(), e.pooled?, e.cluster.status)))
                 .collect();
             for (name, template, status) in finished {
-                clusters.remove(&name);
+                super::retention::forget(&settings, &mut clusters, std::slice::from_ref(&name));
                 if status == ClusterStatus::Failed {
                     backoff[template].failed();
                 }
