@@ -97,6 +97,10 @@ async fn stop_signal() -> std::io::Result<&'static str> {
     })
 }
 
+/// How long requests in flight get to finish at shutdown (a `?wait` long
+/// poll may be cut short).
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long the clusters of the local backend get to stop at shutdown.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
@@ -149,16 +153,19 @@ async fn main() -> anyhow::Result<()> {
                 heartbeat_listener.as_ref().expect("a heartbeat listener").local_addr()?;
             let api_url =
                 format!("http://{}/api", SocketAddr::new(loopback(heartbeats), heartbeats.port()));
-            Arc::new(LocalBackend::new(
-                Settings::new(
-                    local,
-                    &config.cluster,
-                    api_url,
-                    config.limits.cluster_max_workers,
-                    config.limits.local_max_starting_workers,
+            Arc::new(
+                LocalBackend::start(
+                    Settings::new(
+                        local,
+                        &config.cluster,
+                        api_url,
+                        config.limits.cluster_max_workers,
+                        config.limits.local_max_starting_workers,
+                    )
+                    .with_pool(&config, local),
                 )
-                .with_pool(&config, local),
-            ))
+                .await?,
+            )
         }
         BackendConfig::Kubernetes(k8s) => {
             let client = kube::Client::try_default().await?;
@@ -172,6 +179,7 @@ async fn main() -> anyhow::Result<()> {
     let app = router(gateway.clone(), &config.prefix);
     info!(%address, prefix = %config.prefix, "dask gateway listening (API, dashboards and scheduler TLS on one port)");
     let timeouts = Timeouts::from(&config.connections);
+    let drain = listener::Drain::default();
     if let Some(heartbeats) = heartbeat_listener {
         info!(address = %heartbeats.local_addr()?, "scheduler heartbeats listening");
         tokio::spawn(listener::serve(
@@ -181,6 +189,7 @@ async fn main() -> anyhow::Result<()> {
             Port::Heartbeat,
             config.connections.heartbeat_max_connections,
             timeouts.clone(),
+            drain.clone(),
         ));
     }
     let public = listener::serve(
@@ -190,13 +199,19 @@ async fn main() -> anyhow::Result<()> {
         Port::Public,
         config.connections.max_connections,
         timeouts,
+        drain.clone(),
     );
     let stopping = stop_signal();
     tokio::select! {
         served = public => served?,
         signal = stopping => info!(signal = signal?, "shutting down"),
     }
-    // The listener is closed: no new work while the clusters stop.
+    // No new connections; requests in flight are answered (bounded).
+    drain.stop();
+    let open = drain.drained(DRAIN_GRACE).await;
+    if open > 0 {
+        tracing::warn!(open, "HTTP connections still busy at shutdown are closed");
+    }
     gateway.backend.shutdown(SHUTDOWN_GRACE).await;
     info!("stopped");
     Ok(())

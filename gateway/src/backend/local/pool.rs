@@ -200,7 +200,10 @@ mod tests {
     fn entry(name: &str, status: ClusterStatus, pooled: Option<usize>) -> (String, Entry) {
         let cluster = sample(name, "", status);
         let commands = tokio::sync::mpsc::unbounded_channel().0;
-        (name.into(), Entry { cluster, commands, handoff: None, pooled })
+        (
+            name.into(),
+            Entry { cluster, commands, handoff: None, pooled, processes: Default::default() },
+        )
     }
 
     #[test]
