@@ -180,6 +180,9 @@ async fn main() -> anyhow::Result<()> {
     info!(%address, prefix = %config.prefix, "dask gateway listening (API, dashboards and scheduler TLS on one port)");
     let timeouts = Timeouts::from(&config.connections);
     let drain = listener::Drain::default();
+    // Heartbeats go on while the public port drains: a request in flight
+    // may be waiting for a cluster to change.
+    let heartbeat_drain = listener::Drain::default();
     if let Some(heartbeats) = heartbeat_listener {
         info!(address = %heartbeats.local_addr()?, "scheduler heartbeats listening");
         tokio::spawn(listener::serve(
@@ -189,7 +192,7 @@ async fn main() -> anyhow::Result<()> {
             Port::Heartbeat,
             config.connections.heartbeat_max_connections,
             timeouts.clone(),
-            drain.clone(),
+            heartbeat_drain.clone(),
         ));
     }
     let public = listener::serve(
@@ -212,6 +215,7 @@ async fn main() -> anyhow::Result<()> {
     if open > 0 {
         tracing::warn!(open, "HTTP connections still busy at shutdown are closed");
     }
+    heartbeat_drain.stop();
     gateway.backend.shutdown(SHUTDOWN_GRACE).await;
     info!("stopped");
     Ok(())

@@ -112,3 +112,26 @@ def test_after_a_kill_the_clusters_end_themselves_within_the_heartbeat_window(st
     print(f"\nevery process gone {time.monotonic() - killed:.1f}s after the kill")
     assert not processes_under(gw.state)
     client.close()
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_answers_the_request_in_flight_before_the_gateway_exits(start_gateway):
+    import threading
+
+    gw = start_gateway(local_options="pool_size = 0\nfork_workers = false\n")
+    status, body, _ = gw.request("POST", "/api/v1/clusters/", "alice", {})
+    assert status == 201, body
+    name = body["name"]
+    answers = []
+    # A long poll, in flight until the cluster changes (it starts cold:
+    # PENDING for a second or more, so the poll is open when SIGTERM comes).
+    waiting = threading.Thread(
+        target=lambda: answers.append(gw.request("GET", f"/api/v1/clusters/{name}?wait", "alice")))
+    waiting.start()
+    time.sleep(0.3)
+    assert waiting.is_alive(), answers
+    gw.proc.terminate()
+    assert gw.proc.wait(30) == 0
+    waiting.join(30)
+    # Answered in full, not cut off by the exit.
+    assert answers and answers[0][0] == 200 and answers[0][1]["name"] == name, answers

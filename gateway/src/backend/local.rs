@@ -173,7 +173,10 @@ impl Table {
         let _order = self.persisting.lock().await;
         let record = {
             let clusters = self.clusters.read().await;
-            let Some(entry) = clusters.get(name) else { return };
+            // A finished cluster's record is gone for good (`forget`).
+            let Some(entry) = clusters.get(name).filter(|e| e.cluster.stop_time.is_none()) else {
+                return;
+            };
             store::ClusterRecord::new(
                 &entry.cluster,
                 entry.pooled.is_some(),
@@ -182,6 +185,15 @@ impl Table {
         };
         if let Err(e) = self.store.put(name, &record).await {
             error!(cluster = name, error = %e, "could not save the cluster's record");
+        }
+    }
+
+    /// Removes `name`'s record once its cluster is finished (stop time
+    /// set: no later [`Self::persist`] writes it again).
+    async fn forget(&self, name: &str) {
+        let _order = self.persisting.lock().await;
+        if let Err(e) = self.store.remove(name).await {
+            error!(cluster = name, error = %e, "could not remove the cluster's record");
         }
     }
 
@@ -529,10 +541,6 @@ impl Supervisor {
         self.table.persist(&self.cluster.name).await;
         let workers: Vec<WorkerProcess> = self.workers.drain().map(|(_, w)| w.process).collect();
         futures::future::join_all(workers.into_iter().map(WorkerProcess::terminate)).await;
-        // Its processes are gone: nothing left for a next gateway to adopt.
-        if let Err(e) = self.table.store.remove(&self.cluster.name).await {
-            error!(error = %e, "could not remove the cluster's record");
-        }
         // The key is a secret: it does not outlive the cluster. Logs of a
         // failed cluster stay for the post-mortem.
         for secret in ["dask.pem", "dask.crt"] {
@@ -555,6 +563,8 @@ impl Supervisor {
                 c.addresses = None;
             })
             .await;
+        // Its processes are gone: nothing left for a next gateway to adopt.
+        self.table.forget(&self.cluster.name).await;
     }
 
     /// Takes over the live workers of an adopted cluster: until the next

@@ -131,8 +131,8 @@ impl Backoff {
     }
 }
 
-/// Keeps the pool full for as long as the gateway runs; its schedulers die
-/// with the gateway like every cluster's.
+/// Keeps the pool full for as long as the gateway runs; its schedulers
+/// stop with the gateway (or, after a crash, at the next start).
 pub(super) async fn refill(settings: Arc<Settings>, table: Table) {
     let pool = &settings.pool;
     let mut backoff: Vec<Backoff> = pool.templates.iter().map(|_| Backoff::default()).collect();

@@ -119,7 +119,7 @@ mod tests {
         let mut leader = std::process::Command::new("sh");
         std::os::unix::process::CommandExt::process_group(&mut leader, 0);
         let mut leader = leader
-            .args(["-c", "sleep 60 & echo $!"])
+            .args(["-c", "sleep 60 >/dev/null 2>&1 & echo $!"])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();

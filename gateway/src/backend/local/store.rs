@@ -232,9 +232,10 @@ mod tests {
     async fn records_survive_a_reopen_and_a_removal_sticks() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), "clusters").unwrap();
-        let mut processes = Processes::default();
-        processes.scheduler = Some(ProcessId { pid: 42, start: 7 });
-        processes.workers.insert("w1".into(), ProcessId { pid: 43, start: 8 });
+        let processes = Processes {
+            scheduler: Some(ProcessId { pid: 42, start: 7 }),
+            workers: [("w1".to_string(), ProcessId { pid: 43, start: 8 })].into(),
+        };
         let record =
             ClusterRecord::new(&sample("c1", "alice", ClusterStatus::Running), false, processes);
         store.put("c1", &record).await.unwrap();
