@@ -8,7 +8,9 @@ killed and not restarted leaves nothing behind: its clusters end
 themselves within the heartbeat window."""
 
 import os
+import re
 import time
+import urllib.request
 
 import dask.array as da
 import pytest
@@ -29,6 +31,12 @@ def alive(pids):
         except OSError:
             return False
     return {p for p in pids if running(p)}
+
+
+def handoffs(gw):
+    text = urllib.request.urlopen(gw.address + "/metrics", timeout=10).read().decode()
+    found = re.search(r'^dask_gateway_scheduler_connections_total\{route="handoff"\} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 def start_session(gw):
@@ -71,6 +79,7 @@ def test_a_restarted_gateway_adopts_the_cluster_and_the_client_computes_on_it(st
     # Nothing of the cluster died with the gateway.
     assert alive(processes) == processes
 
+    handed_off = handoffs(gw)
     client = Gateway(gw.address, auth=BasicAuth("alice", ""))
     assert name in [c.name for c in client.list_clusters()]
     mark("listed by the new gateway")
@@ -81,6 +90,8 @@ def test_a_restarted_gateway_adopts_the_cluster_and_the_client_computes_on_it(st
         assert set(dask_client.run(os.getpid).values()) == workers
         assert dask_client.compute(da.ones((300, 300), chunks=50).sum()).result() == 90000
         mark("client computed on the same cluster")
+        # Handed to the scheduler by the new gateway too (not relayed).
+        assert handoffs(gw) > handed_off
         # Heartbeats reach the new gateway and its orders the scheduler.
         cluster.scale(1)
         poll(lambda: len(dask_client.scheduler_info()["workers"]) == 1, 60, "a scale down to 1 worker")

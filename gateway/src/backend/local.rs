@@ -518,10 +518,17 @@ impl Supervisor {
     async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Order>, adopted: Option<Adopted>) {
         let started = match adopted {
             // Its preloads are written again: the gateway may be a newer one.
-            Some(adopted) => self.prepare().await.map(|_| {
-                self.adopt_workers(adopted.workers);
-                (SchedulerProcess { id: adopted.scheduler, child: None }, None)
-            }),
+            Some(adopted) => match self.prepare().await {
+                Ok(()) => {
+                    self.adopt_workers(adopted.workers);
+                    if self.settings.handoff {
+                        let channel = reconnect_handoff(&self.dir).await;
+                        self.table.set_handoff(&self.cluster.name, channel.map(Arc::new)).await;
+                    }
+                    Ok((SchedulerProcess { id: adopted.scheduler, child: None }, None))
+                }
+                Err(e) => Err(e),
+            },
             None => self.prepare().await.and_then(|_| self.spawn_scheduler()),
         };
         let (status, reason) = match started {
@@ -926,6 +933,23 @@ impl Supervisor {
             }
         }
         self.cooling.retain(|(_, at)| at.elapsed() < WORKER_START_SLOT);
+    }
+}
+
+/// The named handoff socket an adopted scheduler's preload bound in its
+/// cluster directory (the socket pair died with the gateway that made it);
+/// `None`: its connections are relayed. Reached through the directory's
+/// descriptor: a socket path may be at most 108 bytes, state_dir's may not.
+async fn reconnect_handoff(dir: &Path) -> Option<UnixDatagram> {
+    let dir = std::fs::File::open(dir).ok()?;
+    let path = format!("/proc/self/fd/{}/handoff.sock", dir.as_raw_fd());
+    let channel = UnixDatagram::unbound().ok()?;
+    match channel.connect(&path) {
+        Ok(()) => Some(channel),
+        Err(e) => {
+            warn!(error = %e, "no handoff socket from the adopted scheduler: relaying its connections");
+            None
+        }
     }
 }
 
