@@ -83,7 +83,16 @@ mod tests {
                 let mut cluster = sample(&format!("c{i}"), "alice", *status);
                 cluster.stop_time = *stop_time;
                 let commands = mpsc::unbounded_channel().0;
-                (cluster.name.clone(), Entry { cluster, commands, handoff: None, pooled: None })
+                (
+                    cluster.name.clone(),
+                    Entry {
+                        cluster,
+                        commands,
+                        handoff: None,
+                        pooled: None,
+                        processes: Default::default(),
+                    },
+                )
             })
             .collect()
     }
