@@ -53,6 +53,11 @@ pub struct AuthConfig {
     pub cookie_name: String,
     /// How long a session cookie stays valid, in seconds.
     pub cookie_max_age: u64,
+    /// File with the key that seals session cookies (at least 32 bytes,
+    /// e.g. a mounted Secret): gateway replicas that share it accept each
+    /// other's sessions, and sessions survive a restart. None: a key of
+    /// this process alone.
+    pub cookie_secret_file: Option<PathBuf>,
     // Secure defaults (issue 10).
     /// File holding the shared password for `simple` (e.g. a mounted
     /// Secret), instead of `password` in the config file.
@@ -435,6 +440,7 @@ impl Default for AuthConfig {
             admins: vec![],
             cookie_name: "dask-gateway".into(),
             cookie_max_age: 600,
+            cookie_secret_file: None,
             password_file: None,
             allow_insecure: false,
             cookie_secure: CookieSecure::Auto,
