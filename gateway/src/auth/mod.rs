@@ -305,7 +305,7 @@ impl Authenticator {
         self.hub_settings.as_ref()
     }
 
-    pub(crate) fn hub(&self) -> Option<&hub::Hub> {
+    pub fn hub(&self) -> Option<&hub::Hub> {
         self.hub.as_ref()
     }
 
