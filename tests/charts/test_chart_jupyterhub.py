@@ -109,6 +109,8 @@ def test_hub_token_is_generated_into_a_secret_the_gateway_reads(tmp_path):
     assert len(base64.b64decode(secret["data"]["token"])) == 48
     token = gateway_env(docs)["JUPYTERHUB_API_TOKEN"]
     assert token["valueFrom"]["secretKeyRef"] == {"name": "t-dask-rs-gateway-hub-token", "key": "token"}
+    # The gateway's defaults for jupyterhub_api_token and jupyterhub_service_name.
+    assert gateway_env(docs)["JUPYTERHUB_SERVICE_NAME"]["value"] == "dask-gateway"
     assert not [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-gateway-password")]
     proc = check_config(tmp_path, gateway_config(docs))
     assert proc.returncode == 0, proc.stderr
@@ -122,7 +124,7 @@ def test_hub_token_is_generated_into_a_secret_the_gateway_reads(tmp_path):
 
     # Other auth types get no Hub token at all.
     docs = render()
-    assert "JUPYTERHUB_API_TOKEN" not in gateway_env(docs)
+    assert not {"JUPYTERHUB_API_TOKEN", "JUPYTERHUB_SERVICE_NAME"} & set(gateway_env(docs))
     assert not [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-hub-token")]
 
 
@@ -141,7 +143,9 @@ def test_example_values_agree_with_what_the_chart_renders(examples, tmp_path):
 
     # The Hub's service is the gateway's, and its token is the Secret the gateway reads.
     assert list(z2jh["hub"]["services"]) == [service_name]
-    ref = gateway_env(docs, "dask-dask-rs-gateway")["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"]
+    env = gateway_env(docs, "dask-dask-rs-gateway")
+    assert env["JUPYTERHUB_SERVICE_NAME"]["value"] == service_name
+    ref = env["JUPYTERHUB_API_TOKEN"]["valueFrom"]["secretKeyRef"]
     # z2jh keeps hub.services.<name>.apiToken in its Secret "hub" under that very key.
     assert ref == {"name": "hub", "key": f"hub.services.{service_name}.apiToken"}
     assert f"access:services!service={service_name}" in z2jh["hub"]["loadRoles"]["user"]["scopes"]

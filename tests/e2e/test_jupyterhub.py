@@ -286,3 +286,115 @@ def test_a_token_without_the_service_scope_is_refused(hub_deployment):
     assert status == 200 and not any(s.startswith("access:services") for s in me["scopes"]), me
     status, body = http("GET", f"{gateway_url}{PREFIX}/api/v1/clusters/", token, scheme="jupyterhub")
     assert status == 403, (status, body)
+
+
+# A profile for a dedicated node pool (helper podshape's chart keys, issue 11
+# item 4): requests apart from limits, a nodeSelector and a toleration.
+POOL_LABEL = ("dask-rs.test/pool", "dask")
+POOL_TAINT = ("dask-rs.test/dedicated", "dask", "NoSchedule")
+POOL_PROFILE = {
+    "name": "pool", "workerCores": 0.25, "workerMemory": "256 MiB",
+    "workerCoresLimit": 0.5, "workerMemoryLimit": "512 MiB",
+    "nodeSelector": {POOL_LABEL[0]: POOL_LABEL[1]},
+    "tolerations": [{"key": POOL_TAINT[0], "operator": "Equal", "value": POOL_TAINT[1], "effect": POOL_TAINT[2]}],
+}
+
+
+def chart_has_pod_keys():
+    schema = json.loads((ROOT / "charts" / "dask-rs" / "values.schema.json").read_text())
+    profile = schema["properties"]["gateway"]["properties"]["profiles"]["items"]["properties"]
+    return all(key in profile for key in POOL_PROFILE)
+
+
+def quantity(value):
+    """A Kubernetes quantity as a number (cores or bytes)."""
+    value = str(value)
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+    for suffix, factor in units.items():
+        if value.endswith(suffix):
+            return float(value[: -len(suffix)]) * factor
+    return float(value)
+
+
+def cluster_pods(kubectl, name, component):
+    selector = f"dask.org/cluster-name=dask-{name},dask.org/component={component}"
+    return kubectl.json("get", "pods", "-n", NAMESPACE, "-l", selector)["items"]
+
+
+def running(pods):
+    return [p for p in pods if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+
+
+@pytest.fixture
+def pool_node(kubectl):
+    """The tier's node labelled and tainted as a dedicated pool; back as it was after."""
+    node = kubectl.json("get", "nodes")["items"][0]["metadata"]["name"]
+    key, value, effect = POOL_TAINT
+    kubectl("label", "node", node, f"{POOL_LABEL[0]}={POOL_LABEL[1]}", "--overwrite")
+    kubectl("taint", "node", node, f"{key}={value}:{effect}", "--overwrite")
+    try:
+        yield node
+    finally:
+        kubectl.run("taint", "node", node, f"{key}:{effect}-", check=False)
+        kubectl.run("label", "node", node, f"{POOL_LABEL[0]}-", check=False)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(not chart_has_pod_keys(), reason="the chart has no profile pod keys yet (helper podshape, issue 11 item 4)")
+def test_a_pool_profile_lands_its_workers_on_the_pool_node_with_its_resources(kubectl, hub_deployment,
+                                                                             chart_image_values, pool_node, tmp_path):
+    from dask_gateway import Gateway, JupyterHubAuth
+
+    hub, gateway_url = hub_deployment
+    profiles = [
+        {"name": "small", "workerCores": 0.5, "workerMemory": "1 GiB"},
+        {"name": "medium", "workerCores": 2, "workerMemory": "2 GiB"},
+        {"name": "larger", "workerCores": 4, "workerMemory": "4 GiB"},
+        POOL_PROFILE,
+    ]
+    values = tmp_path / "pool-values.json"
+    values.write_text(json.dumps({"gateway": {"profiles": profiles}}))
+    proc = subprocess.run(["helm", "upgrade", RELEASE, str(ROOT / "charts" / "dask-rs"), "--namespace", NAMESPACE,
+                           "--reuse-values", "-f", str(values), *chart_image_values, "--wait", "--timeout", "180s"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, f"helm upgrade failed: {proc.stderr}"
+    kubectl("rollout", "status", "-n", NAMESPACE, f"deployment/{GATEWAY}", "--timeout=120s")
+
+    # The taint keeps out a pod that does not tolerate it.
+    kubectl("run", "intruder", "-n", NAMESPACE, "--image=dask-rs.local/busybox:1", "--image-pull-policy=Never",
+            "--restart=Never", "--command", "--", "sleep", "3600")
+    poll(lambda: any(c["type"] == "PodScheduled" and c["status"] == "False" and c.get("reason") == "Unschedulable"
+                     for c in kubectl.json("get", "pod", "intruder", "-n", NAMESPACE)["status"].get("conditions", [])),
+         60, "the untolerating pod to be unschedulable")
+    kubectl("delete", "pod", "intruder", "-n", NAMESPACE, "--wait=false")
+
+    service = kubectl.json("get", "service", GATEWAY, "-n", NAMESPACE)
+    gateway = Gateway(f"{gateway_url}{PREFIX}", proxy_address=f"gateway://{service['spec']['clusterIP']}:80",
+                      auth=JupyterHubAuth(hub.user_token("dave")))
+    assert "pool" in gateway.cluster_options()._fields["profile"].options
+    cluster = gateway.new_cluster(profile="pool")
+    try:
+        cluster.scale(2)
+        workers = poll(lambda: len(p := running(cluster_pods(kubectl, cluster.name, "worker"))) == 2 and p, 300,
+                       "two pool workers Running")
+        for pod in workers:
+            spec = pod["spec"]
+            assert spec["nodeName"] == pool_node
+            assert spec["nodeSelector"].get(POOL_LABEL[0]) == POOL_LABEL[1]
+            assert POOL_PROFILE["tolerations"][0] in spec["tolerations"]
+            resources = spec["containers"][0]["resources"]
+            assert quantity(resources["requests"]["cpu"]) == 0.25 and quantity(resources["limits"]["cpu"]) == 0.5
+            assert quantity(resources["requests"]["memory"]) == 256 * 2**20
+            assert quantity(resources["limits"]["memory"]) == 512 * 2**20
+            assert pod["status"]["qosClass"] == "Burstable"
+        # The scheduler has requests of its own (the defaults), so it is never BestEffort.
+        scheduler = poll(lambda: running(cluster_pods(kubectl, cluster.name, "scheduler")), 60, "the scheduler pod")[0]
+        requests = scheduler["spec"]["containers"][0]["resources"]["requests"]
+        assert quantity(requests["cpu"]) > 0 and quantity(requests["memory"]) > 0, requests
+        assert scheduler["status"]["qosClass"] != "BestEffort"
+        assert scheduler["spec"]["nodeName"] == pool_node
+    finally:
+        cluster.shutdown()
+        gateway.close()
+    poll(lambda: not cluster_pods(kubectl, cluster.name, "worker") and not cluster_pods(kubectl, cluster.name, "scheduler"),
+         180, "every pod of the cluster to go")
