@@ -8,6 +8,7 @@ network namespace (`tests/k8s/cluster exec pytest tests/e2e`); the Hub
 listens on the tier's bridge address, where pods reach it."""
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -181,7 +182,7 @@ def hub_deployment(kubectl, release, chart_image_values, tmp_path_factory):
 
 def reachable(url):
     try:
-        urllib.request.urlopen(url, timeout=2)
+        urllib.request.urlopen(url, timeout=1)
         return True
     except urllib.error.HTTPError:
         return True
@@ -325,14 +326,14 @@ def running(pods):
     return [p for p in pods if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
 
 
-@pytest.fixture
+@contextlib.contextmanager
 def pool_node(kubectl):
     """The tier's node labelled and tainted as a dedicated pool; back as it was after."""
     node = kubectl.json("get", "nodes")["items"][0]["metadata"]["name"]
     key, value, effect = POOL_TAINT
     kubectl("label", "node", node, f"{POOL_LABEL[0]}={POOL_LABEL[1]}", "--overwrite")
-    kubectl("taint", "node", node, f"{key}={value}:{effect}", "--overwrite")
     try:
+        kubectl("taint", "node", node, f"{key}={value}:{effect}", "--overwrite")
         yield node
     finally:
         kubectl.run("taint", "node", node, f"{key}:{effect}-", check=False)
@@ -342,7 +343,7 @@ def pool_node(kubectl):
 @pytest.mark.timeout(600)
 @pytest.mark.skipif(not chart_has_pod_keys(), reason="the chart has no profile pod keys yet (helper podshape, issue 11 item 4)")
 def test_a_pool_profile_lands_its_workers_on_the_pool_node_with_its_resources(kubectl, hub_deployment,
-                                                                             chart_image_values, pool_node, tmp_path):
+                                                                             chart_image_values, tmp_path):
     from dask_gateway import Gateway, JupyterHubAuth
 
     hub, gateway_url = hub_deployment
@@ -359,42 +360,46 @@ def test_a_pool_profile_lands_its_workers_on_the_pool_node_with_its_resources(ku
                           capture_output=True, text=True)
     assert proc.returncode == 0, f"helm upgrade failed: {proc.stderr}"
     kubectl("rollout", "status", "-n", NAMESPACE, f"deployment/{GATEWAY}", "--timeout=120s")
+    # kube-proxy follows the new pod's endpoint a moment later.
+    poll(lambda: reachable(f"{gateway_url}{PREFIX}/api/health"), 60, "the new gateway pod behind its Service")
 
-    # The taint keeps out a pod that does not tolerate it.
-    kubectl("run", "intruder", "-n", NAMESPACE, "--image=dask-rs.local/busybox:1", "--image-pull-policy=Never",
-            "--restart=Never", "--command", "--", "sleep", "3600")
-    poll(lambda: any(c["type"] == "PodScheduled" and c["status"] == "False" and c.get("reason") == "Unschedulable"
-                     for c in kubectl.json("get", "pod", "intruder", "-n", NAMESPACE)["status"].get("conditions", [])),
-         60, "the untolerating pod to be unschedulable")
-    kubectl("delete", "pod", "intruder", "-n", NAMESPACE, "--wait=false")
+    # The only node becomes the pool (the gateway, already running, stays).
+    with pool_node(kubectl) as node:
+        # The taint keeps out a pod that does not tolerate it.
+        kubectl("run", "intruder", "-n", NAMESPACE, "--image=dask-rs.local/busybox:1", "--image-pull-policy=Never",
+                "--restart=Never", "--command", "--", "sleep", "3600")
+        poll(lambda: any(c["type"] == "PodScheduled" and c["status"] == "False" and c.get("reason") == "Unschedulable"
+                         for c in kubectl.json("get", "pod", "intruder", "-n", NAMESPACE)["status"].get("conditions", [])),
+             60, "the untolerating pod to be unschedulable")
+        kubectl("delete", "pod", "intruder", "-n", NAMESPACE, "--wait=false")
 
-    service = kubectl.json("get", "service", GATEWAY, "-n", NAMESPACE)
-    gateway = Gateway(f"{gateway_url}{PREFIX}", proxy_address=f"gateway://{service['spec']['clusterIP']}:80",
-                      auth=JupyterHubAuth(hub.user_token("dave")))
-    assert "pool" in gateway.cluster_options()._fields["profile"].options
-    cluster = gateway.new_cluster(profile="pool")
-    try:
-        cluster.scale(2)
-        workers = poll(lambda: len(p := running(cluster_pods(kubectl, cluster.name, "worker"))) == 2 and p, 300,
-                       "two pool workers Running")
-        for pod in workers:
-            spec = pod["spec"]
-            assert spec["nodeName"] == pool_node
-            assert spec["nodeSelector"].get(POOL_LABEL[0]) == POOL_LABEL[1]
-            assert POOL_PROFILE["tolerations"][0] in spec["tolerations"]
-            resources = spec["containers"][0]["resources"]
-            assert quantity(resources["requests"]["cpu"]) == 0.25 and quantity(resources["limits"]["cpu"]) == 0.5
-            assert quantity(resources["requests"]["memory"]) == 256 * 2**20
-            assert quantity(resources["limits"]["memory"]) == 512 * 2**20
-            assert pod["status"]["qosClass"] == "Burstable"
-        # The scheduler has requests of its own (the defaults), so it is never BestEffort.
-        scheduler = poll(lambda: running(cluster_pods(kubectl, cluster.name, "scheduler")), 60, "the scheduler pod")[0]
-        requests = scheduler["spec"]["containers"][0]["resources"]["requests"]
-        assert quantity(requests["cpu"]) > 0 and quantity(requests["memory"]) > 0, requests
-        assert scheduler["status"]["qosClass"] != "BestEffort"
-        assert scheduler["spec"]["nodeName"] == pool_node
-    finally:
-        cluster.shutdown()
-        gateway.close()
-    poll(lambda: not cluster_pods(kubectl, cluster.name, "worker") and not cluster_pods(kubectl, cluster.name, "scheduler"),
-         180, "every pod of the cluster to go")
+        service = kubectl.json("get", "service", GATEWAY, "-n", NAMESPACE)
+        gateway = Gateway(f"{gateway_url}{PREFIX}", proxy_address=f"gateway://{service['spec']['clusterIP']}:80",
+                          auth=JupyterHubAuth(hub.user_token("dave")))
+        assert "pool" in gateway.cluster_options()._fields["profile"].options
+        cluster = gateway.new_cluster(profile="pool")
+        try:
+            cluster.scale(2)
+            workers = poll(lambda: len(p := running(cluster_pods(kubectl, cluster.name, "worker"))) == 2 and p, 300,
+                           "two pool workers Running")
+            for pod in workers:
+                spec = pod["spec"]
+                assert spec["nodeName"] == node
+                assert spec["nodeSelector"].get(POOL_LABEL[0]) == POOL_LABEL[1]
+                assert POOL_PROFILE["tolerations"][0] in spec["tolerations"]
+                resources = spec["containers"][0]["resources"]
+                assert quantity(resources["requests"]["cpu"]) == 0.25 and quantity(resources["limits"]["cpu"]) == 0.5
+                assert quantity(resources["requests"]["memory"]) == 256 * 2**20
+                assert quantity(resources["limits"]["memory"]) == 512 * 2**20
+                assert pod["status"]["qosClass"] == "Burstable"
+            # The scheduler has the chart's default requests (gateway.backend.scheduler*), so it is never BestEffort.
+            scheduler = poll(lambda: running(cluster_pods(kubectl, cluster.name, "scheduler")), 60, "the scheduler pod")[0]
+            requests = scheduler["spec"]["containers"][0]["resources"]["requests"]
+            assert quantity(requests["cpu"]) == 0.5 and quantity(requests["memory"]) == 2**30, requests
+            assert scheduler["status"]["qosClass"] != "BestEffort"
+            assert scheduler["spec"]["nodeName"] == node
+        finally:
+            cluster.shutdown()
+            gateway.close()
+        poll(lambda: not cluster_pods(kubectl, cluster.name, "worker")
+             and not cluster_pods(kubectl, cluster.name, "scheduler"), 180, "every pod of the cluster to go")
