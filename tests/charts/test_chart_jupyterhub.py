@@ -101,6 +101,9 @@ def test_address_and_port_overrides_reach_the_client_environment():
     assert bad.returncode != 0 and "address" in bad.stderr
     bad = helm("template", "t", str(CHART), "--set", "gateway.auth.jupyterhub.serviceName=a b", check=False)
     assert bad.returncode != 0 and "serviceName" in bad.stderr
+    # Upper case would not survive the environment (dask lower-cases variable names).
+    bad = helm("template", "t", str(CHART), "--set", "gateway.client.clusterOptions.Profile=small", check=False)
+    assert bad.returncode != 0 and "Profile" in bad.stderr
 
 
 def test_hub_token_is_generated_into_a_secret_the_gateway_reads(tmp_path):
