@@ -63,6 +63,100 @@ pub struct AuthConfig {
     /// The session cookie's `Secure` flag: `auto` (when the request came
     /// over HTTPS, by `X-Forwarded-Proto`), `always` or `never`.
     pub cookie_secure: CookieSecure,
+    // The gateway as a JupyterHub service (issue 11).
+    /// The service's own Hub API token (the OAuth client secret); default
+    /// `$JUPYTERHUB_API_TOKEN`, as the Hub sets it for the services it runs.
+    pub jupyterhub_api_token: Option<String>,
+    /// File holding that token (e.g. a mounted Secret).
+    pub jupyterhub_api_token_file: Option<PathBuf>,
+    /// The service's name at the Hub: tokens need
+    /// `access:services!service=<name>`. Default `$JUPYTERHUB_SERVICE_NAME`,
+    /// else `dask-gateway`.
+    pub jupyterhub_service_name: Option<String>,
+    /// Seconds a Hub answer about a token is trusted: a token revoked at
+    /// the Hub stops working within this time, sessions included.
+    pub jupyterhub_cache_seconds: u64,
+    /// Where browsers are sent to log in. Default
+    /// `$JUPYTERHUB_PUBLIC_HUB_URL` + `api/oauth2/authorize`, else
+    /// `$JUPYTERHUB_HOST$JUPYTERHUB_BASE_URL` + `hub/api/oauth2/authorize`
+    /// (`/hub/api/oauth2/authorize` behind the Hub's proxy).
+    pub jupyterhub_authorize_url: Option<String>,
+    /// The OAuth redirect URI registered for the service. Default
+    /// `$JUPYTERHUB_OAUTH_CALLBACK_URL`, else `<prefix>/oauth_callback`.
+    pub jupyterhub_oauth_callback_url: Option<String>,
+    /// The OAuth client id. Default `$JUPYTERHUB_CLIENT_ID`, else `service-<name>`.
+    pub jupyterhub_client_id: Option<String>,
+    /// Profiles offered to users in none of `groups` (default: all).
+    pub default_profiles: Option<Vec<String>>,
+    /// Per-group limits and profiles, by the Hub's group names.
+    pub groups: BTreeMap<String, crate::auth::policy::GroupPolicy>,
+}
+
+/// The Hub settings once the environment has filled the defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubSettings {
+    pub api_url: String,
+    pub api_token: Option<String>,
+    pub service_name: String,
+    pub client_id: String,
+    pub authorize_url: String,
+    /// `None`: `<prefix>/oauth_callback`, the Hub's default for a service.
+    pub callback_url: Option<String>,
+    pub cache_ttl: std::time::Duration,
+}
+
+impl AuthConfig {
+    /// The Hub settings, defaults from the environment JupyterHub gives its
+    /// services (`env` is `std::env::var` but for tests).
+    pub fn hub_settings(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<HubSettings> {
+        let env = |key: &str| env(key).filter(|v| !v.is_empty());
+        let api_token = match (&self.jupyterhub_api_token, &self.jupyterhub_api_token_file) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        anyhow::anyhow!("auth.jupyterhub_api_token_file {}: {e}", path.display())
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => env("JUPYTERHUB_API_TOKEN"),
+        };
+        let service_name = self
+            .jupyterhub_service_name
+            .clone()
+            .or_else(|| env("JUPYTERHUB_SERVICE_NAME"))
+            .unwrap_or_else(|| "dask-gateway".into());
+        let authorize_url = self.jupyterhub_authorize_url.clone().unwrap_or_else(|| {
+            match env("JUPYTERHUB_PUBLIC_HUB_URL") {
+                Some(hub) => format!("{}/api/oauth2/authorize", hub.trim_end_matches('/')),
+                None => format!(
+                    "{}{}/hub/api/oauth2/authorize",
+                    env("JUPYTERHUB_HOST").unwrap_or_default(),
+                    env("JUPYTERHUB_BASE_URL").unwrap_or_default().trim_end_matches('/'),
+                ),
+            }
+        });
+        Ok(HubSettings {
+            api_url: self.jupyterhub_api_url.clone().unwrap_or_default(),
+            api_token,
+            client_id: self
+                .jupyterhub_client_id
+                .clone()
+                .or_else(|| env("JUPYTERHUB_CLIENT_ID"))
+                .unwrap_or_else(|| format!("service-{service_name}")),
+            service_name,
+            authorize_url,
+            callback_url: self
+                .jupyterhub_oauth_callback_url
+                .clone()
+                .or_else(|| env("JUPYTERHUB_OAUTH_CALLBACK_URL")),
+            cache_ttl: std::time::Duration::from_secs(self.jupyterhub_cache_seconds),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -106,7 +200,7 @@ pub struct OptionsConfig {
 /// (scale, adapt, heartbeats) on both backends. Unset keys are unlimited;
 /// the worker, core and memory caps have defaults so that one request
 /// cannot ask a shared machine for four billion workers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     pub user_max_clusters: Option<u32>,
@@ -250,6 +344,9 @@ pub struct ClusterDefaults {
     pub adaptive_period: f64,
     /// Seconds of inactivity after which a cluster shuts down; 0 disables.
     pub idle_timeout: f64,
+    /// Seconds with no connected client after which a cluster is stopped,
+    /// busy or not (the notebook that started it is gone); 0 disables.
+    pub idle_client_timeout: f64,
     /// Environment of every scheduler and worker.
     pub environment: BTreeMap<String, String>,
 }
@@ -333,6 +430,15 @@ impl Default for AuthConfig {
             password_file: None,
             allow_insecure: false,
             cookie_secure: CookieSecure::Auto,
+            jupyterhub_api_token: None,
+            jupyterhub_api_token_file: None,
+            jupyterhub_service_name: None,
+            jupyterhub_cache_seconds: 60,
+            jupyterhub_authorize_url: None,
+            jupyterhub_oauth_callback_url: None,
+            jupyterhub_client_id: None,
+            default_profiles: None,
+            groups: BTreeMap::new(),
         }
     }
 }
@@ -363,6 +469,7 @@ impl Default for ClusterDefaults {
             heartbeat_period: 15.0,
             adaptive_period: 3.0,
             idle_timeout: 0.0,
+            idle_client_timeout: 0.0,
             environment: BTreeMap::new(),
         }
     }
@@ -438,6 +545,15 @@ impl Config {
         Ok(())
     }
 
+    /// The per-group policies over `[limits]`.
+    pub fn policies(&self) -> crate::auth::policy::Policies {
+        crate::auth::policy::Policies::new(
+            self.limits.clone(),
+            self.auth.default_profiles.clone(),
+            self.auth.groups.clone(),
+        )
+    }
+
     /// Checks that serde cannot express.
     fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -487,6 +603,17 @@ impl Config {
                 "auth.jupyterhub_api_url: required with auth.type = \"jupyterhub\""
             );
         }
+        anyhow::ensure!(
+            self.auth.jupyterhub_api_token.is_none()
+                || self.auth.jupyterhub_api_token_file.is_none(),
+            "auth.jupyterhub_api_token and auth.jupyterhub_api_token_file: set one or the other"
+        );
+        anyhow::ensure!(
+            self.auth.jupyterhub_cache_seconds <= 3600,
+            "auth.jupyterhub_cache_seconds: at most 3600 (a revoked token works this long)"
+        );
+        let profiles: Vec<String> = self.options.profiles.iter().map(|p| p.name.clone()).collect();
+        self.policies().check(&profiles)?;
         anyhow::ensure!(
             self.auth.password.is_none() || self.auth.password_file.is_none(),
             "auth.password and auth.password_file: set one or the other"

@@ -158,6 +158,13 @@ pub struct Heartbeat {
     pub closing_workers: Vec<String>,
     #[serde(default)]
     pub closed_workers: Vec<String>,
+    /// Connected clients, from the dask-rs presence preload (absent from
+    /// schedulers without it).
+    #[serde(default)]
+    pub clients: Option<u32>,
+    /// Seconds since the last client left (or the scheduler started).
+    #[serde(default)]
+    pub clientless_seconds: Option<f64>,
 }
 
 impl Heartbeat {
@@ -192,6 +199,7 @@ pub(crate) mod tests {
                 worker_memory: 1 << 30,
                 worker_threads: 1,
                 idle_timeout: 0.0,
+                idle_client_timeout: 0.0,
                 environment: Default::default(),
                 image: None,
             },

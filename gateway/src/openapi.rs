@@ -70,19 +70,23 @@ pub fn document() -> Value {
             "/api/health": { "get": { "security": [], "summary": "Health",
                 "responses": { "200": ok("healthy", json!({ "type": "object", "properties": { "status": { "const": "pass" } } })) } } },
             "/api/v1/options": { "get": { "summary": "The cluster options users may set",
-                "responses": { "200": ok("option fields", json!({ "type": "object", "properties": { "cluster_options": { "type": "array" } } })),
-                               "401": error("authentication required") } } },
+                "responses": { "200": ok("option fields (only the profiles the caller's groups allow)", json!({ "type": "object", "properties": { "cluster_options": { "type": "array" } } })),
+                               "401": error("authentication required"),
+                               "403": error("a JupyterHub token without the service's access scope") } } },
             "/api/v1/clusters/": {
                 "get": { "summary": "The caller's clusters (all clusters for admins)",
                     "parameters": [{ "name": "status", "in": "query", "schema": { "type": "string" },
                                      "description": "comma-separated statuses; default: PENDING,RUNNING" }],
                     "responses": { "200": ok("clusters by name", json!({ "type": "object", "additionalProperties": cluster })),
-                                   "401": error("authentication required"), "422": error("unknown status") } },
+                                   "401": error("authentication required"),
+                                   "403": error("a JupyterHub token without the service's access scope"), "422": error("unknown status") } },
                 "post": { "summary": "Create a cluster",
                     "requestBody": body(json!({ "type": "object", "properties": { "cluster_options": { "type": ["object", "null"] } } })),
                     "responses": { "201": ok("created", json!({ "type": "object", "properties": { "name": { "type": "string" } } })),
-                                   "401": error("authentication required"), "409": error("a per-user limit is reached"),
-                                   "422": error("malformed JSON, unknown or invalid options") } }
+                                   "401": error("authentication required"),
+                                   "403": error("a JupyterHub token without the service's access scope, or no profile allowed"),
+                                   "409": error("a per-user limit is reached"),
+                                   "422": error("malformed JSON, unknown or invalid options, a profile the caller's groups do not allow") } }
             },
             "/api/v1/clusters/{name}": {
                 "get": { "summary": "One cluster", "parameters": [name_param(),

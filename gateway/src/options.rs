@@ -78,7 +78,7 @@ pub struct FieldConfig {
     #[serde(default)]
     pub options: Vec<String>,
     /// The cluster setting the value goes to (see [`ClusterConfig`]):
-    /// `worker_threads`, `idle_timeout`, `environment`, `image`; none keeps
+    /// `worker_threads`, `idle_timeout`, `idle_client_timeout`, `environment`, `image`; none keeps
     /// the value as information only.
     pub target: Option<Target>,
 }
@@ -99,6 +99,7 @@ pub enum FieldKind {
 pub enum Target {
     WorkerThreads,
     IdleTimeout,
+    IdleClientTimeout,
     Environment,
     Image,
 }
@@ -191,6 +192,8 @@ pub struct ClusterConfig {
     pub worker_memory: u64,
     pub worker_threads: u32,
     pub idle_timeout: f64,
+    #[serde(default)]
+    pub idle_client_timeout: f64,
     pub environment: BTreeMap<String, String>,
     pub image: Option<String>,
 }
@@ -205,6 +208,26 @@ pub struct OptionsSpec {
 impl OptionsSpec {
     pub fn new(profiles: Vec<Profile>, fields: Vec<FieldConfig>) -> Self {
         Self { profiles, fields }
+    }
+
+    /// The spec a user is offered: only the `allowed` profiles (in the
+    /// configured order, the first allowed one the default); `None`: all.
+    pub fn with_profiles(&self, allowed: Option<&[String]>) -> OptionsSpec {
+        let profiles = self
+            .profiles
+            .iter()
+            .filter(|p| allowed.is_none_or(|a| a.contains(&p.name)))
+            .cloned()
+            .collect();
+        Self { profiles, fields: self.fields.clone() }
+    }
+
+    pub fn has_profile(&self, name: &str) -> bool {
+        self.profiles.iter().any(|p| p.name == name)
+    }
+
+    pub fn has_profiles(&self) -> bool {
+        !self.profiles.is_empty()
     }
 
     fn profile_field(&self) -> FieldConfig {
@@ -262,6 +285,7 @@ impl OptionsSpec {
                 .worker_threads
                 .unwrap_or((profile.worker_cores.floor() as u32).max(1)),
             idle_timeout: base.idle_timeout,
+            idle_client_timeout: base.idle_client_timeout,
             environment: base.environment.clone(),
             image: None,
         };
@@ -272,6 +296,9 @@ impl OptionsSpec {
                     config.worker_threads = value.as_f64().unwrap_or(1.0).max(1.0) as u32
                 }
                 Some(Target::IdleTimeout) => config.idle_timeout = value.as_f64().unwrap_or(0.0),
+                Some(Target::IdleClientTimeout) => {
+                    config.idle_client_timeout = value.as_f64().unwrap_or(0.0)
+                }
                 Some(Target::Image) => {
                     config.image = value.as_str().filter(|s| !s.is_empty()).map(String::from)
                 }
@@ -339,6 +366,21 @@ mod tests {
             spec().resolve(huge.as_object().unwrap(), &base).unwrap_err(),
             "'huge' is not a valid option for profile"
         );
+    }
+
+    #[test]
+    fn a_restricted_spec_offers_and_resolves_only_the_allowed_profiles() {
+        let base = ClusterDefaults::default();
+        let allowed = ["medium".to_string(), "larger".to_string()];
+        let spec = spec().with_profiles(Some(&allowed));
+        let json = spec.to_json();
+        assert_eq!(json["cluster_options"][0]["default"], "medium");
+        assert_eq!(json["cluster_options"][0]["spec"]["options"], json!(["medium", "larger"]));
+        assert_eq!(spec.resolve(&Map::new(), &base).unwrap().0["profile"], "medium");
+        let small = json!({ "profile": "small" });
+        assert!(spec.resolve(small.as_object().unwrap(), &base).is_err());
+        assert!(!spec.with_profiles(Some(&[])).has_profiles());
+        assert!(spec.has_profile("larger") && !spec.has_profile("small"));
     }
 
     #[test]

@@ -30,15 +30,18 @@ def free_port():
 class Gateway:
     """A running gateway process; `address` is its one port."""
 
-    def __init__(self, tmp_path, config, env=None, backend=None, dask=None, local_options=""):
+    def __init__(self, tmp_path, config, env=None, backend=None, dask=None, local_options="", prefix=""):
         self.port = free_port()
         self.address = f"http://127.0.0.1:{self.port}"
+        # With a prefix the API lives under it (`address + prefix`).
+        self.prefix = prefix
         self.config_path = tmp_path / f"gateway-{self.port}.toml"
         self.log_path = tmp_path / f"gateway-{self.port}.log"
         self.state = tmp_path / "state"
         dask = dask or str(Path(sys.executable).parent / "dask")
         backend = backend or f'[backend]\ntype = "local"\ndask = "{dask}"\nstate_dir = "{self.state}"\n{local_options}\n'
-        self.config_path.write_text(f'listen = "127.0.0.1:{self.port}"\n{config}\n{backend}')
+        top = f'listen = "127.0.0.1:{self.port}"\nprefix = "{prefix}"\n'
+        self.config_path.write_text(f'{top}{config}\n{backend}')
         self.env = env or {}
         self.start()
 
@@ -53,7 +56,7 @@ class Gateway:
         while time.time() < deadline:
             assert self.proc.poll() is None, f"gateway exited: {self.log_path.read_text()}"
             try:
-                urllib.request.urlopen(self.address + "/api/health", timeout=1)
+                urllib.request.urlopen(self.address + self.prefix + "/api/health", timeout=1)
                 return
             except OSError:
                 time.sleep(0.1)

@@ -131,6 +131,8 @@ def api_rows(name):
         ("POST /api/v1/clusters/{name}/heartbeat", "POST", f"/api/v1/clusters/{name}/heartbeat", beat,
          {r: 401 for r in ROLES}),
         ("GET /metrics", "GET", "/metrics", None, {r: 200 for r in ROLES}),
+        # The end of the JupyterHub browser login: no such route with other auth.
+        ("GET /oauth_callback", "GET", "/oauth_callback?code=x&state=y", None, {r: 404 for r in ROLES}),
     ]
 
 

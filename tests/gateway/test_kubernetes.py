@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,31 @@ def test_a_kubernetes_refusal_is_a_clear_error_without_the_api_text(kubectl, nam
     assert status == 503, (status, body)
     assert "quota" in body["error"] and "exceeded" not in body["error"] and "kubernetes.dask.org" not in body["error"], body
     assert kubectl.json("get", "daskclusters", "-n", namespace)["items"] == []
+
+
+@pytest.mark.timeout(180)
+def test_a_forgotten_cluster_is_stopped_on_kubernetes(kubectl, namespace, operator, start_gateway):
+    gw = start_gateway("[cluster]\nstart_timeout = 120\nidle_client_timeout = 3\n", backend=k8s_backend(namespace))
+    created = time.monotonic()
+    name = gw.request("POST", "/api/v1/clusters/", "alice", {})[1]["name"]
+    args = kubectl.json("get", "daskcluster", f"dask-{name}", "-n", namespace)["spec"]["scheduler"]["spec"]["containers"][0]["args"]
+    # The presence preload goes as its text, after dask-gateway's preload whose heartbeat it extends.
+    preloads = [args[i + 1] for i, arg in enumerate(args) if arg == "--preload"]
+    assert preloads[0] == "dask_gateway.scheduler_preload" and "clientless_seconds" in preloads[1]
+    wait_for(lambda: gw.request("GET", f"/api/v1/clusters/{name}?wait", "alice")[1]["status"] == "RUNNING",
+             "the cluster to run", 90)
+    secret = kubectl.json("get", "secret", f"dask-{name}-gateway", "-n", namespace)
+    headers = {"Authorization": f"token {base64.b64decode(secret['data']['api-token']).decode()}"}
+    beat = {"scheduler_address": "tls://10.0.0.1:8786", "api_address": "http://10.0.0.1:8788", "count": 0}
+    # kwok runs no scheduler: these are the heartbeats its preload would send.
+    for clients, alone in [(1, 0.0), (0, 2.0)]:
+        assert gw.request("POST", f"/api/v1/clusters/{name}/heartbeat", headers=headers,
+                          body={**beat, "clients": clients, "clientless_seconds": alone})[0] == 200
+        assert kubectl.run("get", "daskcluster", f"dask-{name}", "-n", namespace, check=False).returncode == 0
+    # Alone for longer than the timeout, and the cluster's own age too (the
+    # gateway does not count time before the cluster was created).
+    time.sleep(max(0.0, created + 4 - time.monotonic()))
+    assert gw.request("POST", f"/api/v1/clusters/{name}/heartbeat", headers=headers,
+                      body={**beat, "clients": 0, "clientless_seconds": 4.0})[0] == 200
+    wait_for(lambda: kubectl.run("get", "daskcluster", f"dask-{name}", "-n", namespace, check=False).returncode != 0,
+             "the forgotten cluster's DaskCluster to be deleted")

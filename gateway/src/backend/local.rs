@@ -33,6 +33,7 @@ const HANDOFF_PRELOAD_FILE: &str = "dask_gateway_handoff.py";
 /// The scheduler preload that makes its first, slow connection itself.
 const WARMUP_PRELOAD: &str = include_str!("local/warmup_preload.py");
 const WARMUP_PRELOAD_FILE: &str = "dask_gateway_warmup.py";
+const PRESENCE_PRELOAD_FILE: &str = "dask_gateway_presence.py";
 
 /// How the local backend starts and watches processes.
 #[derive(Debug, Clone)]
@@ -495,6 +496,7 @@ impl Supervisor {
         }
         tokio::fs::write(self.dir.join(HANDOFF_PRELOAD_FILE), HANDOFF_PRELOAD).await?;
         tokio::fs::write(self.dir.join(WARMUP_PRELOAD_FILE), WARMUP_PRELOAD).await?;
+        tokio::fs::write(self.dir.join(PRESENCE_PRELOAD_FILE), super::PRESENCE_PRELOAD).await?;
         for (file, pem) in
             [("dask.crt", &self.cluster.tls_cert), ("dask.pem", &self.cluster.tls_key)]
         {
@@ -578,6 +580,8 @@ impl Supervisor {
             .arg(self.dir.join(HANDOFF_PRELOAD_FILE))
             .arg("--preload")
             .arg(self.dir.join(WARMUP_PRELOAD_FILE))
+            .arg("--preload")
+            .arg(self.dir.join(PRESENCE_PRELOAD_FILE))
             .args(["--dg-api-address", "127.0.0.1:0"])
             .args([
                 "--dg-heartbeat-period",

@@ -56,6 +56,11 @@ impl StartSource {
     }
 }
 
+/// The scheduler preload that adds the connected clients, and how long
+/// there has been none, to each heartbeat ([`crate::forgotten`]). It must
+/// come after `dask_gateway.scheduler_preload`, whose heartbeat it extends.
+pub const PRESENCE_PRELOAD: &str = include_str!("presence_preload.py");
+
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
     /// Starts a new cluster (PENDING until its scheduler's first heartbeat),

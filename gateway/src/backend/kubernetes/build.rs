@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use crate::backend::PRESENCE_PRELOAD;
 use crate::models::Cluster;
 
 pub const INSTANCE: &str = "gateway.dask.org/instance";
@@ -189,6 +190,9 @@ fn dask_scheduler(site: &Site, cluster: &Cluster, image: &str) -> DaskScheduler 
         &dashboard,
         "--preload",
         "dask_gateway.scheduler_preload",
+        // Its text: the image need not hold a file of ours.
+        "--preload",
+        PRESENCE_PRELOAD,
         "--dg-api-address",
         &api,
         "--dg-heartbeat-period",
