@@ -4,6 +4,7 @@
 
 mod error;
 mod extract;
+mod logs;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,7 @@ pub fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
         .route("/api/v1/clusters/{name}", get(get_cluster))
         .route("/api/v1/clusters/{name}/scale", post(scale))
         .route("/api/v1/clusters/{name}/adapt", post(adapt))
+        .route("/api/v1/clusters/{name}/logs", get(logs::cluster_logs))
         .route_layer(middleware::from_fn_with_state(gateway, authenticate));
     Router::new()
         .route("/api/version", get(version))

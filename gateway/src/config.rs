@@ -349,8 +349,13 @@ pub struct ClusterDefaults {
     pub idle_client_timeout: f64,
     /// Environment of every scheduler and worker.
     pub environment: BTreeMap<String, String>,
+    /// Seconds a stopped or failed cluster stays listed (with
+    /// `?status=STOPPED,FAILED`) before it is forgotten, as dask-gateway-server's.
+    pub completed_cluster_max_age: f64,
 }
 
+// Read once at start-up: the Kubernetes variant's size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
 pub enum BackendConfig {
@@ -398,6 +403,9 @@ pub struct KubernetesConfig {
     /// Create, with each cluster, a NetworkPolicy that lets its own pods
     /// reach each other (for a namespace where a policy denies the rest).
     pub network_policy: bool,
+    /// Pod keys of every cluster; a profile's override them (see `pods.rs`).
+    #[serde(flatten)]
+    pub pods: crate::pods::PodConfig,
 }
 
 impl Default for Config {
@@ -445,11 +453,8 @@ impl Default for AuthConfig {
 
 impl Default for OptionsConfig {
     fn default() -> Self {
-        let profile = |name: &str, cores: f64, gib: u64| Profile {
-            name: name.into(),
-            worker_cores: cores,
-            worker_memory: crate::options::Memory(gib << 30),
-            worker_threads: None,
+        let profile = |name: &str, cores: f64, gib: u64| {
+            Profile::new(name, cores, crate::options::Memory(gib << 30))
         };
         Self {
             profiles: vec![
@@ -471,6 +476,7 @@ impl Default for ClusterDefaults {
             idle_timeout: 0.0,
             idle_client_timeout: 0.0,
             environment: BTreeMap::new(),
+            completed_cluster_max_age: 86_400.0,
         }
     }
 }
@@ -501,6 +507,7 @@ impl Default for KubernetesConfig {
             api_url: "http://dask-gateway:8000/api".into(),
             cluster_domain: "cluster.local".into(),
             network_policy: false,
+            pods: Default::default(),
         }
     }
 }
@@ -520,6 +527,32 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
         Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Reads several config files as one: each later file's tables merge
+    /// into the earlier ones key by key, and any other value it sets (a
+    /// number, a string, an array, an array of tables such as
+    /// `[[options.profiles]]`) replaces the earlier one. For a chart's raw
+    /// `extraConfig` after its rendered config. Errors name the file (syntax)
+    /// or the key.
+    pub fn load_all(paths: &[PathBuf]) -> anyhow::Result<Self> {
+        if let [path] = paths {
+            return Self::load(path);
+        }
+        let mut merged = toml::Table::new();
+        for path in paths {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let table: toml::Table =
+                text.parse().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            merge_tables(&mut merged, table);
+        }
+        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let config: Config = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("{} (merged): {e}", names.join(" + ")))?;
+        config.check().map_err(|e| anyhow::anyhow!("{} (merged): {e}", names.join(" + ")))?;
+        Ok(config)
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Self> {
@@ -554,6 +587,32 @@ impl Config {
         )
     }
 
+    /// Keys the chosen backend ignores, in words for a start-up warning:
+    /// the local backend has no pods to shape.
+    pub fn ignored_keys(&self) -> Vec<String> {
+        if !matches!(self.backend, BackendConfig::Local(_)) {
+            return vec![];
+        }
+        let no_pods = crate::pods::PodConfig::default();
+        self.options
+            .profiles
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                p.pods != no_pods
+                    || p.image.is_some()
+                    || p.worker_cores_limit.is_some()
+                    || p.worker_memory_limit.is_some()
+            })
+            .map(|(i, p)| {
+                format!(
+                    "options.profiles[{i}] ({}): its Kubernetes pod keys are ignored by the local backend",
+                    p.name
+                )
+            })
+            .collect()
+    }
+
     /// Checks that serde cannot express.
     fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -573,6 +632,9 @@ impl Config {
         for f in &self.options.fields {
             f.check()?;
         }
+        if let BackendConfig::Kubernetes(k8s) = &self.backend {
+            crate::pods::resolve_all(&k8s.pods, &self.options.profiles)?;
+        }
         if let BackendConfig::Local(local) = &self.backend {
             anyhow::ensure!(
                 local.pool_size <= MAX_POOL_SIZE,
@@ -585,6 +647,11 @@ impl Config {
                 );
             }
         }
+        anyhow::ensure!(
+            self.cluster.completed_cluster_max_age >= 0.0
+                && self.cluster.completed_cluster_max_age.is_finite(),
+            "cluster.completed_cluster_max_age: must be a non-negative number of seconds"
+        );
         self.limits.check()?;
         self.connections.check()?;
         anyhow::ensure!(
@@ -628,9 +695,68 @@ impl Config {
     }
 }
 
+/// `later` over `base`: tables merge recursively, anything else replaces.
+fn merge_tables(base: &mut toml::Table, later: toml::Table) {
+    for (key, value) in later {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base)), toml::Value::Table(later)) => {
+                merge_tables(base, later)
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_local_backend_names_the_pod_keys_it_ignores() {
+        let text = "[[options.profiles]]\nname = \"a\"\nworker_cores = 1\nworker_memory = 1\nenvironment = {X = \"1\"}\n\
+                    [[options.profiles]]\nname = \"b\"\nworker_cores = 1\nworker_memory = 1\nnode_selector = {pool = \"x\"}\n";
+        let ignored = Config::parse(text).unwrap().ignored_keys();
+        assert_eq!(ignored.len(), 1, "{ignored:?}");
+        assert!(ignored[0].starts_with("options.profiles[1] (b)"), "{ignored:?}");
+        let kubernetes = format!("{text}[backend]\ntype = \"kubernetes\"\n");
+        assert!(Config::parse(&kubernetes).unwrap().ignored_keys().is_empty());
+    }
+
+    #[test]
+    fn later_config_files_merge_over_earlier_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let base = write(
+            "base.toml",
+            "[auth]\nadmins = [\"a\"]\ncookie_name = \"c\"\n[[options.profiles]]\nname = \"x\"\nworker_cores = 1\nworker_memory = 1\n[backend]\ntype = \"kubernetes\"\nimage = \"i:1\"\n",
+        );
+        let extra = write(
+            "extra.toml",
+            "[auth]\nadmins = [\"b\"]\n[[options.profiles]]\nname = \"y\"\nworker_cores = 2\nworker_memory = 2\n[backend]\nnode_selector = {pool = \"p\"}\n",
+        );
+        let config = Config::load_all(&[base.clone(), extra.clone()]).unwrap();
+        assert_eq!(config.auth.admins, ["b"], "an array is replaced");
+        assert_eq!(config.auth.cookie_name, "c", "a table merges");
+        let names: Vec<_> = config.options.profiles.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["y"]);
+        let BackendConfig::Kubernetes(k8s) = &config.backend else { panic!() };
+        assert_eq!(
+            (k8s.image.as_str(), k8s.pods.node_selector.as_ref().unwrap()["pool"].as_str()),
+            ("i:1", "p")
+        );
+        let bad = write("bad.toml", "[backend]\nimage_pull_policy = \"Sometimes\"\n");
+        let err = Config::load_all(&[base.clone(), bad]).unwrap_err().to_string();
+        assert!(err.contains("Sometimes") && err.contains("bad.toml"), "{err}");
+        let broken = write("broken.toml", "[backend\n");
+        let err = Config::load_all(&[base, broken]).unwrap_err().to_string();
+        assert!(err.contains("broken.toml"), "{err}");
+    }
 
     #[test]
     fn default_offers_the_three_profiles() {
@@ -654,11 +780,37 @@ mod tests {
     }
 
     #[test]
+    fn completed_clusters_are_kept_a_day_by_default() {
+        assert_eq!(Config::default().cluster.completed_cluster_max_age, 86_400.0);
+        let config = Config::parse("[cluster]\ncompleted_cluster_max_age = 5\n").unwrap();
+        assert_eq!(config.cluster.completed_cluster_max_age, 5.0);
+        let err = Config::parse("[cluster]\ncompleted_cluster_max_age = -1\n").unwrap_err();
+        assert!(err.to_string().contains("cluster.completed_cluster_max_age"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let err = Config::parse("[limits]\nuser_max_clusterz = 3\n").unwrap_err().to_string();
         assert!(err.contains("user_max_clusterz"), "{err}");
         let err = Config::parse("[auth]\ntype = \"basic\"\n").unwrap_err().to_string();
         assert!(err.contains("auth.users_file"), "{err}");
+        // Pod keys sit beside the other keys of [backend] and of a profile.
+        let err = Config::parse("[backend]\ntype = \"kubernetes\"\nnode_selectr = {a = \"b\"}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("node_selectr"), "{err}");
+        let profile = "[[options.profiles]]\nname = \"p\"\nworker_cores = 1\nworker_memory = 1\n";
+        let err = Config::parse(&format!("{profile}tolerashuns = []\n")).unwrap_err().to_string();
+        assert!(err.contains("tolerashuns"), "{err}");
+        let err = Config::parse(&format!(
+            "{profile}tolerations = [{{key = \"a\", operater = \"Exists\"}}]\n[backend]\ntype = \"kubernetes\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("options.profiles[0].tolerations") && err.contains("operater"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod models;
 pub mod openapi;
 pub mod options;
+pub mod pods;
 pub mod scheduler;
 pub mod sni;
 pub mod tls;

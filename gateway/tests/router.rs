@@ -15,6 +15,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine;
+use dask_gateway::backend::logs::{LogBounds, LogSection, LogStream, Source, last_lines};
 use dask_gateway::backend::{Backend, BackendError, Created, StartSource};
 use dask_gateway::config::Config;
 use dask_gateway::models::{Cluster, ClusterStatus, Heartbeat};
@@ -101,8 +102,20 @@ impl Backend for FakeBackend {
             c.addresses = Some(beat.addresses());
         })
     }
-    async fn fail(&self, name: &str, _reason: &str) {
-        let _ = self.update(name, |c| c.status = ClusterStatus::Failed);
+    async fn fail(&self, name: &str, reason: &str) {
+        let _ = self.update(name, |c| {
+            c.status = ClusterStatus::Failed;
+            c.reason = Some(reason.into());
+        });
+    }
+    /// 1500 lines for the scheduler, three for worker `w1`, cut to the bounds.
+    async fn logs(&self, _cluster: &Cluster, bounds: LogBounds) -> Result<LogStream, BackendError> {
+        let lines = |n: usize| (0..n).map(|i| format!("line {i}")).collect::<Vec<_>>();
+        let sections = [
+            LogSection { source: Source::Scheduler, lines: last_lines(lines(1500), bounds) },
+            LogSection { source: Source::Worker("w1".into()), lines: last_lines(lines(3), bounds) },
+        ];
+        Ok(Box::pin(futures::stream::iter(sections)))
     }
     fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
@@ -386,6 +399,80 @@ async fn the_heartbeat_listener_takes_cluster_tokens_and_no_user_logins() {
     let answer = call(&heartbeats, Method::DELETE, &uri, As::Token(&token), "").await;
     assert_eq!(answer.status, StatusCode::NO_CONTENT);
     assert_eq!(backend.cluster(&name).unwrap().status, ClusterStatus::Stopped);
+}
+
+#[tokio::test]
+async fn logs_go_to_the_owner_and_admins_bounded() {
+    let (app, backend) = gateway("[auth]\nadmins = [\"root\"]\n");
+    let name = create(&app, "alice").await;
+    let uri = format!("/api/v1/clusters/{name}/logs");
+
+    let answer = call(&app, Method::GET, &uri, As::User("alice"), "").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.headers[header::CONTENT_TYPE], "application/json");
+    let scheduler = answer.body["scheduler"].as_array().unwrap();
+    assert_eq!(
+        (scheduler.len(), scheduler[99].as_str()),
+        (100, Some("line 1499")),
+        "100 by default"
+    );
+    assert_eq!(answer.body["workers"], json!({ "w1": ["line 0", "line 1", "line 2"] }));
+    assert_eq!((&answer.body["status"], &answer.body["reason"]), (&json!("PENDING"), &Value::Null));
+    assert_eq!(answer.body["truncated"], false);
+
+    let answer = call(&app, Method::GET, &format!("{uri}?lines=2"), As::User("alice"), "").await;
+    assert_eq!(answer.body["scheduler"], json!(["line 1498", "line 1499"]));
+    assert_eq!(answer.body["workers"]["w1"], json!(["line 1", "line 2"]));
+    let answer =
+        call(&app, Method::GET, &format!("{uri}?lines=99999"), As::User("alice"), "").await;
+    assert_eq!(answer.body["scheduler"].as_array().unwrap().len(), 1000, "capped at 1000");
+    for bad in ["ten", "-1", "1.5"] {
+        let answer =
+            call(&app, Method::GET, &format!("{uri}?lines={bad}"), As::User("alice"), "").await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        assert!(answer.error().contains("lines"), "{}", answer.error());
+    }
+
+    let answer = call(&app, Method::GET, &uri, As::User("bob"), "").await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert!(answer.error().contains("bob"), "{}", answer.error());
+    assert_eq!(
+        call(&app, Method::GET, &uri, As::Anonymous, "").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let answer = call(&app, Method::GET, &uri, As::User("root"), "").await;
+    assert_eq!(answer.status, StatusCode::OK, "admins read every cluster's logs");
+    let answer = call(&app, Method::GET, "/api/v1/clusters/nope/logs", As::User("alice"), "").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    // The cluster's own token is for heartbeats, not for reading logs.
+    let token = backend.cluster(&name).unwrap().token;
+    assert_eq!(
+        call(&app, Method::GET, &uri, As::Token(&token), "").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // A failed cluster's logs say why it failed.
+    backend.fail(&name, "the scheduler exited (exit status: 1)").await;
+    let answer = call(&app, Method::GET, &uri, As::User("alice"), "").await;
+    assert_eq!(answer.body["status"], "FAILED");
+    assert_eq!(answer.body["reason"], "the scheduler exited (exit status: 1)");
+}
+
+#[tokio::test]
+async fn every_user_route_is_in_the_openapi_document() {
+    let (app, _) = gateway("");
+    let doc = call(&app, Method::GET, "/api/openapi.json", As::Anonymous, "").await.body;
+    let logs = &doc["paths"]["/api/v1/clusters/{name}/logs"]["get"];
+    assert_eq!(
+        logs["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ClusterLogs"
+    );
+    assert!(
+        doc["components"]["schemas"]["ClusterLogs"]["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("workers"))
+    );
 }
 
 /// A JupyterHub answering `GET /hub/api/user` from `tokens` (token → the
