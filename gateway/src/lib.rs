@@ -20,6 +20,7 @@ pub mod pods;
 pub mod scheduler;
 pub mod sni;
 pub mod tls;
+pub mod with_server;
 
 use std::sync::Arc;
 
