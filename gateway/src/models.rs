@@ -69,6 +69,10 @@ pub struct Cluster {
     /// Milliseconds since the epoch.
     pub start_time: i64,
     pub stop_time: Option<i64>,
+    /// Why it failed (or, while PENDING, what holds its scheduler up). Not
+    /// in the cluster JSON, whose keys are fixed: `GET ?wait` tells a
+    /// FAILED cluster's reason in its 409, which the client raises.
+    pub reason: Option<String>,
     pub tls_cert: String,
     pub tls_key: String,
     pub addresses: Option<Addresses>,
@@ -94,6 +98,7 @@ impl Cluster {
             status: ClusterStatus::Pending,
             start_time: now_ms(),
             stop_time: None,
+            reason: None,
             tls_cert: credentials.cert_pem,
             tls_key: credentials.key_pem,
             addresses: None,
@@ -198,6 +203,7 @@ pub(crate) mod tests {
             status,
             start_time: 1,
             stop_time: None,
+            reason: None,
             tls_cert: "CERT".into(),
             tls_key: "KEY".into(),
             addresses: Some(Addresses {

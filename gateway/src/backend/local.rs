@@ -5,6 +5,7 @@
 //! State is this process's: a restarted gateway starts with no clusters
 //! (the processes die with it). Use the Kubernetes backend for durability.
 
+mod exit;
 mod pool;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -413,6 +414,7 @@ impl Supervisor {
                 c.status = status;
                 c.stop_time = Some(now_ms());
                 c.addresses = None;
+                c.reason = reason;
             })
             .await;
     }
@@ -453,8 +455,14 @@ impl Supervisor {
                     Some(Order::Stop) | None => break (ClusterStatus::Stopped, None),
                 },
                 exit = scheduler.wait() => {
-                    let exit = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                    break (ClusterStatus::Failed, Some(format!("the scheduler exited ({exit})")));
+                    let reason = match exit {
+                        Ok(status) => {
+                            let tail = exit::log_tail(&self.dir.join("scheduler.log")).await;
+                            exit::describe_exit("the scheduler", &status, &tail)
+                        }
+                        Err(e) => format!("the scheduler's exit could not be read: {e}"),
+                    };
+                    break (ClusterStatus::Failed, Some(reason));
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     let reason = if running {
