@@ -44,13 +44,13 @@ def failing_start(gw, match):
 
 @pytest.mark.timeout(90)
 def test_a_real_scheduler_crashing_at_start_is_told_with_its_traceback(start_gateway):
-    # A preload that does not exist: the real `dask scheduler` exits with a
-    # ModuleNotFoundError, as a typo in a cluster's environment would make it.
+    # A typo in the Dask config of the cluster's environment: the real
+    # `dask scheduler` exits at start with a ValueError.
     config = (f"[cluster]\nstart_timeout = {START_TIMEOUT}\n"
-              "environment = { DASK_DISTRIBUTED__SCHEDULER__PRELOAD = \"['no_such_preload_module']\" }\n")
+              "environment = { DASK_DISTRIBUTED__SCHEDULER__WORK_STEALING_INTERVAL = \"not-a-time\" }\n")
     gw = start_gateway(config)
     seconds, message = failing_start(gw, "failed to start: the scheduler exited with status 1")
-    assert "No module named 'no_such_preload_module'" in message
+    assert "ValueError: could not convert string to float" in message
     assert "did not start within" not in message
     assert seconds < START_TIMEOUT / 2
 
@@ -62,7 +62,7 @@ def test_a_real_scheduler_crashing_at_start_is_told_with_its_traceback(start_gat
     status, plain, _ = gw.request("GET", f"/api/v1/clusters/{name}", "alice")
     assert status == 200 and set(plain) == set(report)
     status, waited, _ = gw.request("GET", f"/api/v1/clusters/{name}?wait", "alice")
-    assert status == 409 and "No module named 'no_such_preload_module'" in waited["error"]
+    assert status == 409 and "ValueError: could not convert string to float" in waited["error"]
     # Another user learns nothing of it.
     assert gw.request("GET", f"/api/v1/clusters/{name}?wait", "mallory")[0] == 403
 
