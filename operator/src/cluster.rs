@@ -164,12 +164,8 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
         deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) >= 1;
     let scheduler_problem = scheduler_problem(&children.pods, &name, &ns);
     let troubled = scheduler_problem.is_some();
-    let observed = status::Observed {
-        scheduler_ready,
-        service_exists,
-        scheduler_problem,
-        now: k8s_openapi::jiff::Timestamp::now(),
-    };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let observed = status::Observed { scheduler_ready, service_exists, scheduler_problem, now };
     let status = status::status(&cluster, &group, observed);
     let running = status.phase == Some(dask_crds::ClusterPhase::Running);
     // A settled cluster costs no writes.
@@ -177,9 +173,9 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
         warn_of_problems(ctx, &cluster, &status).await;
         patch_status(client, &cluster, &status).await?;
     }
-    if troubled && !running {
-        // Soon again: the grace before Failed is short.
-        return Ok(Action::requeue(Duration::from_secs(3)));
+    if troubled && status.phase == Some(dask_crds::ClusterPhase::Pending) {
+        // Again when the grace before Failed is up.
+        return Ok(Action::requeue(status::grace_left(&status, now)));
     }
 
     if running && cluster.spec.idle_timeout > 0 {

@@ -159,10 +159,11 @@ impl KubernetesBackend {
             let bytes = secret.as_ref()?.data.as_ref()?.get(key)?;
             String::from_utf8(bytes.0.clone()).ok()
         };
-        let status = if dc.meta().deletion_timestamp.is_some() {
-            ClusterStatus::Stopping
-        } else if annotations.contains_key(FAILED) || failed_by_operator(dc) {
+        // FAILED first: a failed cluster being deleted (its pods going) stays FAILED.
+        let status = if annotations.contains_key(FAILED) || failed_by_operator(dc) {
             ClusterStatus::Failed
+        } else if dc.meta().deletion_timestamp.is_some() {
+            ClusterStatus::Stopping
         } else if dc.is_running() && secret.is_some() {
             ClusterStatus::Running
         } else {

@@ -123,6 +123,16 @@ pub fn status(cluster: &DaskCluster, group: &DaskWorkerGroup, seen: Observed) ->
     }
 }
 
+/// How long the scheduler's present problem has left before it fails the
+/// cluster (if it lasts): at least a second, at most the whole grace.
+pub fn grace_left(status: &WorkloadStatus, now: Timestamp) -> std::time::Duration {
+    let since = status.conditions.iter().find(|c| c.type_ == SCHEDULER_READY);
+    let held = since.map(|c| now.duration_since(c.last_transition_time.0).as_secs()).unwrap_or(0);
+    std::time::Duration::from_secs(
+        (FAILED_AFTER_SECONDS - held).clamp(1, FAILED_AFTER_SECONDS) as u64
+    )
+}
+
 /// The status of a cluster whose spec is invalid: Error, and why.
 pub fn invalid(cluster: &DaskCluster, invalid: &Invalid) -> WorkloadStatus {
     let generation = cluster.metadata.generation;
@@ -257,6 +267,9 @@ mod tests {
         c.status = Some(first);
         let later = status(&c, &g, troubled(pull.clone(), at(100 + FAILED_AFTER_SECONDS - 1)));
         assert_eq!(later.phase, Some(ClusterPhase::Pending));
+        let left = grace_left(&later, at(100 + FAILED_AFTER_SECONDS - 1));
+        assert_eq!(left, std::time::Duration::from_secs(1), "looked at again when the grace is up");
+        assert_eq!(grace_left(&later, at(100)).as_secs(), FAILED_AFTER_SECONDS as u64);
         c.status = Some(later);
         let failed = status(&c, &g, troubled(pull, at(100 + FAILED_AFTER_SECONDS)));
         assert_eq!(failed.phase, Some(ClusterPhase::Failed));
