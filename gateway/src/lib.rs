@@ -7,6 +7,7 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod dashboard;
+pub mod forgotten;
 pub mod handoff;
 pub mod idle;
 pub mod limits;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod models;
 pub mod openapi;
 pub mod options;
+pub mod pods;
 pub mod scheduler;
 pub mod sni;
 pub mod tls;
@@ -25,6 +27,7 @@ use axum::Router;
 use axum::routing::any;
 
 use crate::auth::Authenticator;
+use crate::auth::policy::Policies;
 use crate::backend::Backend;
 use crate::config::{ClusterDefaults, Config, Limits};
 use crate::options::OptionsSpec;
@@ -40,6 +43,8 @@ pub struct Gateway {
     pub options: OptionsSpec,
     pub defaults: ClusterDefaults,
     pub limits: Limits,
+    /// Per-group limits and profiles over `limits`.
+    pub policies: Policies,
     pub scheduler: SchedulerControl,
     pub proxy: dashboard::ProxyClient,
     pub metrics: metrics::Metrics,
@@ -58,6 +63,7 @@ impl Gateway {
             ),
             defaults: config.cluster.clone(),
             limits: config.limits.clone(),
+            policies: config.policies(),
             scheduler: SchedulerControl::default(),
             proxy: dashboard::client(),
             metrics: metrics::Metrics::default(),
@@ -75,7 +81,8 @@ pub fn router(gateway: Arc<Gateway>, prefix: &str) -> Router {
     let routes = api::routes(gateway.clone())
         .route("/clusters/{name}", any(dashboard::proxy))
         .route("/clusters/{name}/", any(dashboard::proxy))
-        .route("/clusters/{name}/{*rest}", any(dashboard::proxy));
+        .route("/clusters/{name}/{*rest}", any(dashboard::proxy))
+        .route(auth::oauth::CALLBACK_PATH, axum::routing::get(auth::oauth::callback));
     let routes = if prefix.is_empty() { routes } else { Router::new().nest(prefix, routes) };
     let routes = routes
         .route("/metrics", axum::routing::get(metrics::render))

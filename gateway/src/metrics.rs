@@ -68,6 +68,7 @@ pub struct Metrics {
     open_connections: Family<ListenerLabels, Gauge>,
     refused_connections: Family<ListenerLabels, Counter>,
     cluster_starts: Family<SourceLabels, Counter>,
+    forgotten_stops: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -131,6 +132,12 @@ impl Default for Metrics {
             "Clusters created, by source (pool: a warm scheduler claimed; cold: started for the request)",
             Family::default(),
         );
+        let forgotten_stops = registered(
+            r,
+            "forgotten_cluster_stops",
+            "Clusters stopped because no client was connected for cluster.idle_client_timeout",
+            Counter::default(),
+        );
         for source in [StartSource::Pool, StartSource::Cold] {
             let _ = cluster_starts.get_or_create(&SourceLabels { source: source.label() });
         }
@@ -144,6 +151,7 @@ impl Default for Metrics {
             open_connections,
             refused_connections,
             cluster_starts,
+            forgotten_stops,
         }
     }
 }
@@ -172,6 +180,10 @@ impl Metrics {
 
     pub fn cluster_started(&self, source: StartSource) {
         self.cluster_starts.get_or_create(&SourceLabels { source: source.label() }).inc();
+    }
+
+    pub fn forgotten_cluster_stopped(&self) {
+        self.forgotten_stops.inc();
     }
 
     pub fn scheduler_connection(&self, route: &str) {

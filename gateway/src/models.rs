@@ -69,15 +69,16 @@ pub struct Cluster {
     /// Milliseconds since the epoch.
     pub start_time: i64,
     pub stop_time: Option<i64>,
-    /// Why it failed (or, while PENDING, what holds its scheduler up). Not
-    /// in the cluster JSON, whose keys are fixed: `GET ?wait` tells a
-    /// FAILED cluster's reason in its 409, which the client raises.
-    pub reason: Option<String>,
     pub tls_cert: String,
     pub tls_key: String,
     pub addresses: Option<Addresses>,
     /// Workers the scheduler last asked for (for the per-user limits).
     pub workers: u32,
+    /// Why a FAILED cluster failed (or, while PENDING on Kubernetes, what
+    /// holds its scheduler up); not in the client's JSON (it rejects extra
+    /// keys): the logs route says it, and `GET ?wait` answers a FAILED
+    /// cluster with a 409 naming it, which the client raises.
+    pub reason: Option<String>,
 }
 
 impl Cluster {
@@ -98,11 +99,11 @@ impl Cluster {
             status: ClusterStatus::Pending,
             start_time: now_ms(),
             stop_time: None,
-            reason: None,
             tls_cert: credentials.cert_pem,
             tls_key: credentials.key_pem,
             addresses: None,
             workers: 0,
+            reason: None,
         })
     }
 
@@ -163,6 +164,13 @@ pub struct Heartbeat {
     pub closing_workers: Vec<String>,
     #[serde(default)]
     pub closed_workers: Vec<String>,
+    /// Connected clients, from the dask-rs presence preload (absent from
+    /// schedulers without it).
+    #[serde(default)]
+    pub clients: Option<u32>,
+    /// Seconds since the last client left (or the scheduler started).
+    #[serde(default)]
+    pub clientless_seconds: Option<f64>,
 }
 
 impl Heartbeat {
@@ -197,13 +205,14 @@ pub(crate) mod tests {
                 worker_memory: 1 << 30,
                 worker_threads: 1,
                 idle_timeout: 0.0,
+                idle_client_timeout: 0.0,
                 environment: Default::default(),
                 image: None,
+                profile: "small".into(),
             },
             status,
             start_time: 1,
             stop_time: None,
-            reason: None,
             tls_cert: "CERT".into(),
             tls_key: "KEY".into(),
             addresses: Some(Addresses {
@@ -212,6 +221,7 @@ pub(crate) mod tests {
                 api: "http://127.0.0.1:3".into(),
             }),
             workers: 0,
+            reason: None,
         }
     }
 

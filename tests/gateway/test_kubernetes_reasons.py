@@ -31,9 +31,9 @@ def operator(kubectl, namespace, tmp_path):
     proc.wait(10)
 
 
-def k8s_gateway(start_gateway, namespace, image="dask-rs/worker:test", start_timeout=120):
+def k8s_gateway(start_gateway, namespace, image="dask-rs/worker:test", start_timeout=120, extra=""):
     backend = (f'[backend]\ntype = "kubernetes"\nnamespace = "{namespace}"\nimage = "{image}"\n'
-               f'api_url = "http://dask-gateway.{namespace}:8000/api"\ninstance = "test-{namespace}"\n')
+               f'api_url = "http://dask-gateway.{namespace}:8000/api"\ninstance = "test-{namespace}"\n{extra}')
     return start_gateway(f"[cluster]\nstart_timeout = {start_timeout}\n", backend=backend)
 
 
@@ -95,7 +95,7 @@ def test_a_scheduler_that_cannot_start_makes_new_cluster_raise_with_why(
     assert "did not become ready" not in message
 
     # The record keeps the reason; the DaskCluster and its pods go.
-    failed = poll(lambda: gw.request("GET", "/api/v1/clusters/?status=FAILED", "alice")[1], 30, "the FAILED cluster listed")
+    failed = poll(lambda: gw.request("GET", "/api/v1/clusters/?status=FAILED", "alice")[1], 90, "the FAILED cluster listed (after its pods' logs are captured)")
     assert len(failed) == 1
     name = next(iter(failed))
     poll(lambda: kubectl.run("get", "daskcluster", f"dask-{name}", "-n", namespace, check=False).returncode != 0,
@@ -107,12 +107,8 @@ def test_a_scheduler_that_cannot_start_makes_new_cluster_raise_with_why(
 @pytest.mark.timeout(150)
 def test_an_unschedulable_scheduler_fails_at_the_start_timeout_with_the_schedulers_message(
         kubectl, namespace, operator, start_gateway):
-    gw = k8s_gateway(start_gateway, namespace, start_timeout=15)
-    # Refused by every node: its scheduler asks for 1000 CPUs (through a
-    # LimitRange default, so the gateway's own spec is unchanged).
-    limits = {"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "huge"},
-              "spec": {"limits": [{"type": "Container", "defaultRequest": {"cpu": "1000"}, "default": {"cpu": "1000"}}]}}
-    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(limits))
+    # Refused by every node: its scheduler asks for 1000 CPUs.
+    gw = k8s_gateway(start_gateway, namespace, start_timeout=15, extra="scheduler_cores = 1000\n")
     status, body, _ = gw.request("POST", "/api/v1/clusters/", "alice", {})
     assert status == 201, body
     name = body["name"]

@@ -14,8 +14,12 @@ pub const TAIL_LINES: usize = 20;
 /// … and at most this many bytes of it.
 pub const TAIL_BYTES: u64 = 4096;
 
-/// `what` ("the scheduler") exited: its status, then the log's tail.
-pub fn describe_exit(what: &str, status: &ExitStatus, log_tail: &str) -> String {
+/// `what` ("the scheduler") exited: its status (when known: an adopted
+/// process is no child of this one), then the log's tail.
+pub fn describe_exit(what: &str, status: Option<&ExitStatus>, log_tail: &str) -> String {
+    let Some(status) = status else {
+        return with_tail(format!("{what} exited"), log_tail);
+    };
     let how = match (status.code(), status.signal()) {
         (Some(code), _) => format!("{what} exited with status {code}"),
         (None, Some(signal)) => {
@@ -26,6 +30,10 @@ pub fn describe_exit(what: &str, status: &ExitStatus, log_tail: &str) -> String 
         }
         (None, None) => format!("{what} exited ({status})"),
     };
+    with_tail(how, log_tail)
+}
+
+fn with_tail(how: String, log_tail: &str) -> String {
     let tail = log_tail.trim_end();
     if tail.is_empty() { how } else { format!("{how}; the last lines of its log:\n{tail}") }
 }
@@ -65,18 +73,23 @@ mod tests {
     fn an_exit_says_its_status_and_the_logs_end() {
         let failed = ExitStatus::from_raw(1 << 8);
         assert_eq!(
-            describe_exit("the scheduler", &failed, ""),
+            describe_exit("the scheduler", Some(&failed), ""),
             "the scheduler exited with status 1"
         );
         let tail = "Traceback (most recent call last):\nImportError: nope\n";
         assert_eq!(
-            describe_exit("the scheduler", &failed, tail),
+            describe_exit("the scheduler", Some(&failed), tail),
             "the scheduler exited with status 1; the last lines of its log:\nTraceback (most recent call last):\nImportError: nope"
         );
         let killed = ExitStatus::from_raw(9);
         assert_eq!(
-            describe_exit("the scheduler", &killed, ""),
+            describe_exit("the scheduler", Some(&killed), ""),
             "the scheduler was killed by SIGKILL"
+        );
+        assert_eq!(
+            describe_exit("the scheduler", None, "bye\n"),
+            "the scheduler exited; the last lines of its log:\nbye",
+            "an adopted scheduler's status is not known"
         );
     }
 
