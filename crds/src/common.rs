@@ -85,6 +85,10 @@ pub enum ClusterPhase {
     Running,
     /// Its spec is invalid (the Degraded condition says why).
     Error,
+    /// Its scheduler cannot start and waiting will not help: an image that
+    /// cannot be pulled, a crash or a kill at start, a failed init container
+    /// (the SchedulerReady condition says why). Not dask-kubernetes'.
+    Failed,
 }
 
 /// Status common to DaskCluster and DaskWorkerGroup: what exists, computed by
@@ -92,7 +96,7 @@ pub enum ClusterPhase {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadStatus {
-    /// Created | Pending | Running | Error (the values dask-kubernetes uses).
+    /// Created | Pending | Running | Error (the values dask-kubernetes uses), or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<ClusterPhase>,
     /// Worker pods that exist (the scale subresource's status.replicas).
@@ -106,7 +110,8 @@ pub struct WorkloadStatus {
     pub selector: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, Progressing, Degraded.
+    /// Ready, Progressing, Degraded; SchedulerReady and WorkersReady (with
+    /// the reason a pod does not run, e.g. ImagePullBackOff or OOMKilled).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
@@ -178,6 +183,7 @@ mod tests {
             (ClusterPhase::Pending, "Pending"),
             (ClusterPhase::Running, "Running"),
             (ClusterPhase::Error, "Error"),
+            (ClusterPhase::Failed, "Failed"),
         ] {
             assert_eq!(serde_json::to_value(phase).unwrap(), text);
             assert_eq!(serde_json::from_value::<ClusterPhase>(text.into()).unwrap(), phase);

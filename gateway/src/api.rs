@@ -231,8 +231,22 @@ async fn get_cluster(
                 None => break,
             }
         }
+        // What the client's wait for a start ends with: its 409 becomes the
+        // user's GatewayClusterError, with the reason (a FAILED report would
+        // only say "see logs"). Without `?wait` it stays a FAILED report.
+        if cluster.status == ClusterStatus::Failed {
+            return Err(ApiError::Conflict(failure_message(&cluster)));
+        }
     }
     Ok(Json(cluster.to_json()))
+}
+
+/// What a user waiting for `cluster` is told of its failure.
+fn failure_message(cluster: &Cluster) -> String {
+    match &cluster.reason {
+        Some(reason) => format!("Cluster '{}' failed to start: {reason}", cluster.name),
+        None => format!("Cluster '{}' failed to start; no reason is known", cluster.name),
+    }
 }
 
 /// DELETE from a cluster's own scheduler (its idle timeout), by its token.
@@ -412,6 +426,22 @@ async fn heartbeat(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_failure_is_told_with_its_reason() {
+        use crate::models::ClusterStatus;
+        use crate::models::tests::sample;
+        let mut cluster = sample("c1", "alice", ClusterStatus::Failed);
+        assert_eq!(
+            super::failure_message(&cluster),
+            "Cluster 'c1' failed to start; no reason is known"
+        );
+        cluster.reason = Some("the scheduler exited with status 1".into());
+        assert_eq!(
+            super::failure_message(&cluster),
+            "Cluster 'c1' failed to start: the scheduler exited with status 1"
+        );
+    }
+
     #[test]
     fn wait_flag_follows_the_python_server() {
         use super::wants_wait;

@@ -74,8 +74,10 @@ pub struct Cluster {
     pub addresses: Option<Addresses>,
     /// Workers the scheduler last asked for (for the per-user limits).
     pub workers: u32,
-    /// Why a FAILED cluster failed; not in the client's JSON (it rejects
-    /// extra keys): the logs route says it.
+    /// Why a FAILED cluster failed (or, while PENDING on Kubernetes, what
+    /// holds its scheduler up); not in the client's JSON (it rejects extra
+    /// keys): the logs route says it, and `GET ?wait` answers a FAILED
+    /// cluster with a 409 naming it, which the client raises.
     pub reason: Option<String>,
 }
 

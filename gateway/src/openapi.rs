@@ -103,7 +103,8 @@ pub fn document() -> Value {
             "/api/v1/clusters/{name}": {
                 "get": { "summary": "One cluster", "parameters": [name_param(),
                         { "name": "wait", "in": "query", "schema": { "type": "string" }, "description": "wait up to 20 s for the cluster to start" }],
-                    "responses": { "200": ok("the cluster", cluster.clone()), "403": error("another user's cluster"), "404": error("unknown cluster") } },
+                    "responses": { "200": ok("the cluster", cluster.clone()), "403": error("another user's cluster"), "404": error("unknown cluster"),
+                                   "409": error("with `wait`: the cluster failed, and why") } },
                 "delete": { "summary": "Stop a cluster (idempotent); the cluster's own token is accepted", "parameters": [name_param()],
                     "responses": { "204": { "description": "stopped or stopping" }, "403": error("another user's cluster") } }
             },

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dask_crds::{DaskCluster, DaskWorkerGroup};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
@@ -23,6 +23,7 @@ use tracing::{info, instrument, warn};
 use crate::api::{cached, patch_status, strip_bookkeeping, trim_group};
 use crate::applied::Applied;
 use crate::config::controller_config;
+use crate::problems::{Problem, new_problems, pod_problems};
 use crate::scheduler_api::SchedulerApi;
 use crate::{Context, Error, Result, build, report, validate};
 
@@ -34,6 +35,8 @@ struct Children {
     deployments: Store<Deployment>,
     services: Store<Service>,
     groups: Store<DaskWorkerGroup>,
+    /// Scheduler pods: what they say when they do not run.
+    pods: Store<Pod>,
     applied: Arc<Applied>,
 }
 
@@ -60,6 +63,16 @@ pub async fn run(ctx: Arc<Context>) {
         });
     let (groups, group_events) =
         cached(ctx.watched::<DaskWorkerGroup>(), ctx.config.watch_config(), trim_group);
+    // Only their status is read (why they do not run).
+    let scheduler_pods = ctx.config.watch_config().labels(&format!(
+        "{}={}",
+        dask_crds::labels::COMPONENT,
+        dask_crds::labels::COMPONENT_SCHEDULER
+    ));
+    let (pods, pod_events) = cached(ctx.watched::<Pod>(), scheduler_pods, |p: &mut Pod| {
+        strip_bookkeeping(p);
+        p.spec = None;
+    });
     // Clusters are cached without their pod and Service templates; each
     // reconcile reads its cluster whole (see `reconcile`).
     let (clusters, cluster_events) = cached(
@@ -74,12 +87,17 @@ pub async fn run(ctx: Arc<Context>) {
     );
     let state = Arc::new(State {
         ctx: ctx.clone(),
-        children: Children { deployments, services, groups, applied: Arc::default() },
+        children: Children { deployments, services, groups, pods, applied: Arc::default() },
     });
     let results = Controller::for_stream(cluster_events.applied_objects(), clusters.clone())
         .owns_stream(deployment_events.touched_objects())
         .owns_stream(service_events.touched_objects())
         .owns_stream(group_events.touched_objects())
+        // Scheduler pods belong to a ReplicaSet; their label names the cluster.
+        .watches_stream(pod_events.touched_objects(), |pod: Pod| {
+            let cluster = pod.labels().get(dask_crds::labels::CLUSTER_NAME)?;
+            Some(ObjectRef::new(cluster).within(&pod.namespace()?))
+        })
         .with_config(controller_config())
         .shutdown_on_signal()
         .run(reconcile, error_policy, state);
@@ -144,18 +162,64 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
 
     let scheduler_ready =
         deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0) >= 1;
-    let status =
-        status::status(&cluster, &group, status::Observed { scheduler_ready, service_exists });
+    let scheduler_problem = scheduler_problem(&children.pods, &name, &ns);
+    let troubled = scheduler_problem.is_some();
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let observed = status::Observed { scheduler_ready, service_exists, scheduler_problem, now };
+    let status = status::status(&cluster, &group, observed);
     let running = status.phase == Some(dask_crds::ClusterPhase::Running);
     // A settled cluster costs no writes.
     if cluster.status.as_ref() != Some(&status) {
+        warn_of_problems(ctx, &cluster, &status).await;
         patch_status(client, &cluster, &status).await?;
+    }
+    if troubled && status.phase == Some(dask_crds::ClusterPhase::Pending) {
+        // Again when the grace before Failed is up.
+        return Ok(Action::requeue(status::grace_left(&status, now)));
     }
 
     if running && cluster.spec.idle_timeout > 0 {
         return check_idle(&cluster, ctx).await;
     }
     Ok(Action::requeue(Duration::from_secs(if running { 300 } else { 15 })))
+}
+
+/// The first thing wrong with the cluster's scheduler pods (one, but two
+/// during a Recreate), if they say.
+fn scheduler_problem(pods: &Store<Pod>, cluster: &str, ns: &str) -> Option<Problem> {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    pods.state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns))
+        .filter(|p| {
+            p.labels().get(dask_crds::labels::CLUSTER_NAME).map(String::as_str) == Some(cluster)
+        })
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .flat_map(|p| pod_problems(p))
+        .find(|p| p.current(now))
+}
+
+/// A Warning Event for each problem the new `status` tells that the
+/// cluster's status did not (one per change of reason, not per reconcile),
+/// and one when the cluster is Failed.
+async fn warn_of_problems(
+    ctx: &Context,
+    cluster: &DaskCluster,
+    status: &dask_crds::WorkloadStatus,
+) {
+    let old = cluster.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    for condition in new_problems(old, &status.conditions) {
+        ctx.events.warning(cluster, &condition.reason, &condition.message).await;
+    }
+    let failed = Some(dask_crds::ClusterPhase::Failed);
+    if status.phase == failed && cluster.phase() != failed {
+        let why = status.conditions.iter().find(|c| c.type_ == status::SCHEDULER_READY);
+        let note = format!(
+            "The scheduler cannot start: {}",
+            why.map(|c| c.message.as_str()).unwrap_or("see its pod")
+        );
+        ctx.events.warning(cluster, "Failed", &note).await;
+    }
 }
 
 /// Deletes the cluster once its scheduler has been idle for `spec.idleTimeout`.

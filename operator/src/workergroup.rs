@@ -20,7 +20,7 @@ use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
-pub use plan::{WorkerPlan, WorkerPod, plan, retire_addresses};
+pub use plan::{WORKERS_READY, WorkerPlan, WorkerPod, plan, retire_addresses, workers_condition};
 
 use crate::adopt::adopt;
 use crate::api::{apply_params, cached, ignore_not_found, patch_status, trim_group};
@@ -100,7 +100,11 @@ async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Ac
     let pods: Api<Pod> = ctx.api(&ns);
     let selector = format!("{WORKER_GROUP_NAME}={name},{COMPONENT}={COMPONENT_WORKER}");
     let all = pods.list(&ListParams::default().labels(&selector)).await?.items;
-    let plan = plan(&group, &all, &hash);
+    let mut plan = plan(&group, &all, &hash);
+    // Before the plan deletes finished pods: how they ended is the news.
+    let ready = plan.status.ready_replicas.unwrap_or(0);
+    let workers = workers_condition(&group, &all, ready, k8s_openapi::jiff::Timestamp::now());
+    plan.status.conditions = vec![workers];
 
     for pod in &plan.finished {
         delete_pod(&pods, pod).await?;
@@ -129,6 +133,10 @@ async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Ac
     }
 
     if group.status.as_ref() != Some(&plan.status) {
+        let old = group.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+        for condition in crate::problems::new_problems(old, &plan.status.conditions) {
+            ctx.events.warning(&group, &condition.reason, &condition.message).await;
+        }
         patch_status(&ctx.client, &group, &plan.status).await?;
     }
     Ok(Action::requeue(Duration::from_secs(if plan.settled { 300 } else { 5 })))

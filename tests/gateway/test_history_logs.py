@@ -96,7 +96,9 @@ def test_a_failed_cluster_keeps_its_reason_and_logs_for_its_history_period(start
 
     status, body, _ = logs(gw, name, "alice")
     assert status == 200, body
-    assert body["status"] == "FAILED" and body["reason"] == "the scheduler exited (exit status: 3)"
+    assert body["status"] == "FAILED" and body["reason"] == (
+        "the scheduler exited with status 3; the last lines of its log:\n"
+        "starting the scheduler\nImportError: no module named distributed")
     assert body["scheduler"] == ["starting the scheduler", "ImportError: no module named distributed"]
     assert body["workers"] == {} and body["truncated"] is False
     assert logs(gw, name, "alice", "?lines=1")[1]["scheduler"] == ["ImportError: no module named distributed"]

@@ -183,7 +183,7 @@ impl KubernetesBackend {
         } else if secret.as_deref().is_some_and(records::is_record) {
             // Being retired: its record is written, the DaskCluster goes next.
             ClusterStatus::Stopping
-        } else if annotations.contains_key(FAILED) {
+        } else if annotations.contains_key(FAILED) || failed_by_operator(dc) {
             ClusterStatus::Failed
         } else if dc.is_running() && secret.is_some() {
             ClusterStatus::Running
@@ -202,6 +202,7 @@ impl KubernetesBackend {
             status,
             start_time: dc.creation_timestamp().map(|t| t.0.as_millisecond()).unwrap_or_default(),
             stop_time: None,
+            reason: scheduler_problem(dc).or_else(|| annotations.get(FAILED).cloned()),
             tls_cert: data("dask.crt").unwrap_or_default(),
             tls_key: data("dask.pem").unwrap_or_default(),
             addresses: Some(Addresses {
@@ -210,7 +211,6 @@ impl KubernetesBackend {
                 api: format!("http://{host}:{API_PORT}"),
             }),
             workers: dc.spec.worker.replicas.max(0) as u32,
-            reason: annotations.get(FAILED).cloned(),
             name,
         })
     }
@@ -229,8 +229,11 @@ impl KubernetesBackend {
             .filter(|s| records::is_record(s))
     }
 
-    /// PENDING clusters past the start timeout become FAILED, with the reason
-    /// on the resource (an annotation) and in the log; their workers go.
+    /// PENDING clusters past the start timeout, and those the operator
+    /// found cannot start (phase Failed: a bad image, a crash at start),
+    /// become FAILED, with the reason on their record and in the log; their
+    /// pods go. Looked at on every change of the caches (the operator's
+    /// verdict is acted on at once) and every 5 s (for the timeout).
     fn spawn_start_timeout(&self, timeout: Duration) {
         let (store, secrets, failer) = (self.clusters.clone(), self.secrets.clone(), self.failer());
         let namespace = self.namespace.clone();
@@ -238,12 +241,19 @@ impl KubernetesBackend {
             let name = dc.labels().get(CLUSTER).cloned().unwrap_or_default();
             reflector::ObjectRef::new(&secret_name(&name)).within(&namespace)
         };
+        let mut changes = self.changed.subscribe();
         tokio::spawn(async move {
+            // Failed already, until the cache sees their DaskCluster go.
+            let mut failed = std::collections::HashSet::new();
             loop {
-                tokio::time::sleep(Duration::from_secs(5)).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    changed = changes.changed() => if changed.is_err() { return },
+                }
                 let now = k8s_openapi::jiff::Timestamp::now();
-                for dc in store.state() {
-                    let started = dc.creation_timestamp().map(|t| t.0).unwrap_or(now);
+                let clusters = store.state();
+                failed.retain(|uid| clusters.iter().any(|dc| dc.uid().as_ref() == Some(uid)));
+                for dc in clusters {
                     if dc.meta().deletion_timestamp.is_some() {
                         continue;
                     }
@@ -259,14 +269,16 @@ impl KubernetesBackend {
                         }
                         continue;
                     }
-                    let running = dc.is_running();
-                    let overdue = now.duration_since(started).as_secs_f64() > timeout.as_secs_f64();
-                    if running || !overdue {
+                    // Retired just now: the caches have not seen its record yet.
+                    if dc.uid().is_some_and(|uid| failed.contains(&uid)) {
                         continue;
                     }
-                    let reason =
-                        format!("the scheduler did not become ready within {}s", timeout.as_secs());
-                    failer.retire(&dc, Some(&reason)).await;
+                    let started = dc.creation_timestamp().map(|t| t.0).unwrap_or(now);
+                    let age = now.duration_since(started).as_secs_f64();
+                    if let Some(reason) = start_failure(&dc, age, timeout) {
+                        failer.retire(&dc, Some(&reason)).await;
+                        failed.extend(dc.uid());
+                    }
                 }
             }
         });
@@ -470,6 +482,43 @@ impl KubernetesBackend {
     }
 }
 
+/// What holds a DaskCluster's scheduler up, as the operator says in its
+/// `SchedulerReady` condition (a bad image, Unschedulable, a crash loop).
+fn scheduler_problem(dc: &DaskCluster) -> Option<String> {
+    let status = dc.status.as_ref()?;
+    let condition = status.conditions.iter().find(|c| c.type_ == "SchedulerReady")?;
+    let problem =
+        condition.status == "False" && !matches!(condition.reason.as_str(), "Starting" | "");
+    problem.then(|| format!("{}: {}", condition.reason, condition.message))
+}
+
+/// The operator found that the scheduler cannot start.
+fn failed_by_operator(dc: &DaskCluster) -> bool {
+    dc.phase() == Some(dask_crds::ClusterPhase::Failed)
+}
+
+/// Why a cluster `age` seconds old has failed to start, if it has: the
+/// operator says it cannot (at once), or it is not running after `timeout`
+/// (with what holds it up, if the operator knows: an Unschedulable
+/// scheduler is left to the timeout, as an autoscaler may add a node).
+fn start_failure(dc: &DaskCluster, age: f64, timeout: Duration) -> Option<String> {
+    if dc.is_running() {
+        return None;
+    }
+    let problem = scheduler_problem(dc);
+    if failed_by_operator(dc) {
+        return Some(problem.unwrap_or_else(|| "the scheduler cannot start".into()));
+    }
+    if age <= timeout.as_secs_f64() {
+        return None;
+    }
+    let late = format!("the scheduler did not become ready within {}s", timeout.as_secs());
+    Some(match problem {
+        Some(problem) => format!("{late}: {problem}"),
+        None => late,
+    })
+}
+
 fn owner_reference(owner: &DaskCluster) -> Option<OwnerReference> {
     Some(OwnerReference {
         api_version: DaskCluster::api_version(&()).into(),
@@ -577,12 +626,20 @@ impl Backend for KubernetesBackend {
                 Err(e) => return Err(api_error(e, "stopping the cluster")),
             },
         };
-        if dc.meta().deletion_timestamp.is_some() {
+        // Being retired already (its record is written, e.g. FAILED and the
+        // client's DELETE after its failed start): that retirement ends it,
+        // and its record keeps saying FAILED.
+        if dc.meta().deletion_timestamp.is_some() || self.find_record(name).is_some() {
             return Ok(());
         }
         // The record first, then the DaskCluster, whose owner references take
-        // the scheduler, workers and slot with it.
-        let reason = dc.annotations().get(FAILED).cloned();
+        // the scheduler, workers and slot with it. One the operator found
+        // cannot start is recorded FAILED, with why.
+        let reason = dc.annotations().get(FAILED).cloned().or_else(|| {
+            failed_by_operator(&dc).then(|| {
+                scheduler_problem(&dc).unwrap_or_else(|| "the scheduler cannot start".into())
+            })
+        });
         self.failer().retire(&dc, reason.as_deref()).await;
         Ok(())
     }
@@ -629,7 +686,49 @@ impl Backend for KubernetesBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::worker_replicas;
+    use super::*;
+
+    fn dask_cluster(
+        phase: Option<dask_crds::ClusterPhase>,
+        reason: &str,
+        message: &str,
+    ) -> DaskCluster {
+        let mut dc = DaskCluster::new("dask-x", Default::default());
+        let condition =
+            dask_crds::common::condition("SchedulerReady", false, reason, message, None);
+        dc.status = Some(dask_crds::WorkloadStatus {
+            phase,
+            conditions: vec![condition],
+            ..Default::default()
+        });
+        dc
+    }
+
+    #[test]
+    fn a_cluster_fails_at_once_when_the_operator_says_so_else_at_its_timeout() {
+        use dask_crds::ClusterPhase::{Failed, Pending, Running};
+        let timeout = Duration::from_secs(60);
+        let pull = dask_cluster(Some(Failed), "ImagePullBackOff", "cannot pull image \"x:nope\"");
+        assert_eq!(
+            start_failure(&pull, 1.0, timeout).as_deref(),
+            Some("ImagePullBackOff: cannot pull image \"x:nope\"")
+        );
+        let full = dask_cluster(Some(Pending), "Unschedulable", "0/3 nodes are available");
+        assert_eq!(start_failure(&full, 30.0, timeout), None, "an autoscaler may add a node");
+        assert_eq!(
+            start_failure(&full, 61.0, timeout).as_deref(),
+            Some(
+                "the scheduler did not become ready within 60s: Unschedulable: 0/3 nodes are available"
+            )
+        );
+        let starting = dask_cluster(Some(Pending), "Starting", "the scheduler pod is starting");
+        assert_eq!(
+            start_failure(&starting, 61.0, timeout).as_deref(),
+            Some("the scheduler did not become ready within 60s")
+        );
+        let running = dask_cluster(Some(Running), "Starting", "");
+        assert_eq!(start_failure(&running, 1_000.0, timeout), None);
+    }
 
     #[test]
     fn heartbeat_replicas_never_overflow_or_go_negative() {

@@ -8,6 +8,7 @@
 //! gateway stays away ends itself (the lifeline preloads).
 
 mod adopt;
+mod exit;
 mod pool;
 pub mod process;
 mod retention;
@@ -678,7 +679,9 @@ impl Supervisor {
                     None => return None,
                 },
                 exit = scheduler.wait() => {
-                    break (ClusterStatus::Failed, Some(format!("the scheduler exited ({exit})")));
+                    let tail = exit::log_tail(&self.dir.join("scheduler.log")).await;
+                    let reason = exit::describe_exit("the scheduler", exit.as_ref(), &tail);
+                    break (ClusterStatus::Failed, Some(reason));
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     let reason = if running {
@@ -1050,17 +1053,16 @@ struct SchedulerProcess {
 }
 
 impl SchedulerProcess {
-    /// Resolves when the scheduler exits, with how, if known.
-    async fn wait(&mut self) -> String {
+    /// Resolves when the scheduler exits, with how, if known (not for one
+    /// adopted from an earlier gateway: it is not this process's child).
+    async fn wait(&mut self) -> Option<std::process::ExitStatus> {
         match &mut self.child {
-            Some(child) => {
-                child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
-            }
+            Some(child) => child.wait().await.ok(),
             None => {
                 while self.id.is_alive() {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                "it is gone".into()
+                None
             }
         }
     }

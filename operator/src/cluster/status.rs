@@ -3,23 +3,64 @@
 use dask_crds::common::{condition, keep_transition_times};
 use dask_crds::{ClusterPhase, DaskCluster, DaskWorkerGroup, WorkloadStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::Timestamp;
 
 use crate::build;
+use crate::problems::{Problem, problem_condition};
 use crate::validate::Invalid;
 
+/// How long a lasting scheduler problem holds before the cluster is Failed.
+/// The kubelet's first back-off is 10 s: by then a pull or a start has been
+/// tried again and failed again, so one registry hiccup fails no cluster,
+/// while a bad tag or a crash at start is told within seconds, not after a
+/// start timeout. An Unschedulable scheduler never fails the cluster here: a
+/// cluster autoscaler may add a node (the gateway's start timeout bounds it).
+pub const FAILED_AFTER_SECONDS: i64 = 15;
+
 /// What the cluster's children show.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Observed {
     /// The scheduler Deployment has a ready pod.
     pub scheduler_ready: bool,
     /// The scheduler Service exists (the API server may still be allocating it).
     pub service_exists: bool,
+    /// Why the scheduler pod does not run, if it says.
+    pub scheduler_problem: Option<Problem>,
+    pub now: Timestamp,
 }
+
+pub const SCHEDULER_READY: &str = "SchedulerReady";
+pub const WORKERS_READY: &str = "WorkersReady";
 
 /// Running only when the scheduler really is ready and its Service exists;
 /// worker counts from the default group's status.
 pub fn status(cluster: &DaskCluster, group: &DaskWorkerGroup, seen: Observed) -> WorkloadStatus {
-    let Observed { scheduler_ready, service_exists } = seen;
+    let Observed { scheduler_ready, service_exists, scheduler_problem, now } = seen;
+    let previous = previous_conditions(cluster);
+    // Ready wins: a restarted scheduler that runs again has recovered.
+    let problem = scheduler_problem.filter(|_| !scheduler_ready);
+    let starting = (false, "Starting", "the scheduler pod is starting".to_string());
+    let ok =
+        if scheduler_ready { (true, "Ready", "the scheduler is ready".into()) } else { starting };
+    let scheduler = problem_condition(
+        SCHEDULER_READY,
+        problem.as_ref(),
+        ok,
+        previous,
+        cluster.metadata.generation,
+        now,
+    );
+    let failed = problem.as_ref().is_some_and(|p| {
+        p.lasting
+            && now.duration_since(scheduler.last_transition_time.0).as_secs()
+                >= FAILED_AFTER_SECONDS
+    });
+    // The default group's view of its workers, told on the cluster too.
+    let workers = group
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == WORKERS_READY))
+        .cloned();
     let generation = cluster.metadata.generation;
     let group_status = group.status.clone().unwrap_or_default();
     let desired = cluster.spec.worker.replicas;
@@ -27,7 +68,9 @@ pub fn status(cluster: &DaskCluster, group: &DaskWorkerGroup, seen: Observed) ->
     let replicas = group_status.replicas.unwrap_or(0);
     let reachable = scheduler_ready && service_exists;
     let settled = reachable && ready == desired && replicas == desired;
-    let ready_reason = if !service_exists {
+    let ready_reason = if failed {
+        "SchedulerFailed"
+    } else if !service_exists {
         "ServicePending"
     } else if !scheduler_ready {
         "SchedulerNotReady"
@@ -35,6 +78,11 @@ pub fn status(cluster: &DaskCluster, group: &DaskWorkerGroup, seen: Observed) ->
         "AllReady"
     } else {
         "WorkersNotReady"
+    };
+    let degraded = if failed {
+        condition("Degraded", true, &scheduler.reason, scheduler.message.clone(), generation)
+    } else {
+        condition("Degraded", false, "Valid", "", generation)
     };
     let conditions = vec![
         condition(
@@ -53,16 +101,36 @@ pub fn status(cluster: &DaskCluster, group: &DaskWorkerGroup, seen: Observed) ->
             format!("{replicas} worker pods for {desired} wanted"),
             generation,
         ),
-        condition("Degraded", false, "Valid", "", generation),
+        degraded,
     ];
+    let mut conditions = keep_transition_times(conditions, previous);
+    conditions.push(scheduler);
+    conditions.extend(workers);
+    let phase = if reachable {
+        ClusterPhase::Running
+    } else if failed {
+        ClusterPhase::Failed
+    } else {
+        ClusterPhase::Pending
+    };
     WorkloadStatus {
-        phase: Some(if reachable { ClusterPhase::Running } else { ClusterPhase::Pending }),
+        phase: Some(phase),
         replicas: Some(replicas),
         ready_replicas: Some(ready),
         selector: Some(build::worker_selector(group)),
         observed_generation: generation,
-        conditions: keep_transition_times(conditions, previous_conditions(cluster)),
+        conditions,
     }
+}
+
+/// How long the scheduler's present problem has left before it fails the
+/// cluster (if it lasts): at least a second, at most the whole grace.
+pub fn grace_left(status: &WorkloadStatus, now: Timestamp) -> std::time::Duration {
+    let since = status.conditions.iter().find(|c| c.type_ == SCHEDULER_READY);
+    let held = since.map(|c| now.duration_since(c.last_transition_time.0).as_secs()).unwrap_or(0);
+    std::time::Duration::from_secs(
+        (FAILED_AFTER_SECONDS - held).clamp(1, FAILED_AFTER_SECONDS) as u64
+    )
 }
 
 /// The status of a cluster whose spec is invalid: Error, and why.
@@ -114,7 +182,19 @@ mod tests {
     }
 
     fn seen(scheduler_ready: bool, service_exists: bool) -> Observed {
-        Observed { scheduler_ready, service_exists }
+        Observed { scheduler_ready, service_exists, scheduler_problem: None, now: Timestamp::now() }
+    }
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(second).unwrap()
+    }
+
+    fn troubled(problem: Problem, now: Timestamp) -> Observed {
+        Observed { scheduler_problem: Some(problem), now, ..seen(false, true) }
+    }
+
+    fn problem(reason: &'static str, message: &str, lasting: bool) -> Problem {
+        Problem { reason, message: message.into(), lasting, vague: false, at: None }
     }
 
     fn get<'a>(status: &'a WorkloadStatus, type_: &str) -> &'a Condition {
@@ -131,7 +211,7 @@ mod tests {
             (seen(true, true), ClusterPhase::Running, "AllReady"),
         ];
         for (observed, phase, reason) in cases {
-            let s = status(&c, &g, observed);
+            let s = status(&c, &g, observed.clone());
             assert_eq!(s.phase, Some(phase), "{observed:?}");
             assert_eq!(get(&s, "Ready").reason, reason);
         }
@@ -169,6 +249,61 @@ mod tests {
         assert_ne!(get(&second, "Ready").last_transition_time, long_ago);
         assert_ne!(get(&second, "Progressing").last_transition_time, long_ago);
         assert_eq!(get(&second, "Degraded").last_transition_time, long_ago);
+    }
+
+    #[test]
+    fn a_lasting_scheduler_problem_fails_the_cluster_after_the_grace() {
+        let mut c = cluster(1);
+        let g = group(&c, 1, 0);
+        let pull = problem(crate::problems::IMAGE_PULL, "cannot pull image \"x:nope\"", true);
+        let first = status(&c, &g, troubled(pull.clone(), at(100)));
+        assert_eq!(first.phase, Some(ClusterPhase::Pending), "not at once: it may be a hiccup");
+        let scheduler = get(&first, SCHEDULER_READY);
+        assert_eq!(
+            (scheduler.status.as_str(), scheduler.reason.as_str()),
+            ("False", "ImagePullBackOff")
+        );
+        assert_eq!(scheduler.message, "cannot pull image \"x:nope\"");
+        c.status = Some(first);
+        let later = status(&c, &g, troubled(pull.clone(), at(100 + FAILED_AFTER_SECONDS - 1)));
+        assert_eq!(later.phase, Some(ClusterPhase::Pending));
+        let left = grace_left(&later, at(100 + FAILED_AFTER_SECONDS - 1));
+        assert_eq!(left, std::time::Duration::from_secs(1), "looked at again when the grace is up");
+        assert_eq!(grace_left(&later, at(100)).as_secs(), FAILED_AFTER_SECONDS as u64);
+        c.status = Some(later);
+        let failed = status(&c, &g, troubled(pull, at(100 + FAILED_AFTER_SECONDS)));
+        assert_eq!(failed.phase, Some(ClusterPhase::Failed));
+        assert_eq!(get(&failed, "Ready").reason, "SchedulerFailed");
+        let degraded = get(&failed, "Degraded");
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "ImagePullBackOff")
+        );
+        // Fixed (say, the image now exists): the scheduler runs, so does the cluster.
+        c.status = Some(failed);
+        let fixed = status(&c, &g, seen(true, true));
+        assert_eq!(fixed.phase, Some(ClusterPhase::Running));
+        assert_eq!(get(&fixed, SCHEDULER_READY).status, "True");
+    }
+
+    #[test]
+    fn an_unschedulable_scheduler_is_reported_but_stays_pending() {
+        let mut c = cluster(1);
+        let g = group(&c, 1, 0);
+        let full = problem(crate::problems::UNSCHEDULABLE, "0/3 nodes are available", false);
+        c.status = Some(status(&c, &g, troubled(full.clone(), at(100))));
+        let s = status(&c, &g, troubled(full, at(100_000)));
+        assert_eq!(s.phase, Some(ClusterPhase::Pending), "an autoscaler may add a node");
+        assert_eq!(get(&s, SCHEDULER_READY).reason, "Unschedulable");
+    }
+
+    #[test]
+    fn the_default_groups_worker_condition_is_told_on_the_cluster() {
+        let c = cluster(1);
+        let mut g = group(&c, 1, 0);
+        let oom = condition(WORKERS_READY, false, "OOMKilled", "worker killed", Some(1));
+        g.status.as_mut().unwrap().conditions = vec![oom.clone()];
+        assert_eq!(get(&status(&c, &g, seen(true, true)), WORKERS_READY), &oom);
     }
 
     #[test]

@@ -7,9 +7,15 @@ use std::collections::BTreeMap;
 use dask_crds::labels::TEMPLATE_HASH;
 use dask_crds::{DaskWorkerGroup, WorkloadStatus};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use crate::build;
+use crate::problems::{Problem, pod_problems, problem_condition};
+
+/// The condition on a group (and its cluster) telling why workers do not run.
+pub const WORKERS_READY: &str = "WorkersReady";
 use crate::scheduler_api::WorkerInfo;
 
 /// A worker pod the plan acts on: its name, and its IP for finding its
@@ -107,6 +113,40 @@ pub fn plan(group: &DaskWorkerGroup, pods: &[Pod], template_hash: &str) -> Worke
         status,
         settled: !acts && stale.is_empty() && current_ready >= desired,
     }
+}
+
+/// The group's `WorkersReady` condition: the commonest problem of its
+/// pods (an OOM kill counts for a while after the worker restarted), or
+/// whether the wanted workers are ready.
+pub fn workers_condition(
+    group: &DaskWorkerGroup,
+    pods: &[Pod],
+    ready: i32,
+    now: Timestamp,
+) -> Condition {
+    let desired = group.spec.worker.replicas.max(0);
+    let problems: Vec<Problem> = pods
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| pod_problems(p).into_iter().find(|p| p.current(now)))
+        .collect();
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for p in &problems {
+        *counts.entry(p.reason).or_default() += 1;
+    }
+    let commonest = counts.iter().max_by_key(|(_, n)| **n).map(|(reason, n)| (*reason, *n));
+    let told = commonest.and_then(|(reason, n)| {
+        let example = problems.iter().find(|p| p.reason == reason)?;
+        let message = format!("{n} of {} worker pods: {}", pods.len(), example.message);
+        Some(Problem { message, ..example.clone() })
+    });
+    let ok = if ready >= desired {
+        (true, "AllReady", format!("{ready}/{desired} workers ready"))
+    } else {
+        (false, "Starting", format!("{ready}/{desired} workers ready"))
+    };
+    let old = group.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    problem_condition(WORKERS_READY, told.as_ref(), ok, old, group.metadata.generation, now)
 }
 
 /// The scheduler addresses of `pods`' workers: by worker name (DASK_WORKER_NAME
@@ -313,5 +353,44 @@ mod tests {
         let pod = [WorkerPod { name: "x".into(), ip: Some("10.0.0.2".into()) }];
         let similar = [WorkerInfo { name: "y".into(), address: "tcp://10.0.0.20:1".into() }];
         assert!(retire_addresses(&similar, &pod).is_empty());
+    }
+
+    #[test]
+    fn the_worker_condition_tells_the_commonest_problem() {
+        use k8s_openapi::api::core::v1::{
+            ContainerState, ContainerStateTerminated, ContainerStatus,
+        };
+        let now = Timestamp::from_second(10_000).unwrap();
+        let oom = |name: &str| {
+            let mut p = pod(name, HASH, 1, true);
+            let killed = ContainerStateTerminated {
+                exit_code: 137,
+                reason: Some("OOMKilled".into()),
+                finished_at: Some(Time(Timestamp::from_second(9_990).unwrap())),
+                ..Default::default()
+            };
+            p.status.as_mut().unwrap().container_statuses = Some(vec![ContainerStatus {
+                name: "worker".into(),
+                ready: true,
+                restart_count: 1,
+                last_state: Some(ContainerState { terminated: Some(killed), ..Default::default() }),
+                ..Default::default()
+            }]);
+            p
+        };
+        let pods = [oom("a"), oom("b"), pod("c", HASH, 3, true)];
+        let c = workers_condition(&group(3), &pods, 3, now);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "OOMKilled"));
+        assert!(
+            c.message.starts_with("2 of 3 worker pods: container worker of pod a was killed"),
+            "{}",
+            c.message
+        );
+        // Long after the kill, the restarted workers are fine.
+        let later = Timestamp::from_second(9_990 + crate::problems::RECENT_SECONDS).unwrap();
+        let c = workers_condition(&group(3), &pods, 3, later);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "AllReady"));
+        let c = workers_condition(&group(3), &[], 0, now);
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Starting"));
     }
 }
