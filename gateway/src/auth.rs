@@ -394,6 +394,31 @@ impl Authenticator {
         ))
     }
 
+    /// Signs the request's session out (the page's "Sign out"): the
+    /// session ends here, and the `Set-Cookie` value returned clears it in
+    /// the browser.
+    pub fn sign_out(&self, headers: &HeaderMap) -> String {
+        let prefix = format!("{}=", self.cookie_name);
+        let values = headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().strip_prefix(prefix.as_str()));
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        for value in values {
+            if let Some(session) = sessions.by_cookie.remove(value)
+                && sessions.by_user.get(&session.user.name).is_some_and(|c| c == value)
+            {
+                sessions.by_user.remove(&session.user.name);
+            }
+        }
+        format!(
+            "{}=; Max-Age=0; Path={}; HttpOnly; SameSite=Lax",
+            self.cookie_name, self.cookie_path
+        )
+    }
+
     #[cfg(test)]
     fn session_count(&self) -> usize {
         self.sessions.lock().expect("sessions lock").by_cookie.len()

@@ -196,6 +196,8 @@ async fn main() -> anyhow::Result<()> {
         served = public => served?,
         signal = stopping => info!(signal = signal?, "shutting down"),
     }
+    // The page's live streams would hold their connections open.
+    gateway.events.close_all();
     // The listener is closed: no new work while the clusters stop.
     gateway.backend.shutdown(SHUTDOWN_GRACE).await;
     info!("stopped");
