@@ -4,6 +4,7 @@ processes from the test venv."""
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -39,6 +40,9 @@ class Gateway:
         dask = dask or str(Path(sys.executable).parent / "dask")
         backend = backend or f'[backend]\ntype = "local"\ndask = "{dask}"\nstate_dir = "{self.state}"\n{local_options}\n'
         self.config_path.write_text(f'listen = "127.0.0.1:{self.port}"\n{config}\n{backend}')
+        # The API (health included) is under the config's `prefix`, if any.
+        prefix = re.search(r'^prefix = "(.*)"$', config, re.M)
+        self.prefix = prefix.group(1) if prefix else ""
         self.env = env or {}
         self.start()
 
@@ -53,7 +57,7 @@ class Gateway:
         while time.time() < deadline:
             assert self.proc.poll() is None, f"gateway exited: {self.log_path.read_text()}"
             try:
-                urllib.request.urlopen(self.address + "/api/health", timeout=1)
+                urllib.request.urlopen(self.address + self.prefix + "/api/health", timeout=1)
                 return
             except OSError:
                 time.sleep(0.1)

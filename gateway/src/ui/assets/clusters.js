@@ -14,6 +14,7 @@ function cell(label, attributes = {}, ...children) {
 export class ClusterTable {
   constructor({ table, body, empty, truncated, announce }) {
     Object.assign(this, { table, body, empty, truncated, announce });
+    // name -> { tr, cells, actions, cluster }
     this.rows = new Map();
   }
 
@@ -35,12 +36,12 @@ export class ClusterTable {
       this.fill(row, cluster);
       // Moved only when out of place (moving a row would blur its focus).
       const wanted = previous ? previous.nextSibling : this.body.firstChild;
-      if (wanted !== row) this.body.insertBefore(row, wanted);
-      previous = row;
+      if (wanted !== row.tr) this.body.insertBefore(row.tr, wanted);
+      previous = row.tr;
     }
     for (const [name, row] of this.rows) {
       if (!seen.has(name)) {
-        row.remove();
+        row.tr.remove();
         this.rows.delete(name);
       }
     }
@@ -55,19 +56,17 @@ export class ClusterTable {
   }
 
   create(cluster) {
-    const row = el("tr", { "data-name": cluster.name });
+    const tr = el("tr", { "data-name": cluster.name });
     const cells = {};
     for (const label of COLUMNS) {
       const key = label.toLowerCase();
       const numeric = ["Workers", "Cores", "Memory"].includes(label);
       cells[key] = cell(label, { class: [numeric ? "num" : "", key === "user" ? "col-user" : ""].join(" ").trim() || null });
-      row.append(cells[key]);
+      tr.append(cells[key]);
     }
     cells.name.classList.add("name");
     cells.name.append(el("span", { title: cluster.name }, cluster.name));
-    row.cells = cells;
-    row.actions = this.actions(cluster.name);
-    return row;
+    return { tr, cells, actions: this.actions(cluster.name), cluster: null };
   }
 
   fill(row, cluster) {
@@ -116,7 +115,7 @@ export class ClusterTable {
     const adapt = el("form", { class: "adapt", "aria-label": `Adaptive scaling of cluster ${short}` },
       el("label", {}, "Minimum", minimum), el("label", {}, "Maximum", maximum),
       el("button", { type: "submit" }, "Adapt"));
-    const manage = el("details", {}, el("summary", {}, "Scale", el("span", { class: "visually-hidden" }, ` cluster ${short}`)), scale, adapt);
+    const manage = el("details", {}, el("summary", {}, "Scale or adapt", el("span", { class: "visually-hidden" }, ` cluster ${short}`)), scale, adapt);
     const stop = el("button", { type: "button", class: "danger" },
       "Stop", el("span", { class: "visually-hidden" }, ` cluster ${short}`));
 
