@@ -5,6 +5,8 @@
 //! the page never polls. A comment every `keep_alive` keeps proxies and
 //! the gateway's own `http_idle_timeout` from cutting a quiet stream.
 //!
+//! A browser's stream: the session cookie is the only credential taken
+//! (a password or token would be checked again at every session check).
 //! Bounded: [`MAX_STREAMS_PER_USER`] and [`MAX_STREAMS`] open at once (a
 //! 429 past them). A stream follows its session: it ends (after a
 //! `signed-out` event) when the session is signed out or expires, and
@@ -123,36 +125,24 @@ impl Streams {
     }
 }
 
-/// The request's session cookie alone: what a stream is checked against
-/// (never a password or token, which would cost a check every time).
-fn session_headers(headers: &HeaderMap, set_cookie: Option<&str>) -> HeaderMap {
+/// The request's cookies alone: a stream follows the browser's session,
+/// and is checked against it again and again (never a password or token,
+/// which would cost a check every time).
+pub fn session_headers(headers: &HeaderMap) -> HeaderMap {
     let mut session = HeaderMap::new();
-    // A login just opened: its cookie (`name=value; Path=...`) is the session.
-    if let Some(pair) = set_cookie.and_then(|c| c.split(';').next())
-        && let Ok(value) = HeaderValue::from_str(pair)
-    {
-        session.insert(header::COOKIE, value);
-        return session;
-    }
     for value in headers.get_all(header::COOKIE) {
         session.append(header::COOKIE, value.clone());
     }
     session
 }
 
-/// `GET <prefix>/api/v1/events`.
+/// `GET <prefix>/api/v1/events`, with the session cookie (the page's).
 pub async fn stream(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    let challenge = gw.auth.challenge();
-    let (user, set_cookie) = match gw.auth.authenticate(&headers).await {
-        Ok(login) => login,
-        Err(e) => return ApiError::from_auth(e, challenge).into_response(),
+    let session = session_headers(&headers);
+    let user = match gw.auth.authenticate(&session).await {
+        Ok((user, _)) => user,
+        Err(e) => return ApiError::from_auth(e, gw.auth.challenge()).into_response(),
     };
-    let session = session_headers(&headers, set_cookie.as_deref());
-    if !session.contains_key(header::COOKIE) {
-        // No session to follow (the session table is full).
-        return ApiError::Unavailable("no session for a live stream; retry later".into())
-            .into_response();
-    }
     let Some(permit) = gw.events.admit(&user.name) else {
         return ApiError::TooManyRequests(format!(
             "too many live streams open (at most {} per user)",
@@ -184,9 +174,6 @@ pub async fn stream(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
     // Proxies such as nginx must pass events on as they come.
     out.insert("x-accel-buffering", HeaderValue::from_static("no"));
     out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(cookie) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        out.append(header::SET_COOKIE, cookie);
-    }
     response
 }
 

@@ -590,6 +590,9 @@ async fn live_events_show_the_users_own_clusters_and_end_with_the_session() {
     let bobs = create(&app, "bob").await;
     let anonymous = send(&app, Request::get("/api/v1/events").body(Body::empty()).unwrap()).await;
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    // A browser's stream: the session cookie, not API credentials.
+    let basic = call(&app, Method::GET, "/api/v1/events", As::User("alice"), "").await;
+    assert_eq!(basic.status, StatusCode::UNAUTHORIZED);
 
     let cookie = sign_in(&app, "", "alice", "").await;
     let response = send(&app, get_with("/api/v1/events", &cookie)).await;

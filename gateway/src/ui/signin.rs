@@ -138,20 +138,11 @@ pub async fn form(
     headers: HeaderMap,
 ) -> Response {
     let next = query.next.unwrap_or_default();
-    if gw.auth.authenticate(&session_only(&headers)).await.is_ok() {
+    if gw.auth.authenticate(&crate::events::session_headers(&headers)).await.is_ok() {
         return see_other(&safe_next(&next, &gw.prefix));
     }
     let message = if query.signed_out.is_some() { "You are signed out." } else { "" };
     login_page(&gw, StatusCode::OK, &next, message)
-}
-
-/// The request's cookies alone: a page's session, never a password check.
-fn session_only(headers: &HeaderMap) -> HeaderMap {
-    let mut session = HeaderMap::new();
-    for value in headers.get_all(header::COOKIE) {
-        session.append(header::COOKIE, value.clone());
-    }
-    session
 }
 
 #[derive(Deserialize)]
