@@ -304,3 +304,20 @@ def test_with_jupyterhub_auth_a_stranger_is_sent_to_the_hub(start_gateway):
     form = requests.post(gw.address + "/login", data={"username": "alice", "password": "x"},
                          allow_redirects=False, timeout=10)
     assert form.status_code == 404
+
+
+def test_a_quiet_live_stream_outlives_the_http_idle_timeout(start_gateway):
+    gw = start_gateway("[connections]\nhttp_idle_timeout = 2\n")
+    session = requests.get(gw.address + "/api/v1/options", auth=("alice", ""), timeout=10).cookies["dask-gateway"]
+    started = time.monotonic()
+    comments = 0
+    with requests.get(gw.address + "/api/v1/events", cookies={"dask-gateway": session},
+                      stream=True, timeout=(5, 5)) as stream:
+        assert stream.status_code == 200
+        lines = stream.iter_lines(decode_unicode=True)
+        assert next(lines) == "event: clusters"
+        # Three times the idle timeout with no change: keep-alive comments only.
+        while time.monotonic() - started < 6:
+            line = next(lines)
+            comments += line.startswith(":")
+    assert comments >= 3, comments
