@@ -22,6 +22,7 @@ from dask_gateway import Gateway
 from dask_gateway.auth import BasicAuth
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -113,6 +114,7 @@ def sign_in(driver, site, user, password):
     wait(driver, lambda d: "/login" in d.current_url, 10, "no redirect to the login form")
     name = driver.find_element(By.ID, "username")
     assert driver.switch_to.active_element == name, "the user name field has the focus"
+    name.clear()
     name.send_keys(user)
     driver.find_element(By.ID, "password").send_keys(password + Keys.ENTER)
 
@@ -155,7 +157,10 @@ def test_a_user_signs_in_creates_scales_opens_and_stops_a_cluster(site):
         message = wait(driver, lambda d: d.find_element(By.ID, "message").text, 20)
         assert message == "Wrong user name or password."
         assert not [c for c in driver.get_cookies() if c["name"] == "dask-gateway"]
+        assert driver.find_element(By.ID, "username").get_attribute("value") == "alice", "the name is kept"
         screenshot(driver, "login-refused", LAPTOP)
+        screenshot(driver, "login-refused", PHONE)
+        viewport(driver, LAPTOP)
 
         signed_in_page(driver, site, "alice")
         cookie = {c["name"]: c for c in driver.get_cookies()}["dask-gateway"]
@@ -260,6 +265,13 @@ def test_an_admin_sees_every_users_clusters_with_a_summary(site):
 
         signed_in_page(driver, site, "root")
         assert driver.find_element(By.ID, "admin-badge").is_displayed()
+        # Keyboard: the first Tab reaches the skip link, Enter jumps to the clusters.
+        driver.get(site.base + "/")  # a fresh document: focus starts at the top
+        wait(driver, lambda d: d.find_element(By.ID, "connection").text.startswith("Live"), 30)
+        ActionChains(driver).send_keys(Keys.TAB).perform()
+        assert driver.switch_to.active_element.get_attribute("class") == "skip"
+        ActionChains(driver).send_keys(Keys.ENTER).perform()
+        wait(driver, lambda d: d.switch_to.active_element.get_attribute("id") == "clusters-heading", 5)
         wait(driver, lambda d: set(rows(d)) == {alices.name, bobs.name}, 30, "root does not see both")
         assert cell(driver, bobs.name, "User") == "bob" and cell(driver, alices.name, "User") == "alice"
         summary = driver.find_element(By.ID, "summary-section")

@@ -115,6 +115,17 @@ async fn hub_login(gw: &Arc<Gateway>, parts: &mut Parts) -> Result<Login, Respon
 
 /// The login page: the form (`simple`, `basic`) or the Hub's link.
 fn login_page(gw: &Gateway, status: StatusCode, next: &str, message: &str) -> Response {
+    login_page_for(gw, status, next, message, "")
+}
+
+/// The login page again after a refused attempt, the user name kept.
+fn login_page_for(
+    gw: &Gateway,
+    status: StatusCode,
+    next: &str,
+    message: &str,
+    username: &str,
+) -> Response {
     let form = matches!(gw.auth_kind, AuthKind::Simple | AuthKind::Basic);
     let body = page::render(
         page::LOGIN_HTML,
@@ -122,6 +133,7 @@ fn login_page(gw: &Gateway, status: StatusCode, next: &str, message: &str) -> Re
             ("prefix", &gw.prefix),
             ("next", &safe_next(next, &gw.prefix)),
             ("message", message),
+            ("username", username),
             ("form_hidden", if form { "" } else { "hidden" }),
             ("hub_hidden", if form { "hidden" } else { "" }),
         ],
@@ -183,7 +195,7 @@ pub async fn submit(
         return login_page(&gw, StatusCode::BAD_REQUEST, "", "The form was incomplete.");
     };
     if let Err(message) = check_name(&form.username) {
-        return login_page(&gw, StatusCode::BAD_REQUEST, &form.next, message);
+        return login_page_for(&gw, StatusCode::BAD_REQUEST, &form.next, message, &form.username);
     }
     // The same check as an API client's Basic login.
     let mut credentials = HeaderMap::new();
@@ -215,7 +227,8 @@ pub async fn submit(
             login_page(&gw, StatusCode::BAD_REQUEST, &form.next, &message)
         }
         Err(_) => {
-            login_page(&gw, StatusCode::UNAUTHORIZED, &form.next, "Wrong user name or password.")
+            let refused = "Wrong user name or password.";
+            login_page_for(&gw, StatusCode::UNAUTHORIZED, &form.next, refused, &form.username)
         }
     }
 }
