@@ -4,6 +4,7 @@
 
 mod error;
 mod extract;
+mod logs;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +23,7 @@ pub use self::error::{ApiError, opaque_faults};
 pub use self::extract::{Caller, ClusterCaller, JsonBody, Login};
 use crate::Gateway;
 use crate::auth::User;
+use crate::auth::policy::Policy;
 use crate::backend::{BackendError, Created};
 use crate::forgotten;
 use crate::limits::{self, Clamped};
@@ -37,6 +39,7 @@ pub fn routes(gateway: Arc<Gateway>) -> Router<Arc<Gateway>> {
         .route("/api/v1/clusters/{name}", get(get_cluster))
         .route("/api/v1/clusters/{name}/scale", post(scale))
         .route("/api/v1/clusters/{name}/adapt", post(adapt))
+        .route("/api/v1/clusters/{name}/logs", get(logs::cluster_logs))
         .route_layer(middleware::from_fn_with_state(gateway, authenticate));
     Router::new()
         .route("/api/version", get(version))
@@ -79,8 +82,24 @@ async fn health() -> Json<Value> {
     Json(json!({ "status": "pass" }))
 }
 
-async fn options(State(gw): State<Arc<Gateway>>) -> Json<Value> {
-    Json(gw.options.to_json())
+/// The options the caller is offered: only the profiles their groups allow.
+async fn options(State(gw): State<Arc<Gateway>>, Login { user, .. }: Login) -> Json<Value> {
+    let policy = policy_of(&gw, &user);
+    Json(gw.options.with_profiles(policy.profiles.as_deref()).to_json())
+}
+
+/// The caller's policy, from their groups.
+fn policy_of(gw: &Gateway, user: &User) -> Policy {
+    gw.policies.for_groups(&user.groups)
+}
+
+/// A cluster owner's policy: the limits of scale, adapt and heartbeats
+/// are the owner's, whoever asks (an admin, the scheduler).
+fn owner_policy(gw: &Gateway, caller: Option<&User>, owner: &str) -> Policy {
+    match caller {
+        Some(user) if user.name == owner => policy_of(gw, user),
+        _ => gw.policies.for_known(gw.auth.groups_of(owner).as_deref()),
+    }
 }
 
 /// The cluster, if the caller may act on it ("view" or "stop" in messages).
@@ -145,8 +164,22 @@ async fn create_cluster(
             )));
         }
     };
+    let policy = policy_of(&gw, &user);
+    if let Some(Value::String(profile)) = requested.get("profile")
+        && gw.options.has_profile(profile)
+        && !policy.allows_profile(profile)
+    {
+        return Err(ApiError::Unprocessable(format!(
+            "Profile '{profile}' is not allowed for user {} (see the profiles of their groups)",
+            user.name
+        )));
+    }
+    let spec = gw.options.with_profiles(policy.profiles.as_deref());
+    if !spec.has_profiles() {
+        return Err(ApiError::Forbidden(format!("User {} may use no profile", user.name)));
+    }
     let (options, config) =
-        gw.options.resolve(&requested, &gw.defaults).map_err(ApiError::Unprocessable)?;
+        spec.resolve(&requested, &gw.defaults).map_err(ApiError::Unprocessable)?;
     let mine: Vec<Cluster> = gw
         .backend
         .list()
@@ -154,10 +187,11 @@ async fn create_cluster(
         .into_iter()
         .filter(|c| c.username == user.name && c.status.is_active())
         .collect();
-    limits::check_new_cluster(&gw.limits, &user.name, &mine).map_err(ApiError::Conflict)?;
+    limits::check_new_cluster(&policy.limits, &user.name, &mine).map_err(ApiError::Conflict)?;
 
     let cluster = Cluster::fresh(&user.name, options, config).map_err(ApiError::Internal)?;
-    let Created { name, source } = gw.backend.create(cluster, gw.limits.user_max_clusters).await?;
+    let Created { name, source } =
+        gw.backend.create(cluster, policy.limits.user_max_clusters).await?;
     gw.metrics.cluster_started(source);
     info!(cluster = %name, user = %user.name, source = source.label(), "cluster created");
     Ok((StatusCode::CREATED, Json(json!({ "name": name }))).into_response())
@@ -279,7 +313,8 @@ async fn scale(
     })?;
     let cluster = running_cluster(&gw, &user, &name).await?;
     let others = others_of(&gw, &cluster).await;
-    let Clamped { value, message } = limits::clamp_scale(&gw.limits, &cluster, &others, n);
+    let policy = owner_policy(&gw, Some(&user), &cluster.username);
+    let Clamped { value, message } = limits::clamp_scale(&policy.limits, &cluster, &others, n);
     order(&gw, &cluster, json!({ "op": "scale", "count": value })).await?;
     info!(cluster = %name, workers = value, "scaled");
     Ok(Json(json!({ "ok": message.is_none(), "msg": message })))
@@ -309,8 +344,9 @@ async fn adapt(
     }
     let cluster = running_cluster(&gw, &user, &name).await?;
     let others = others_of(&gw, &cluster).await;
+    let policy = owner_policy(&gw, Some(&user), &cluster.username);
     let (minimum, maximum, message) =
-        limits::clamp_adapt(&gw.limits, &cluster, &others, minimum, maximum);
+        limits::clamp_adapt(&policy.limits, &cluster, &others, minimum, maximum);
     order(
         &gw,
         &cluster,
@@ -347,7 +383,8 @@ async fn heartbeat(
         )));
     }
     let others = others_of(&gw, &cluster).await;
-    let count = limits::clamp_heartbeat(&gw.limits, &cluster, &others, beat.count);
+    let policy = owner_policy(&gw, None, &cluster.username);
+    let count = limits::clamp_heartbeat(&policy.limits, &cluster, &others, beat.count);
     if i64::from(count) != beat.count {
         warn!(cluster = %name, asked = beat.count, allowed = count, "heartbeat count clamped to the limits");
     }

@@ -63,6 +63,100 @@ pub struct AuthConfig {
     /// The session cookie's `Secure` flag: `auto` (when the request came
     /// over HTTPS, by `X-Forwarded-Proto`), `always` or `never`.
     pub cookie_secure: CookieSecure,
+    // The gateway as a JupyterHub service (issue 11).
+    /// The service's own Hub API token (the OAuth client secret); default
+    /// `$JUPYTERHUB_API_TOKEN`, as the Hub sets it for the services it runs.
+    pub jupyterhub_api_token: Option<String>,
+    /// File holding that token (e.g. a mounted Secret).
+    pub jupyterhub_api_token_file: Option<PathBuf>,
+    /// The service's name at the Hub: tokens need
+    /// `access:services!service=<name>`. Default `$JUPYTERHUB_SERVICE_NAME`,
+    /// else `dask-gateway`.
+    pub jupyterhub_service_name: Option<String>,
+    /// Seconds a Hub answer about a token is trusted: a token revoked at
+    /// the Hub stops working within this time, sessions included.
+    pub jupyterhub_cache_seconds: u64,
+    /// Where browsers are sent to log in. Default
+    /// `$JUPYTERHUB_PUBLIC_HUB_URL` + `api/oauth2/authorize`, else
+    /// `$JUPYTERHUB_HOST$JUPYTERHUB_BASE_URL` + `hub/api/oauth2/authorize`
+    /// (`/hub/api/oauth2/authorize` behind the Hub's proxy).
+    pub jupyterhub_authorize_url: Option<String>,
+    /// The OAuth redirect URI registered for the service. Default
+    /// `$JUPYTERHUB_OAUTH_CALLBACK_URL`, else `<prefix>/oauth_callback`.
+    pub jupyterhub_oauth_callback_url: Option<String>,
+    /// The OAuth client id. Default `$JUPYTERHUB_CLIENT_ID`, else `service-<name>`.
+    pub jupyterhub_client_id: Option<String>,
+    /// Profiles offered to users in none of `groups` (default: all).
+    pub default_profiles: Option<Vec<String>>,
+    /// Per-group limits and profiles, by the Hub's group names.
+    pub groups: BTreeMap<String, crate::auth::policy::GroupPolicy>,
+}
+
+/// The Hub settings once the environment has filled the defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubSettings {
+    pub api_url: String,
+    pub api_token: Option<String>,
+    pub service_name: String,
+    pub client_id: String,
+    pub authorize_url: String,
+    /// `None`: `<prefix>/oauth_callback`, the Hub's default for a service.
+    pub callback_url: Option<String>,
+    pub cache_ttl: std::time::Duration,
+}
+
+impl AuthConfig {
+    /// The Hub settings, defaults from the environment JupyterHub gives its
+    /// services (`env` is `std::env::var` but for tests).
+    pub fn hub_settings(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<HubSettings> {
+        let env = |key: &str| env(key).filter(|v| !v.is_empty());
+        let api_token = match (&self.jupyterhub_api_token, &self.jupyterhub_api_token_file) {
+            (Some(token), _) => Some(token.clone()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        anyhow::anyhow!("auth.jupyterhub_api_token_file {}: {e}", path.display())
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => env("JUPYTERHUB_API_TOKEN"),
+        };
+        let service_name = self
+            .jupyterhub_service_name
+            .clone()
+            .or_else(|| env("JUPYTERHUB_SERVICE_NAME"))
+            .unwrap_or_else(|| "dask-gateway".into());
+        let authorize_url = self.jupyterhub_authorize_url.clone().unwrap_or_else(|| {
+            match env("JUPYTERHUB_PUBLIC_HUB_URL") {
+                Some(hub) => format!("{}/api/oauth2/authorize", hub.trim_end_matches('/')),
+                None => format!(
+                    "{}{}/hub/api/oauth2/authorize",
+                    env("JUPYTERHUB_HOST").unwrap_or_default(),
+                    env("JUPYTERHUB_BASE_URL").unwrap_or_default().trim_end_matches('/'),
+                ),
+            }
+        });
+        Ok(HubSettings {
+            api_url: self.jupyterhub_api_url.clone().unwrap_or_default(),
+            api_token,
+            client_id: self
+                .jupyterhub_client_id
+                .clone()
+                .or_else(|| env("JUPYTERHUB_CLIENT_ID"))
+                .unwrap_or_else(|| format!("service-{service_name}")),
+            service_name,
+            authorize_url,
+            callback_url: self
+                .jupyterhub_oauth_callback_url
+                .clone()
+                .or_else(|| env("JUPYTERHUB_OAUTH_CALLBACK_URL")),
+            cache_ttl: std::time::Duration::from_secs(self.jupyterhub_cache_seconds),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
@@ -106,7 +200,7 @@ pub struct OptionsConfig {
 /// (scale, adapt, heartbeats) on both backends. Unset keys are unlimited;
 /// the worker, core and memory caps have defaults so that one request
 /// cannot ask a shared machine for four billion workers.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     pub user_max_clusters: Option<u32>,
@@ -255,8 +349,13 @@ pub struct ClusterDefaults {
     pub idle_client_timeout: f64,
     /// Environment of every scheduler and worker.
     pub environment: BTreeMap<String, String>,
+    /// Seconds a stopped or failed cluster stays listed (with
+    /// `?status=STOPPED,FAILED`) before it is forgotten, as dask-gateway-server's.
+    pub completed_cluster_max_age: f64,
 }
 
+// Read once at start-up: the Kubernetes variant's size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, tag = "type", rename_all = "lowercase")]
 pub enum BackendConfig {
@@ -304,6 +403,9 @@ pub struct KubernetesConfig {
     /// Create, with each cluster, a NetworkPolicy that lets its own pods
     /// reach each other (for a namespace where a policy denies the rest).
     pub network_policy: bool,
+    /// Pod keys of every cluster; a profile's override them (see `pods.rs`).
+    #[serde(flatten)]
+    pub pods: crate::pods::PodConfig,
 }
 
 impl Default for Config {
@@ -336,17 +438,23 @@ impl Default for AuthConfig {
             password_file: None,
             allow_insecure: false,
             cookie_secure: CookieSecure::Auto,
+            jupyterhub_api_token: None,
+            jupyterhub_api_token_file: None,
+            jupyterhub_service_name: None,
+            jupyterhub_cache_seconds: 60,
+            jupyterhub_authorize_url: None,
+            jupyterhub_oauth_callback_url: None,
+            jupyterhub_client_id: None,
+            default_profiles: None,
+            groups: BTreeMap::new(),
         }
     }
 }
 
 impl Default for OptionsConfig {
     fn default() -> Self {
-        let profile = |name: &str, cores: f64, gib: u64| Profile {
-            name: name.into(),
-            worker_cores: cores,
-            worker_memory: crate::options::Memory(gib << 30),
-            worker_threads: None,
+        let profile = |name: &str, cores: f64, gib: u64| {
+            Profile::new(name, cores, crate::options::Memory(gib << 30))
         };
         Self {
             profiles: vec![
@@ -368,6 +476,7 @@ impl Default for ClusterDefaults {
             idle_timeout: 0.0,
             idle_client_timeout: 0.0,
             environment: BTreeMap::new(),
+            completed_cluster_max_age: 86_400.0,
         }
     }
 }
@@ -398,6 +507,7 @@ impl Default for KubernetesConfig {
             api_url: "http://dask-gateway:8000/api".into(),
             cluster_domain: "cluster.local".into(),
             network_policy: false,
+            pods: Default::default(),
         }
     }
 }
@@ -417,6 +527,32 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
         Self::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    }
+
+    /// Reads several config files as one: each later file's tables merge
+    /// into the earlier ones key by key, and any other value it sets (a
+    /// number, a string, an array, an array of tables such as
+    /// `[[options.profiles]]`) replaces the earlier one. For a chart's raw
+    /// `extraConfig` after its rendered config. Errors name the file (syntax)
+    /// or the key.
+    pub fn load_all(paths: &[PathBuf]) -> anyhow::Result<Self> {
+        if let [path] = paths {
+            return Self::load(path);
+        }
+        let mut merged = toml::Table::new();
+        for path in paths {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let table: toml::Table =
+                text.parse().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            merge_tables(&mut merged, table);
+        }
+        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let config: Config = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e| anyhow::anyhow!("{} (merged): {e}", names.join(" + ")))?;
+        config.check().map_err(|e| anyhow::anyhow!("{} (merged): {e}", names.join(" + ")))?;
+        Ok(config)
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Self> {
@@ -442,6 +578,41 @@ impl Config {
         Ok(())
     }
 
+    /// The per-group policies over `[limits]`.
+    pub fn policies(&self) -> crate::auth::policy::Policies {
+        crate::auth::policy::Policies::new(
+            self.limits.clone(),
+            self.auth.default_profiles.clone(),
+            self.auth.groups.clone(),
+        )
+    }
+
+    /// Keys the chosen backend ignores, in words for a start-up warning:
+    /// the local backend has no pods to shape.
+    pub fn ignored_keys(&self) -> Vec<String> {
+        if !matches!(self.backend, BackendConfig::Local(_)) {
+            return vec![];
+        }
+        let no_pods = crate::pods::PodConfig::default();
+        self.options
+            .profiles
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                p.pods != no_pods
+                    || p.image.is_some()
+                    || p.worker_cores_limit.is_some()
+                    || p.worker_memory_limit.is_some()
+            })
+            .map(|(i, p)| {
+                format!(
+                    "options.profiles[{i}] ({}): its Kubernetes pod keys are ignored by the local backend",
+                    p.name
+                )
+            })
+            .collect()
+    }
+
     /// Checks that serde cannot express.
     fn check(&self) -> anyhow::Result<()> {
         anyhow::ensure!(
@@ -461,6 +632,9 @@ impl Config {
         for f in &self.options.fields {
             f.check()?;
         }
+        if let BackendConfig::Kubernetes(k8s) = &self.backend {
+            crate::pods::resolve_all(&k8s.pods, &self.options.profiles)?;
+        }
         if let BackendConfig::Local(local) = &self.backend {
             anyhow::ensure!(
                 local.pool_size <= MAX_POOL_SIZE,
@@ -473,6 +647,11 @@ impl Config {
                 );
             }
         }
+        anyhow::ensure!(
+            self.cluster.completed_cluster_max_age >= 0.0
+                && self.cluster.completed_cluster_max_age.is_finite(),
+            "cluster.completed_cluster_max_age: must be a non-negative number of seconds"
+        );
         self.limits.check()?;
         self.connections.check()?;
         anyhow::ensure!(
@@ -492,6 +671,17 @@ impl Config {
             );
         }
         anyhow::ensure!(
+            self.auth.jupyterhub_api_token.is_none()
+                || self.auth.jupyterhub_api_token_file.is_none(),
+            "auth.jupyterhub_api_token and auth.jupyterhub_api_token_file: set one or the other"
+        );
+        anyhow::ensure!(
+            self.auth.jupyterhub_cache_seconds <= 3600,
+            "auth.jupyterhub_cache_seconds: at most 3600 (a revoked token works this long)"
+        );
+        let profiles: Vec<String> = self.options.profiles.iter().map(|p| p.name.clone()).collect();
+        self.policies().check(&profiles)?;
+        anyhow::ensure!(
             self.auth.password.is_none() || self.auth.password_file.is_none(),
             "auth.password and auth.password_file: set one or the other"
         );
@@ -505,9 +695,68 @@ impl Config {
     }
 }
 
+/// `later` over `base`: tables merge recursively, anything else replaces.
+fn merge_tables(base: &mut toml::Table, later: toml::Table) {
+    for (key, value) in later {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base)), toml::Value::Table(later)) => {
+                merge_tables(base, later)
+            }
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_local_backend_names_the_pod_keys_it_ignores() {
+        let text = "[[options.profiles]]\nname = \"a\"\nworker_cores = 1\nworker_memory = 1\nenvironment = {X = \"1\"}\n\
+                    [[options.profiles]]\nname = \"b\"\nworker_cores = 1\nworker_memory = 1\nnode_selector = {pool = \"x\"}\n";
+        let ignored = Config::parse(text).unwrap().ignored_keys();
+        assert_eq!(ignored.len(), 1, "{ignored:?}");
+        assert!(ignored[0].starts_with("options.profiles[1] (b)"), "{ignored:?}");
+        let kubernetes = format!("{text}[backend]\ntype = \"kubernetes\"\n");
+        assert!(Config::parse(&kubernetes).unwrap().ignored_keys().is_empty());
+    }
+
+    #[test]
+    fn later_config_files_merge_over_earlier_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let base = write(
+            "base.toml",
+            "[auth]\nadmins = [\"a\"]\ncookie_name = \"c\"\n[[options.profiles]]\nname = \"x\"\nworker_cores = 1\nworker_memory = 1\n[backend]\ntype = \"kubernetes\"\nimage = \"i:1\"\n",
+        );
+        let extra = write(
+            "extra.toml",
+            "[auth]\nadmins = [\"b\"]\n[[options.profiles]]\nname = \"y\"\nworker_cores = 2\nworker_memory = 2\n[backend]\nnode_selector = {pool = \"p\"}\n",
+        );
+        let config = Config::load_all(&[base.clone(), extra.clone()]).unwrap();
+        assert_eq!(config.auth.admins, ["b"], "an array is replaced");
+        assert_eq!(config.auth.cookie_name, "c", "a table merges");
+        let names: Vec<_> = config.options.profiles.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["y"]);
+        let BackendConfig::Kubernetes(k8s) = &config.backend else { panic!() };
+        assert_eq!(
+            (k8s.image.as_str(), k8s.pods.node_selector.as_ref().unwrap()["pool"].as_str()),
+            ("i:1", "p")
+        );
+        let bad = write("bad.toml", "[backend]\nimage_pull_policy = \"Sometimes\"\n");
+        let err = Config::load_all(&[base.clone(), bad]).unwrap_err().to_string();
+        assert!(err.contains("Sometimes") && err.contains("bad.toml"), "{err}");
+        let broken = write("broken.toml", "[backend\n");
+        let err = Config::load_all(&[base, broken]).unwrap_err().to_string();
+        assert!(err.contains("broken.toml"), "{err}");
+    }
 
     #[test]
     fn default_offers_the_three_profiles() {
@@ -531,11 +780,37 @@ mod tests {
     }
 
     #[test]
+    fn completed_clusters_are_kept_a_day_by_default() {
+        assert_eq!(Config::default().cluster.completed_cluster_max_age, 86_400.0);
+        let config = Config::parse("[cluster]\ncompleted_cluster_max_age = 5\n").unwrap();
+        assert_eq!(config.cluster.completed_cluster_max_age, 5.0);
+        let err = Config::parse("[cluster]\ncompleted_cluster_max_age = -1\n").unwrap_err();
+        assert!(err.to_string().contains("cluster.completed_cluster_max_age"), "{err}");
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let err = Config::parse("[limits]\nuser_max_clusterz = 3\n").unwrap_err().to_string();
         assert!(err.contains("user_max_clusterz"), "{err}");
         let err = Config::parse("[auth]\ntype = \"basic\"\n").unwrap_err().to_string();
         assert!(err.contains("auth.users_file"), "{err}");
+        // Pod keys sit beside the other keys of [backend] and of a profile.
+        let err = Config::parse("[backend]\ntype = \"kubernetes\"\nnode_selectr = {a = \"b\"}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("node_selectr"), "{err}");
+        let profile = "[[options.profiles]]\nname = \"p\"\nworker_cores = 1\nworker_memory = 1\n";
+        let err = Config::parse(&format!("{profile}tolerashuns = []\n")).unwrap_err().to_string();
+        assert!(err.contains("tolerashuns"), "{err}");
+        let err = Config::parse(&format!(
+            "{profile}tolerations = [{{key = \"a\", operater = \"Exists\"}}]\n[backend]\ntype = \"kubernetes\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("options.profiles[0].tolerations") && err.contains("operater"),
+            "{err}"
+        );
     }
 
     #[test]

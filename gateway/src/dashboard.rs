@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::Client;
@@ -149,9 +149,10 @@ pub async fn proxy(State(gw): State<Arc<Gateway>>, request: Request) -> Response
     }
     // No valid capability: the gateway's own credentials decide.
     let (mut parts, body) = request.into_parts();
-    let Login { user, cookie } = match Login::from_request_parts(&mut parts, &gw).await {
+    // A browser with no session is sent to the Hub's login (JupyterHub auth).
+    let Login { user, cookie } = match crate::auth::oauth::browser_login(&gw, &mut parts).await {
         Ok(login) => login,
-        Err(e) => return e.into_response(),
+        Err(response) => return response,
     };
     let request = Request::from_parts(parts, body);
     let name = parsed.cluster;
@@ -292,7 +293,7 @@ mod tests {
     fn owners_and_admins_get_the_dashboard_others_do_not() {
         use crate::models::ClusterStatus;
         use crate::models::tests::sample;
-        let user = |name: &str, admin| User { name: name.into(), admin };
+        let user = |name: &str, admin| User { name: name.into(), admin, groups: vec![] };
         let (alice, bob, root) = (user("alice", false), user("bob", false), user("root", true));
         let running = sample("a", "alice", ClusterStatus::Running);
         let pending = sample("a", "alice", ClusterStatus::Pending);

@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod models;
 pub mod openapi;
 pub mod options;
+pub mod pods;
 pub mod scheduler;
 pub mod sni;
 pub mod tls;
@@ -28,6 +29,7 @@ use axum::Router;
 use axum::routing::any;
 
 use crate::auth::Authenticator;
+use crate::auth::policy::Policies;
 use crate::backend::Backend;
 use crate::config::{AuthKind, ClusterDefaults, Config, Limits};
 use crate::options::OptionsSpec;
@@ -43,6 +45,8 @@ pub struct Gateway {
     pub options: OptionsSpec,
     pub defaults: ClusterDefaults,
     pub limits: Limits,
+    /// Per-group limits and profiles over `limits`.
+    pub policies: Policies,
     pub scheduler: SchedulerControl,
     pub proxy: dashboard::ProxyClient,
     pub metrics: metrics::Metrics,
@@ -65,6 +69,7 @@ impl Gateway {
             ),
             defaults: config.cluster.clone(),
             limits: config.limits.clone(),
+            policies: config.policies(),
             scheduler: SchedulerControl::default(),
             proxy: dashboard::client(),
             metrics: metrics::Metrics::default(),
@@ -89,7 +94,8 @@ pub fn router(gateway: Arc<Gateway>, prefix: &str) -> Router {
         .layer(axum::middleware::from_fn(ui::csrf::guard))
         .route("/clusters/{name}", any(dashboard::proxy))
         .route("/clusters/{name}/", any(dashboard::proxy))
-        .route("/clusters/{name}/{*rest}", any(dashboard::proxy));
+        .route("/clusters/{name}/{*rest}", any(dashboard::proxy))
+        .route(auth::oauth::CALLBACK_PATH, axum::routing::get(auth::oauth::callback));
     let routes = if prefix.is_empty() {
         routes
     } else {

@@ -57,6 +57,47 @@ impl From<&ConnectionLimits> for Timeouts {
     }
 }
 
+/// The graceful stop of the HTTP side: once [`Drain::stop`] is called the
+/// listeners accept no more, idle keep-alive connections close, and a
+/// connection with a request in flight closes once it is answered.
+/// Scheduler connections (handed over or relayed) are not waited for.
+#[derive(Clone)]
+pub struct Drain {
+    stopping: Arc<tokio::sync::watch::Sender<bool>>,
+    /// One clone per open HTTP connection.
+    open: Arc<()>,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self { stopping: Arc::new(tokio::sync::watch::channel(false).0), open: Arc::new(()) }
+    }
+}
+
+impl Drain {
+    pub fn stop(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    async fn stopped(&self) {
+        let mut stopping = self.stopping.subscribe();
+        stopping.wait_for(|s| *s).await.ok();
+    }
+
+    /// Waits until every HTTP connection has closed, or `within`; returns
+    /// how many are still open.
+    pub async fn drained(&self, within: Duration) -> usize {
+        let deadline = Instant::now() + within;
+        loop {
+            let open = Arc::strong_count(&self.open) - 1;
+            if open == 0 || Instant::now() >= deadline {
+                return open;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 /// Which listener a connection came in on (a metric label).
 #[derive(Debug, Clone, Copy)]
 pub enum Port {
@@ -85,11 +126,17 @@ pub async fn serve(
     port: Port,
     max_connections: usize,
     timeouts: Timeouts,
+    drain: Drain,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(max_connections));
     let timeouts = Arc::new(timeouts);
     loop {
-        let (stream, _) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            // Returning drops the listener: new connections are refused.
+            _ = drain.stopped() => return Ok(()),
+        };
+        let (stream, _) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: wait, don't spin.
@@ -105,6 +152,7 @@ pub async fn serve(
         };
         stream.set_nodelay(true).ok();
         let (app, gateway, timeouts) = (app.clone(), gateway.clone(), timeouts.clone());
+        let drain = drain.clone();
         tokio::spawn(async move {
             let _open = metrics::OpenConnection::new(&gateway.metrics, port.label());
             let mut first = [0u8; 1];
@@ -112,7 +160,7 @@ pub async fn serve(
                 Ok(Ok(1)) if first[0] == 0x16 && matches!(port, Port::Public) => {
                     route_tls(stream, &gateway, &timeouts).await
                 }
-                Ok(Ok(1)) => serve_http(stream, app, &timeouts).await,
+                Ok(Ok(1)) => serve_http(stream, app, &timeouts, &drain).await,
                 _ => {}
             }
             drop(slot);
@@ -120,7 +168,8 @@ pub async fn serve(
     }
 }
 
-async fn serve_http(stream: TcpStream, app: Router, timeouts: &Timeouts) {
+async fn serve_http(stream: TcpStream, app: Router, timeouts: &Timeouts, drain: &Drain) {
+    let _open = drain.open.clone();
     let (io, activity) = Tracked::new(stream, timeouts.http_idle);
     let websocket_idle = timeouts.websocket_idle;
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
@@ -140,7 +189,16 @@ async fn serve_http(stream: TcpStream, app: Router, timeouts: &Timeouts) {
         .max_buf_size(MAX_HEAD_BUFFER)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
-    if let Err(e) = connection.await {
+    tokio::pin!(connection);
+    let served = tokio::select! {
+        served = connection.as_mut() => served,
+        _ = drain.stopped() => {
+            // Closes now if idle, else after the response in flight.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = served {
         debug!(error = %e, "HTTP connection ended with an error");
     }
 }

@@ -16,9 +16,10 @@ use tracing::info;
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// TOML config file (see gateway/README.md for every key).
+    /// TOML config file (see gateway/README.md for every key); several are
+    /// merged in order, a later one's keys over an earlier one's.
     #[arg(long, short, env = "DASK_GATEWAY_CONFIG")]
-    config: Option<PathBuf>,
+    config: Vec<PathBuf>,
     /// Overrides `listen`.
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -41,9 +42,9 @@ enum Command {
 }
 
 fn load(args: &Args) -> anyhow::Result<Config> {
-    let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
+    let mut config = match args.config.as_slice() {
+        [] => Config::default(),
+        paths => Config::load_all(paths)?,
     };
     if let Some(listen) = args.listen {
         config.listen = listen;
@@ -97,6 +98,10 @@ async fn stop_signal() -> std::io::Result<&'static str> {
     })
 }
 
+/// How long requests in flight get to finish at shutdown (a `?wait` long
+/// poll may be cut short).
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How long the clusters of the local backend get to stop at shutdown.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(20);
 
@@ -119,6 +124,9 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     dask_common::logging::init(config.log_format);
+    for ignored in config.ignored_keys() {
+        tracing::warn!("{ignored}");
+    }
     raise_file_limit(
         config.connections.max_connections + config.connections.heartbeat_max_connections,
     );
@@ -149,16 +157,19 @@ async fn main() -> anyhow::Result<()> {
                 heartbeat_listener.as_ref().expect("a heartbeat listener").local_addr()?;
             let api_url =
                 format!("http://{}/api", SocketAddr::new(loopback(heartbeats), heartbeats.port()));
-            Arc::new(LocalBackend::new(
-                Settings::new(
-                    local,
-                    &config.cluster,
-                    api_url,
-                    config.limits.cluster_max_workers,
-                    config.limits.local_max_starting_workers,
+            Arc::new(
+                LocalBackend::start(
+                    Settings::new(
+                        local,
+                        &config.cluster,
+                        api_url,
+                        config.limits.cluster_max_workers,
+                        config.limits.local_max_starting_workers,
+                    )
+                    .with_pool(&config, local),
                 )
-                .with_pool(&config, local),
-            ))
+                .await?,
+            )
         }
         BackendConfig::Kubernetes(k8s) => {
             let client = kube::Client::try_default().await?;
@@ -172,6 +183,10 @@ async fn main() -> anyhow::Result<()> {
     let app = router(gateway.clone(), &config.prefix);
     info!(%address, prefix = %config.prefix, "dask gateway listening (API, dashboards and scheduler TLS on one port)");
     let timeouts = Timeouts::from(&config.connections);
+    let drain = listener::Drain::default();
+    // Heartbeats go on while the public port drains: a request in flight
+    // may be waiting for a cluster to change.
+    let heartbeat_drain = listener::Drain::default();
     if let Some(heartbeats) = heartbeat_listener {
         info!(address = %heartbeats.local_addr()?, "scheduler heartbeats listening");
         tokio::spawn(listener::serve(
@@ -181,6 +196,7 @@ async fn main() -> anyhow::Result<()> {
             Port::Heartbeat,
             config.connections.heartbeat_max_connections,
             timeouts.clone(),
+            heartbeat_drain.clone(),
         ));
     }
     let public = listener::serve(
@@ -190,15 +206,22 @@ async fn main() -> anyhow::Result<()> {
         Port::Public,
         config.connections.max_connections,
         timeouts,
+        drain.clone(),
     );
     let stopping = stop_signal();
     tokio::select! {
         served = public => served?,
         signal = stopping => info!(signal = signal?, "shutting down"),
     }
-    // The page's live streams would hold their connections open.
+    // The page's live streams would hold their connections until the grace ends.
     gateway.events.close_all();
-    // The listener is closed: no new work while the clusters stop.
+    // No new connections; requests in flight are answered (bounded).
+    drain.stop();
+    let open = drain.drained(DRAIN_GRACE).await;
+    if open > 0 {
+        tracing::warn!(open, "HTTP connections still busy at shutdown are closed");
+    }
+    heartbeat_drain.stop();
     gateway.backend.shutdown(SHUTDOWN_GRACE).await;
     info!("stopped");
     Ok(())

@@ -74,6 +74,9 @@ pub struct Cluster {
     pub addresses: Option<Addresses>,
     /// Workers the scheduler last asked for (for the per-user limits).
     pub workers: u32,
+    /// Why a FAILED cluster failed; not in the client's JSON (it rejects
+    /// extra keys): the logs route says it.
+    pub reason: Option<String>,
 }
 
 impl Cluster {
@@ -98,6 +101,7 @@ impl Cluster {
             tls_key: credentials.key_pem,
             addresses: None,
             workers: 0,
+            reason: None,
         })
     }
 
@@ -202,6 +206,7 @@ pub(crate) mod tests {
                 idle_client_timeout: 0.0,
                 environment: Default::default(),
                 image: None,
+                profile: "small".into(),
             },
             status,
             start_time: 1,
@@ -214,6 +219,7 @@ pub(crate) mod tests {
                 api: "http://127.0.0.1:3".into(),
             }),
             workers: 0,
+            reason: None,
         }
     }
 

@@ -50,6 +50,18 @@ pub fn document() -> Value {
                         "tls_key": { "type": ["string", "null"], "description": "PEM, when running" }
                     }
                 },
+                "ClusterLogs": {
+                    "type": "object", "required": ["name", "status", "reason", "scheduler", "workers", "truncated"],
+                    "properties": {
+                        "name": { "type": "string" },
+                        "status": { "$ref": "#/components/schemas/Status" },
+                        "reason": { "type": ["string", "null"], "description": "why a FAILED cluster failed" },
+                        "scheduler": { "type": "array", "items": { "type": "string" }, "description": "the scheduler's last lines, oldest first" },
+                        "workers": { "type": "object", "additionalProperties": { "type": "array", "items": { "type": "string" } },
+                                     "description": "each worker's last lines, by worker name (the pod's name on Kubernetes)" },
+                        "truncated": { "type": "boolean", "description": "workers were left out to keep the answer within 4 MiB" }
+                    }
+                },
                 "UserSummary": {
                     "type": "object",
                     "properties": {
@@ -79,19 +91,23 @@ pub fn document() -> Value {
             "/api/health": { "get": { "security": [], "summary": "Health",
                 "responses": { "200": ok("healthy", json!({ "type": "object", "properties": { "status": { "const": "pass" } } })) } } },
             "/api/v1/options": { "get": { "summary": "The cluster options users may set",
-                "responses": { "200": ok("option fields", json!({ "type": "object", "properties": { "cluster_options": { "type": "array" } } })),
-                               "401": error("authentication required") } } },
+                "responses": { "200": ok("option fields (only the profiles the caller's groups allow)", json!({ "type": "object", "properties": { "cluster_options": { "type": "array" } } })),
+                               "401": error("authentication required"),
+                               "403": error("a JupyterHub token without the service's access scope") } } },
             "/api/v1/clusters/": {
                 "get": { "summary": "The caller's clusters (all clusters for admins)",
                     "parameters": [{ "name": "status", "in": "query", "schema": { "type": "string" },
                                      "description": "comma-separated statuses; default: PENDING,RUNNING" }],
                     "responses": { "200": ok("clusters by name", json!({ "type": "object", "additionalProperties": cluster })),
-                                   "401": error("authentication required"), "422": error("unknown status") } },
+                                   "401": error("authentication required"),
+                                   "403": error("a JupyterHub token without the service's access scope"), "422": error("unknown status") } },
                 "post": { "summary": "Create a cluster",
                     "requestBody": body(json!({ "type": "object", "properties": { "cluster_options": { "type": ["object", "null"] } } })),
                     "responses": { "201": ok("created", json!({ "type": "object", "properties": { "name": { "type": "string" } } })),
-                                   "401": error("authentication required"), "409": error("a per-user limit is reached"),
-                                   "422": error("malformed JSON, unknown or invalid options") } }
+                                   "401": error("authentication required"),
+                                   "403": error("a JupyterHub token without the service's access scope, or no profile allowed"),
+                                   "409": error("a per-user limit is reached"),
+                                   "422": error("malformed JSON, unknown or invalid options, a profile the caller's groups do not allow") } }
             },
             "/api/v1/clusters/{name}": {
                 "get": { "summary": "One cluster", "parameters": [name_param(),
@@ -110,6 +126,14 @@ pub fn document() -> Value {
                     "active": { "type": "boolean" } } })),
                 "responses": { "200": ok("done", scale_result), "403": error("another user's cluster"), "404": error("unknown cluster"),
                                "409": error("cluster not running"), "422": error("invalid bounds") } } },
+            "/api/v1/clusters/{name}/logs": { "get": {
+                "summary": "Recent log lines of the scheduler and each worker (a finished cluster's as kept in its history)",
+                "parameters": [name_param(),
+                    { "name": "lines", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 1000, "default": 100 },
+                      "description": "lines per process (larger values are capped at 1000); each log is also cut to 64 KiB, the answer to 4 MiB" }],
+                "responses": { "200": ok("the logs, written one process at a time", json!({ "$ref": "#/components/schemas/ClusterLogs" })),
+                               "401": error("authentication required"), "403": error("another user's cluster"),
+                               "404": error("unknown cluster"), "422": error("invalid lines") } } },
             "/api/v1/admin/summary": { "get": { "summary": "Everyone's active clusters summed per user (admins only)",
                 "responses": { "200": ok("per-user totals", json!({ "type": "object", "properties": { "users": { "type": "array",
                                    "items": { "$ref": "#/components/schemas/UserSummary" } } } })),

@@ -57,10 +57,39 @@ impl<'de> Deserialize<'de> for Memory {
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     pub name: String,
+    /// The worker's requests (and its limits unless the `*_limit` keys say more).
     pub worker_cores: f64,
     pub worker_memory: Memory,
     /// Threads per worker; by default the whole cores, at least one.
     pub worker_threads: Option<u32>,
+    /// Kubernetes: the worker's limits (default: the request).
+    pub worker_cores_limit: Option<f64>,
+    pub worker_memory_limit: Option<Memory>,
+    /// Kubernetes: the scheduler and worker image (default: `backend.image`).
+    pub image: Option<String>,
+    /// Environment of its schedulers and workers, over `[cluster] environment`.
+    #[serde(default)]
+    pub environment: BTreeMap<String, String>,
+    /// Kubernetes: pod keys over `[backend]`'s (see `pods.rs`).
+    #[serde(flatten)]
+    pub pods: crate::pods::PodConfig,
+}
+
+impl Profile {
+    /// A profile of cores and memory alone.
+    pub fn new(name: &str, worker_cores: f64, worker_memory: Memory) -> Self {
+        Self {
+            name: name.into(),
+            worker_cores,
+            worker_memory,
+            worker_threads: None,
+            worker_cores_limit: None,
+            worker_memory_limit: None,
+            image: None,
+            environment: BTreeMap::new(),
+            pods: Default::default(),
+        }
+    }
 }
 
 /// A further option field from the config file.
@@ -196,6 +225,9 @@ pub struct ClusterConfig {
     pub idle_client_timeout: f64,
     pub environment: BTreeMap<String, String>,
     pub image: Option<String>,
+    /// The profile it was made from (its pod shape on Kubernetes).
+    #[serde(default)]
+    pub profile: String,
 }
 
 /// The options offered, from the config.
@@ -208,6 +240,26 @@ pub struct OptionsSpec {
 impl OptionsSpec {
     pub fn new(profiles: Vec<Profile>, fields: Vec<FieldConfig>) -> Self {
         Self { profiles, fields }
+    }
+
+    /// The spec a user is offered: only the `allowed` profiles (in the
+    /// configured order, the first allowed one the default); `None`: all.
+    pub fn with_profiles(&self, allowed: Option<&[String]>) -> OptionsSpec {
+        let profiles = self
+            .profiles
+            .iter()
+            .filter(|p| allowed.is_none_or(|a| a.contains(&p.name)))
+            .cloned()
+            .collect();
+        Self { profiles, fields: self.fields.clone() }
+    }
+
+    pub fn has_profile(&self, name: &str) -> bool {
+        self.profiles.iter().any(|p| p.name == name)
+    }
+
+    pub fn has_profiles(&self) -> bool {
+        !self.profiles.is_empty()
     }
 
     fn profile_field(&self) -> FieldConfig {
@@ -267,8 +319,10 @@ impl OptionsSpec {
             idle_timeout: base.idle_timeout,
             idle_client_timeout: base.idle_client_timeout,
             environment: base.environment.clone(),
-            image: None,
+            image: profile.image.clone(),
+            profile: profile.name.clone(),
         };
+        config.environment.extend(profile.environment.clone());
         for field in &self.fields {
             let value = &options[&field.field];
             match field.target {
@@ -280,7 +334,10 @@ impl OptionsSpec {
                     config.idle_client_timeout = value.as_f64().unwrap_or(0.0)
                 }
                 Some(Target::Image) => {
-                    config.image = value.as_str().filter(|s| !s.is_empty()).map(String::from)
+                    // An empty value keeps the profile's image.
+                    if let Some(image) = value.as_str().filter(|s| !s.is_empty()) {
+                        config.image = Some(image.into());
+                    }
                 }
                 Some(Target::Environment) => {
                     for (k, v) in value.as_object().into_iter().flatten() {
@@ -349,6 +406,21 @@ mod tests {
     }
 
     #[test]
+    fn a_restricted_spec_offers_and_resolves_only_the_allowed_profiles() {
+        let base = ClusterDefaults::default();
+        let allowed = ["medium".to_string(), "larger".to_string()];
+        let spec = spec().with_profiles(Some(&allowed));
+        let json = spec.to_json();
+        assert_eq!(json["cluster_options"][0]["default"], "medium");
+        assert_eq!(json["cluster_options"][0]["spec"]["options"], json!(["medium", "larger"]));
+        assert_eq!(spec.resolve(&Map::new(), &base).unwrap().0["profile"], "medium");
+        let small = json!({ "profile": "small" });
+        assert!(spec.resolve(small.as_object().unwrap(), &base).is_err());
+        assert!(!spec.with_profiles(Some(&[])).has_profiles());
+        assert!(spec.has_profile("larger") && !spec.has_profile("small"));
+    }
+
+    #[test]
     fn memory_units_are_binary() {
         assert_eq!(Memory::parse("2 G").unwrap().0, 2 << 30);
         assert_eq!(Memory::parse("1GiB").unwrap().0, 1 << 30);
@@ -369,5 +441,32 @@ mod tests {
         assert_eq!(config.worker_threads, 3);
         assert!(spec.resolve(json!({ "threads": 9 }).as_object().unwrap(), &base).is_err());
         assert!(spec.resolve(json!({ "threads": "two" }).as_object().unwrap(), &base).is_err());
+    }
+
+    #[test]
+    fn a_profile_sets_image_and_environment_and_an_image_option_wins() {
+        let mut gpu = Profile::new("gpu", 4.0, Memory(16 << 30));
+        gpu.image = Some("pangeo/ml:1".into());
+        gpu.environment = BTreeMap::from([("SHARED".into(), "profile".into())]);
+        let field: FieldConfig =
+            toml::from_str("field = \"image\"\ntype = \"string\"\ntarget = \"image\"").unwrap();
+        let spec = OptionsSpec::new(vec![gpu], vec![field]);
+        let environment =
+            BTreeMap::from([("SHARED".into(), "global".into()), ("G".into(), "1".into())]);
+        let base = ClusterDefaults { environment, ..Default::default() };
+        let (_, config) = spec.resolve(&Map::new(), &base).unwrap();
+        assert_eq!(
+            config.image.as_deref(),
+            Some("pangeo/ml:1"),
+            "an empty option keeps the profile's"
+        );
+        assert_eq!(
+            (config.environment["SHARED"].as_str(), config.environment["G"].as_str()),
+            ("profile", "1")
+        );
+        assert_eq!(config.profile, "gpu");
+        let mine = json!({ "image": "mine:2" });
+        let (_, config) = spec.resolve(mine.as_object().unwrap(), &base).unwrap();
+        assert_eq!(config.image.as_deref(), Some("mine:2"));
     }
 }

@@ -15,6 +15,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine;
+use dask_gateway::backend::logs::{LogBounds, LogSection, LogStream, Source, last_lines};
 use dask_gateway::backend::{Backend, BackendError, Created, StartSource};
 use dask_gateway::config::Config;
 use dask_gateway::models::{Cluster, ClusterStatus, Heartbeat};
@@ -30,11 +31,18 @@ struct FakeBackend {
     changes: watch::Sender<u64>,
     /// When set, creates fail with this internal detail (a store's own words).
     fault: Mutex<Option<&'static str>>,
+    /// The worker count of each cluster's last heartbeat, as the gateway passed it on.
+    counts: Mutex<BTreeMap<String, i64>>,
 }
 
 impl FakeBackend {
     fn new() -> Self {
-        Self { clusters: Mutex::default(), changes: watch::Sender::new(0), fault: Mutex::default() }
+        Self {
+            clusters: Mutex::default(),
+            changes: watch::Sender::new(0),
+            fault: Mutex::default(),
+            counts: Mutex::default(),
+        }
     }
 
     fn cluster(&self, name: &str) -> Option<Cluster> {
@@ -88,13 +96,26 @@ impl Backend for FakeBackend {
         Ok(())
     }
     async fn heartbeat(&self, name: &str, beat: Heartbeat) -> Result<(), BackendError> {
+        self.counts.lock().unwrap().insert(name.to_owned(), beat.count);
         self.update(name, |c| {
             c.status = ClusterStatus::Running;
             c.addresses = Some(beat.addresses());
         })
     }
-    async fn fail(&self, name: &str, _reason: &str) {
-        let _ = self.update(name, |c| c.status = ClusterStatus::Failed);
+    async fn fail(&self, name: &str, reason: &str) {
+        let _ = self.update(name, |c| {
+            c.status = ClusterStatus::Failed;
+            c.reason = Some(reason.into());
+        });
+    }
+    /// 1500 lines for the scheduler, three for worker `w1`, cut to the bounds.
+    async fn logs(&self, _cluster: &Cluster, bounds: LogBounds) -> Result<LogStream, BackendError> {
+        let lines = |n: usize| (0..n).map(|i| format!("line {i}")).collect::<Vec<_>>();
+        let sections = [
+            LogSection { source: Source::Scheduler, lines: last_lines(lines(1500), bounds) },
+            LogSection { source: Source::Worker("w1".into()), lines: last_lines(lines(3), bounds) },
+        ];
+        Ok(Box::pin(futures::stream::iter(sections)))
     }
     fn changes(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
@@ -380,6 +401,209 @@ async fn the_heartbeat_listener_takes_cluster_tokens_and_no_user_logins() {
     assert_eq!(backend.cluster(&name).unwrap().status, ClusterStatus::Stopped);
 }
 
+#[tokio::test]
+async fn logs_go_to_the_owner_and_admins_bounded() {
+    let (app, backend) = gateway("[auth]\nadmins = [\"root\"]\n");
+    let name = create(&app, "alice").await;
+    let uri = format!("/api/v1/clusters/{name}/logs");
+
+    let answer = call(&app, Method::GET, &uri, As::User("alice"), "").await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.headers[header::CONTENT_TYPE], "application/json");
+    let scheduler = answer.body["scheduler"].as_array().unwrap();
+    assert_eq!(
+        (scheduler.len(), scheduler[99].as_str()),
+        (100, Some("line 1499")),
+        "100 by default"
+    );
+    assert_eq!(answer.body["workers"], json!({ "w1": ["line 0", "line 1", "line 2"] }));
+    assert_eq!((&answer.body["status"], &answer.body["reason"]), (&json!("PENDING"), &Value::Null));
+    assert_eq!(answer.body["truncated"], false);
+
+    let answer = call(&app, Method::GET, &format!("{uri}?lines=2"), As::User("alice"), "").await;
+    assert_eq!(answer.body["scheduler"], json!(["line 1498", "line 1499"]));
+    assert_eq!(answer.body["workers"]["w1"], json!(["line 1", "line 2"]));
+    let answer =
+        call(&app, Method::GET, &format!("{uri}?lines=99999"), As::User("alice"), "").await;
+    assert_eq!(answer.body["scheduler"].as_array().unwrap().len(), 1000, "capped at 1000");
+    for bad in ["ten", "-1", "1.5"] {
+        let answer =
+            call(&app, Method::GET, &format!("{uri}?lines={bad}"), As::User("alice"), "").await;
+        assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        assert!(answer.error().contains("lines"), "{}", answer.error());
+    }
+
+    let answer = call(&app, Method::GET, &uri, As::User("bob"), "").await;
+    assert_eq!(answer.status, StatusCode::FORBIDDEN);
+    assert!(answer.error().contains("bob"), "{}", answer.error());
+    assert_eq!(
+        call(&app, Method::GET, &uri, As::Anonymous, "").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let answer = call(&app, Method::GET, &uri, As::User("root"), "").await;
+    assert_eq!(answer.status, StatusCode::OK, "admins read every cluster's logs");
+    let answer = call(&app, Method::GET, "/api/v1/clusters/nope/logs", As::User("alice"), "").await;
+    assert_eq!(answer.status, StatusCode::NOT_FOUND);
+    // The cluster's own token is for heartbeats, not for reading logs.
+    let token = backend.cluster(&name).unwrap().token;
+    assert_eq!(
+        call(&app, Method::GET, &uri, As::Token(&token), "").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // A failed cluster's logs say why it failed.
+    backend.fail(&name, "the scheduler exited (exit status: 1)").await;
+    let answer = call(&app, Method::GET, &uri, As::User("alice"), "").await;
+    assert_eq!(answer.body["status"], "FAILED");
+    assert_eq!(answer.body["reason"], "the scheduler exited (exit status: 1)");
+}
+
+#[tokio::test]
+async fn every_user_route_is_in_the_openapi_document() {
+    let (app, _) = gateway("");
+    let doc = call(&app, Method::GET, "/api/openapi.json", As::Anonymous, "").await.body;
+    let logs = &doc["paths"]["/api/v1/clusters/{name}/logs"]["get"];
+    assert_eq!(
+        logs["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/ClusterLogs"
+    );
+    assert!(
+        doc["components"]["schemas"]["ClusterLogs"]["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("workers"))
+    );
+}
+
+/// A JupyterHub answering `GET /hub/api/user` from `tokens` (token → the
+/// Hub's user model), on loopback; its API URL.
+async fn fake_hub(tokens: Value) -> String {
+    let app = Router::new().route(
+        "/hub/api/user",
+        axum::routing::get(move |headers: HeaderMap| {
+            let tokens = tokens.clone();
+            async move {
+                let token = headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("token "))
+                    .unwrap_or_default();
+                match tokens.get(token) {
+                    Some(user) => (StatusCode::OK, axum::Json(user.clone())),
+                    None => (StatusCode::FORBIDDEN, axum::Json(json!({"status": 403}))),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+    format!("http://{addr}/hub/api")
+}
+
+#[tokio::test]
+async fn hub_groups_choose_profiles_and_limits_and_the_service_scope_is_required() {
+    let hub = fake_hub(json!({
+        "alice": {"kind": "user", "name": "alice", "groups": ["staff"],
+                  "scopes": ["self", "access:services!service=dask-gateway"]},
+        "bob": {"kind": "user", "name": "bob", "groups": ["chess"], "scopes": ["access:services"]},
+        "eve": {"kind": "user", "name": "eve", "groups": ["staff"], "scopes": ["self"]},
+    }))
+    .await;
+    let (app, backend) = gateway(&format!(
+        r#"
+[auth]
+type = "jupyterhub"
+jupyterhub_api_url = "{hub}"
+default_profiles = ["small"]
+[auth.groups.staff]
+profiles = ["small", "medium"]
+user_max_clusters = 2
+cluster_max_workers = 4
+[limits]
+user_max_clusters = 1
+cluster_max_workers = 1
+"#
+    ));
+    let offered = |answer: &Answer| answer.body["cluster_options"][0]["spec"]["options"].clone();
+    let alice = call(&app, Method::GET, "/api/v1/options", As::Token("alice"), "").await;
+    assert_eq!(offered(&alice), json!(["small", "medium"]));
+    let bob = call(&app, Method::GET, "/api/v1/options", As::Token("bob"), "").await;
+    assert_eq!(offered(&bob), json!(["small"]));
+
+    // A token without access to the service: 403 naming the scope.
+    let eve = call(&app, Method::GET, "/api/v1/options", As::Token("eve"), "").await;
+    assert_eq!(eve.status, StatusCode::FORBIDDEN);
+    assert!(eve.error().contains("access:services!service=dask-gateway"), "{}", eve.error());
+    let unknown = call(&app, Method::GET, "/api/v1/options", As::Token("mallory"), "").await;
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+
+    // A profile the groups do not allow: 422 naming it, nothing created.
+    let medium = r#"{"cluster_options": {"profile": "medium"}}"#;
+    let answer = call(&app, Method::POST, "/api/v1/clusters/", As::Token("bob"), medium).await;
+    assert_eq!(answer.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(answer.error().contains("Profile 'medium' is not allowed"), "{}", answer.error());
+    assert_eq!(backend.count(), 0);
+
+    // Limits: staff may have two clusters, the others one.
+    for _ in 0..2 {
+        let answer =
+            call(&app, Method::POST, "/api/v1/clusters/", As::Token("alice"), medium).await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+    }
+    let third = call(&app, Method::POST, "/api/v1/clusters/", As::Token("alice"), "{}").await;
+    assert_eq!(third.status, StatusCode::CONFLICT, "{}", third.body);
+    let first = call(&app, Method::POST, "/api/v1/clusters/", As::Token("bob"), "{}").await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let second = call(&app, Method::POST, "/api/v1/clusters/", As::Token("bob"), "{}").await;
+    assert_eq!(second.status, StatusCode::CONFLICT, "{}", second.body);
+
+    // A heartbeat (no login) gets the owner's limits: staff's 4 workers, not the default 1.
+    let name = first.body["name"].as_str().unwrap();
+    let mine = backend.list().await.into_iter().find(|c| c.username == "alice").unwrap();
+    for (cluster, expected) in [(&mine, 4), (&backend.cluster(name).unwrap(), 1)] {
+        let beat = json!({
+            "scheduler_address": "tls://127.0.0.1:1", "api_address": "http://127.0.0.1:1", "count": 10,
+        });
+        let uri = format!("/api/v1/clusters/{}/heartbeat", cluster.name);
+        let answer =
+            call(&app, Method::POST, &uri, As::Token(&cluster.token), &beat.to_string()).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        assert_eq!(backend.counts.lock().unwrap()[&cluster.name], expected, "{}", cluster.username);
+    }
+}
+
+#[tokio::test]
+async fn a_browser_without_a_session_is_sent_to_the_hubs_login() {
+    let hub = fake_hub(json!({})).await;
+    let (app, _) = gateway(&format!(
+        "[auth]\ntype = \"jupyterhub\"\njupyterhub_api_url = \"{hub}\"\njupyterhub_authorize_url = \"https://hub.example/hub/api/oauth2/authorize\"\n"
+    ));
+    let page = |accept: &'static str| {
+        Request::get("/clusters/abc/status")
+            .header(header::ACCEPT, accept)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let response = app.clone().oneshot(page("text/html,*/*")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let location = response.headers()[header::LOCATION].to_str().unwrap();
+    let state = location
+        .strip_prefix("https://hub.example/hub/api/oauth2/authorize?client_id=service-dask-gateway&redirect_uri=%2Foauth_callback&response_type=code&state=")
+        .and_then(|rest| rest.split_once("&code_challenge="))
+        .filter(|(_, pkce)| pkce.ends_with("&code_challenge_method=S256"))
+        .unwrap_or_else(|| panic!("{location}"))
+        .0;
+    let cookie = response.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(cookie.starts_with(&format!("dask-gateway-oauth-state={state}.")), "{cookie}");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+
+    // The API client (no text/html) still gets the 401 and its challenge.
+    let response = app.clone().oneshot(page("application/json")).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "jupyterhub");
+}
+
 // --- The web page (gateway/src/ui*, events.rs) -----------------------------
 
 /// The gateway's router under `prefix`, over a fresh fake backend.
@@ -653,4 +877,23 @@ async fn live_streams_are_capped_per_user() {
     open.pop();
     let again = send(&app, get_with("/api/v1/events", &cookie)).await;
     assert_eq!(again.status(), StatusCode::OK, "a closed stream gives its place back");
+}
+
+#[tokio::test]
+async fn under_jupyterhub_auth_the_page_sends_a_stranger_to_the_hub() {
+    let hub = fake_hub(json!({})).await;
+    let (app, _) = gateway(&format!(
+        "[auth]\ntype = \"jupyterhub\"\njupyterhub_api_url = \"{hub}\"\njupyterhub_authorize_url = \"https://hub.example/hub/api/oauth2/authorize\"\n"
+    ));
+    let page = Request::get("/").header(header::ACCEPT, "text/html").body(Body::empty()).unwrap();
+    let response = send(&app, page).await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let location = response.headers()[header::LOCATION].to_str().unwrap();
+    assert!(location.starts_with("https://hub.example/hub/api/oauth2/authorize?"), "{location}");
+    // No password form under JupyterHub auth.
+    let form = Request::post("/login")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("username=alice&password=x"))
+        .unwrap();
+    assert_eq!(send(&app, form).await.status(), StatusCode::NOT_FOUND);
 }

@@ -451,4 +451,50 @@ mod tests {
         // An unlabelled job's cluster carries no empty label map (see `Inherited::annotations`).
         assert!(!serde_json::to_string(&cluster).unwrap().contains("{}"));
     }
+
+    /// Every pod field a template sets reaches the pods as it is: the
+    /// gateway's pod keys (node pool, tolerations, affinity, volumes, service
+    /// account, pull secrets, resources) and the template's labels and
+    /// annotations.
+    #[test]
+    fn every_pod_field_of_a_template_reaches_its_pods() {
+        let shaped = serde_json::json!({
+            "nodeSelector": {"pool": "dask-workers"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "dask", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "type", "operator": "In", "values": ["kwok"]}]}]}}},
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+            "serviceAccountName": "dask-pods",
+            "imagePullSecrets": [{"name": "regcred"}],
+            "priorityClassName": "low",
+            "containers": [{"name": "dask", "image": "img:1", "imagePullPolicy": "Always",
+                "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "2Gi"}},
+                "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}]}],
+        });
+        let meta = dask_crds::SimpleObjectMeta {
+            labels: Some(BTreeMap::from([("example.com/team".into(), "geo".into())])),
+            annotations: Some(BTreeMap::from([("example.com/note".into(), "n".into())])),
+        };
+        let mut cluster = fixture();
+        cluster.spec.scheduler.spec = serde_json::from_value(shaped.clone()).unwrap();
+        cluster.spec.worker.spec = serde_json::from_value(shaped.clone()).unwrap();
+        cluster.spec.scheduler.metadata = Some(meta.clone());
+        cluster.spec.worker.metadata = Some(meta);
+        let deployment = scheduler_deployment(&cluster);
+        let template = deployment.spec.unwrap().template;
+        let mut group = default_worker_group(&cluster);
+        group.metadata.uid = Some("uid-2".into());
+        let inherited = worker_inheritance(Some(&cluster), &group);
+        let pod = worker_pod(&group, &inherited, "p", "tcp://s:8786", "h");
+        for (meta, spec) in [
+            (template.metadata.unwrap(), template.spec.unwrap()),
+            (pod.metadata, pod.spec.unwrap()),
+        ] {
+            let mut spec = serde_json::to_value(spec).unwrap();
+            // The operator adds its own env vars; everything else is the template's.
+            spec["containers"][0].as_object_mut().unwrap().remove("env");
+            assert_eq!(spec, shaped);
+            assert_eq!(meta.labels.unwrap()["example.com/team"], "geo");
+            assert_eq!(meta.annotations.unwrap()["example.com/note"], "n");
+        }
+    }
 }

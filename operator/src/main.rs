@@ -98,26 +98,39 @@ async fn main() -> anyhow::Result<()> {
             job::run(ctx.clone())
         );
     };
+    let lost = async {
+        match &mut leadership {
+            Some(leadership) => leadership.lost().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = controllers => info!("controllers stopped"),
-        _ = lost(leadership) => anyhow::bail!("lost the leader lease; exiting so a restart starts clean"),
+        _ = lost => anyhow::bail!("lost the leader lease; exiting so a restart starts clean"),
         res = http => anyhow::bail!("the metrics server stopped: {res:?}"),
+        signal = stop_signal() => info!(signal = signal?, "shutting down"),
+    }
+    // The controllers are dropped with the select: nothing reconciles any
+    // more, so the next leader can start at once.
+    if let Some(leadership) = leadership {
+        leadership.release(RELEASE_TIMEOUT).await;
     }
     Ok(())
 }
 
-/// Resolves when leadership, if any, is lost.
-async fn lost(leadership: Option<tokio::sync::watch::Receiver<bool>>) {
-    match leadership {
-        Some(mut rx) => {
-            while *rx.borrow_and_update() {
-                if rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        }
-        None => std::future::pending().await,
-    }
+/// How long giving the lease back may take at shutdown (Kubernetes waits
+/// 30 s by default before it kills a terminating pod).
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// SIGINT (Ctrl-C) or SIGTERM (Kubernetes stopping the pod).
+async fn stop_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+    })
 }
 
 #[cfg(test)]

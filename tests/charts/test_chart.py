@@ -164,7 +164,8 @@ def release(kubectl):
 
 
 def can_i(kubectl, sa, ns, verb, resource, where=None):
-    args = ["auth", "can-i", verb, resource, f"--as=system:serviceaccount:{ns}:{sa}"]
+    """`resource` may name a subresource: "pods --subresource=log"."""
+    args = ["auth", "can-i", verb, *resource.split(), f"--as=system:serviceaccount:{ns}:{sa}"]
     args += ["-n", where] if where else ["-A"]
     return kubectl.run(*args, check=False).stdout.strip() == "yes"
 
@@ -194,6 +195,11 @@ def test_install_runs_and_grants_least_privilege(kubectl, release):
     assert not can_i(kubectl, gateway, ns, "delete", "secrets", "anywhere")
     assert can_i(kubectl, gateway, ns, "create", "leases.coordination.k8s.io", ns)
     assert can_i(kubectl, gateway, ns, "create", "networkpolicies.networking.k8s.io", ns)
+    # Cluster logs: reading pods and their logs, nothing more, here only.
+    assert can_i(kubectl, gateway, ns, "list", "pods", ns)
+    assert can_i(kubectl, gateway, ns, "get", "pods --subresource=log", ns)
+    assert not can_i(kubectl, gateway, ns, "list", "pods", "anywhere")
+    assert not can_i(kubectl, gateway, ns, "create", "pods --subresource=exec", ns) and not can_i(kubectl, gateway, ns, "delete", "pods", ns)
 
     # The generated password survives an upgrade.
     password = kubectl.json("-n", ns, "get", "secret", f"{name}-dask-rs-gateway-password")["data"]["password"]

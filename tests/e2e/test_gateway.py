@@ -96,3 +96,72 @@ def test_notebook_flow_through_the_gateway(kubectl, release):
          180, "every pod of the cluster to go")
     assert gateway.list_clusters() == []
     gateway.close()
+
+
+def gateway_logs(address, password, name, user="alice", query=""):
+    """(status, JSON) of GET /api/v1/clusters/<name>/logs."""
+    import json
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    request = urllib.request.Request(f"{address}/api/v1/clusters/{name}/logs{query}",
+                                     headers={"Authorization": f"Basic {auth}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"null")
+
+
+KILL_WORKER = ("import os, signal\n"
+               "for p in os.listdir('/proc'):\n"
+               "    if p.isdigit() and int(p) not in (1, os.getpid()) and b'worker' in open(f'/proc/{p}/cmdline', 'rb').read():\n"
+               "        os.kill(int(p), signal.SIGKILL)\n")
+
+
+@pytest.mark.timeout(600)
+def test_cluster_logs_through_the_gateway_on_real_pods(kubectl, release):
+    """The logs route reads the pods' logs (a restarted worker's previous
+    container included), and a stopped cluster keeps its captured logs in
+    its history record while its pods go."""
+    ns = release
+    service = kubectl.json("get", "service", "dr-dask-rs-gateway", "-n", ns)
+    address = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+    poll(lambda: answers(address + "/api/health"), 60, "the gateway Service to answer")
+    secret = kubectl.json("get", "secret", "dr-dask-rs-gateway-password", "-n", ns)
+    password = base64.b64decode(secret["data"]["password"]).decode()
+    gateway = Gateway(address, auth=BasicAuth("alice", password))
+    cluster = gateway.new_cluster(profile="small")
+    name = cluster.name
+    try:
+        cluster.scale(1)
+        client = cluster.get_client()
+        client.wait_for_workers(1, timeout=300)
+        pod = poll(lambda: (p := running(cluster_pods(kubectl, ns, name, "worker"))) and p[0]["metadata"]["name"], 60,
+                   "the worker pod")
+        status, logs = gateway_logs(address, password, name)
+        assert status == 200 and logs["status"] == "RUNNING", logs
+        assert any("Scheduler at" in line for line in logs["scheduler"]), logs["scheduler"]
+        assert any("Registered to" in line for line in logs["workers"][pod]), logs["workers"]
+        status, few = gateway_logs(address, password, name, query="?lines=2")
+        assert len(few["scheduler"]) == 2 and all(len(lines) <= 2 for lines in few["workers"].values())
+        assert gateway_logs(address, password, name, user="bob")[0] == 403
+
+        # A worker killed in its container is restarted by the kubelet: its
+        # previous container's last lines come first, above the marker.
+        kubectl("exec", "-n", ns, pod, "--", "python", "-c", KILL_WORKER)
+        poll(lambda: any(s.get("restartCount", 0) > 0 for s in kubectl.json("get", "pod", pod, "-n", ns)["status"]
+                         .get("containerStatuses", [])), 120, "the worker container to restart")
+        restarted = poll(lambda: (l := gateway_logs(address, password, name)[1]["workers"].get(pod))
+                         and any("restarted" in line for line in l) and l, 60, "the previous container's log")
+        marker = next(i for i, line in enumerate(restarted) if "restarted" in line)
+        assert marker > 0 and any("Registered to" in line for line in restarted[:marker]), restarted
+        client.close()
+    finally:
+        cluster.shutdown()
+    poll(lambda: not cluster_pods(kubectl, ns, name, "worker") and not cluster_pods(kubectl, ns, name, "scheduler"),
+         180, "every pod of the cluster to go")
+    stopped = gateway.list_clusters(status="stopped")
+    assert [c.name for c in stopped] == [name]
+    status, logs = gateway_logs(address, password, name)
+    assert status == 200 and logs["status"] == "STOPPED"
+    assert any("Scheduler at" in line for line in logs["scheduler"]), "the captured scheduler log"
+    gateway.close()

@@ -4,7 +4,7 @@ processes from the test venv."""
 
 import json
 import os
-import re
+import signal
 import socket
 import subprocess
 import sys
@@ -28,21 +28,46 @@ def free_port():
         return s.getsockname()[1]
 
 
+def processes_under(directory, name=None):
+    """Pids of the live processes of a state directory's clusters (or of
+    cluster `name`'s only): working directory under its `clusters/<name>`,
+    or the cluster's name in the command line or environment."""
+    base = os.path.join(str(directory), "clusters")
+    base = os.path.join(base, name) if name else base
+    found = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX":
+                continue
+            cwd = os.readlink(proc / "cwd")
+            mine = cwd == base or cwd.startswith(base + "/")
+            if not mine and name:
+                text = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
+                mine = name.encode() in text
+        except (OSError, IndexError):
+            continue
+        if mine:
+            found.add(int(proc.name))
+    return found
+
+
 class Gateway:
     """A running gateway process; `address` is its one port."""
 
-    def __init__(self, tmp_path, config, env=None, backend=None, dask=None, local_options=""):
+    def __init__(self, tmp_path, config, env=None, backend=None, dask=None, local_options="", prefix=""):
         self.port = free_port()
         self.address = f"http://127.0.0.1:{self.port}"
+        # With a prefix the API lives under it (`address + prefix`).
+        self.prefix = prefix
         self.config_path = tmp_path / f"gateway-{self.port}.toml"
         self.log_path = tmp_path / f"gateway-{self.port}.log"
         self.state = tmp_path / "state"
         dask = dask or str(Path(sys.executable).parent / "dask")
         backend = backend or f'[backend]\ntype = "local"\ndask = "{dask}"\nstate_dir = "{self.state}"\n{local_options}\n'
-        self.config_path.write_text(f'listen = "127.0.0.1:{self.port}"\n{config}\n{backend}')
-        # The API (health included) is under the config's `prefix`, if any.
-        prefix = re.search(r'^prefix = "(.*)"$', config, re.M)
-        self.prefix = prefix.group(1) if prefix else ""
+        top = f'listen = "127.0.0.1:{self.port}"\nprefix = "{prefix}"\n'
+        self.config_path.write_text(f'{top}{config}\n{backend}')
         self.env = env or {}
         self.start()
 
@@ -64,12 +89,32 @@ class Gateway:
         raise AssertionError("gateway did not answer /api/health")
 
     def stop(self):
+        """SIGTERM, then the clusters it leaves running for a next gateway
+        (and their process groups) are killed: tests leave nothing behind."""
         self.proc.terminate()
         try:
-            self.proc.wait(10)
+            self.proc.wait(30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+        for pid in processes_under(self.state):
+            try:
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+            except OSError:
+                pass
+
+    def restart(self, kill=False):
+        """Stops the gateway (SIGTERM, or SIGKILL with `kill`) and starts it
+        again on the same port, config and state directory; its clusters'
+        processes are left as they are."""
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.terminate()
+        code = self.proc.wait(30)
+        self.log.close()
+        self.start()
+        return code
 
     def request(self, method, path, user=None, body=None, raw=None, headers=None):
         """(status, parsed JSON or None, headers) of one HTTP request."""

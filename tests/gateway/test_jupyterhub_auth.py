@@ -1,6 +1,7 @@
 """JupyterHub token auth: the gateway asks the Hub's REST API who a token
 belongs to (`GET <hub>/user` with `Authorization: token <t>`). The Hub here
-is a minimal HTTP server answering that one endpoint as JupyterHub 5 does;
+is a minimal HTTP server answering that one endpoint as JupyterHub does
+(test_jupyterhub_real runs the real one);
 the client is the real dask-gateway client with its `jupyterhub` auth."""
 
 import json
@@ -13,8 +14,9 @@ from dask_gateway.auth import JupyterHubAuth
 
 TOKENS = {
     "alice-token": {"kind": "user", "name": "alice", "admin": False, "groups": [], "scopes": ["access:services"]},
-    "svc-token": {"kind": "service", "name": "cron", "admin": False, "scopes": []},
-    "root-token": {"kind": "user", "name": "root", "admin": True, "groups": [], "scopes": []},
+    "svc-token": {"kind": "service", "name": "cron", "admin": False, "scopes": ["access:services"]},
+    "root-token": {"kind": "user", "name": "root", "admin": True, "groups": [], "scopes": ["access:services!service=dask-gateway"]},
+    "narrow-token": {"kind": "user", "name": "bob", "admin": False, "groups": [], "scopes": ["read:users:name!user=bob"]},
 }
 
 
@@ -57,6 +59,9 @@ def test_hub_tokens_identify_users_kinds_and_admins(start_gateway, hub):
         403, {"error": f"User alice lacks permissions to view cluster {name}"})
     assert name in gw.request("GET", "/api/v1/clusters/", headers={"Authorization": "jupyterhub root-token"})[1]
     gw.request("DELETE", f"/api/v1/clusters/{name}", headers={"Authorization": "jupyterhub svc-token"})
+    # A token without the service's access scope: 403 naming it, not 401.
+    status, body, _ = gw.request("GET", "/api/v1/clusters/", headers={"Authorization": "jupyterhub narrow-token"})
+    assert status == 403 and "access:services!service=dask-gateway" in body["error"], body
     client.close()
 
 

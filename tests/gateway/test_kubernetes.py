@@ -108,11 +108,29 @@ def test_kubernetes_backend_lifecycle(kubectl, namespace, k8s_gateway):
     assert list(restarted) == [name] and restarted[name]["status"] == "RUNNING"
     assert restarted[name]["tls_cert"] == cluster["tls_cert"]
 
+    # A running cluster's logs come from its pods (kwok serves no log
+    # content: every pod is listed, with no lines).
+    worker_pods = sorted(p["metadata"]["name"] for p in pods)
+    status, logs, _ = gw.request("GET", f"/api/v1/clusters/{name}/logs", "alice")
+    assert status == 200 and sorted(logs["workers"]) == worker_pods and logs["status"] == "RUNNING", logs
+    assert gw.request("GET", f"/api/v1/clusters/{name}/logs", "bob")[0] == 403
+
     assert gw.request("DELETE", f"/api/v1/clusters/{name}", "alice")[0] == 204
     wait_for(lambda: kubectl.run("get", "daskcluster", f"dask-{name}", "-n", namespace, check=False).returncode != 0,
              "the DaskCluster to be deleted")
     wait_for(lambda: gw.request("GET", "/api/v1/clusters/", "alice")[1] == {}, "the cluster to leave the list")
     wait_for(lambda: not kubectl.json("get", "pods", "-n", namespace, "-l", selector)["items"], "the worker pods to go")
+    # It stays in the history: a small record (its Secret, key and token
+    # removed, owned by nothing), and its pods' logs captured beside it.
+    stopped = gw.request("GET", "/api/v1/clusters/?status=STOPPED", "alice")[1]
+    assert stopped[name]["status"] == "STOPPED" and stopped[name]["stop_time"] >= stopped[name]["start_time"]
+    record = kubectl.json("get", "secret", f"dask-{name}-gateway", "-n", namespace)
+    assert record["metadata"]["labels"]["gateway.dask.org/record"] == "stopped"
+    assert "ownerReferences" not in record["metadata"] and sorted(record.get("data", {})) == ["dask.crt"]
+    captured = kubectl.json("get", "secret", f"dask-{name}-logs", "-n", namespace)
+    assert captured["metadata"]["ownerReferences"][0]["uid"] == record["metadata"]["uid"]
+    status, logs, _ = gw.request("GET", f"/api/v1/clusters/{name}/logs", "alice")
+    assert status == 200 and logs["status"] == "STOPPED" and sorted(logs["workers"]) == worker_pods, logs
 
 
 def k8s_backend(namespace):
@@ -176,9 +194,12 @@ def test_a_failed_cluster_loses_its_pods_and_heartbeats(kubectl, namespace, k8s_
     assert name in gw.request("GET", "/api/v1/clusters/?status=FAILED", "alice")[1]
     status, _, _ = gw.request("POST", f"/api/v1/clusters/{name}/heartbeat", body=beat, headers=headers)
     assert 400 <= status < 500
+    # Its logs say why it failed; stopping it again leaves the record in the history.
+    status, logs, _ = gw.request("GET", f"/api/v1/clusters/{name}/logs", "alice")
+    assert status == 200 and logs["status"] == "FAILED" and logs["reason"], logs
     assert gw.request("DELETE", f"/api/v1/clusters/{name}", "alice")[0] == 204
-    wait_for(lambda: kubectl.run("get", "secret", f"dask-{name}-gateway", "-n", namespace, check=False).returncode != 0,
-             "the record to go")
+    assert gw.request("GET", f"/api/v1/clusters/{name}", "alice")[1]["status"] == "FAILED"
+    assert kubectl.run("get", "secret", f"dask-{name}-gateway", "-n", namespace, check=False).returncode == 0
 
 
 @pytest.mark.timeout(120)
@@ -193,6 +214,35 @@ def test_a_kubernetes_refusal_is_a_clear_error_without_the_api_text(kubectl, nam
     assert status == 503, (status, body)
     assert "quota" in body["error"] and "exceeded" not in body["error"] and "kubernetes.dask.org" not in body["error"], body
     assert kubectl.json("get", "daskclusters", "-n", namespace)["items"] == []
+
+
+@pytest.mark.timeout(240)
+def test_finished_clusters_stay_listed_across_replicas_and_restarts_then_go(kubectl, namespace, operator, start_gateway):
+    # Two replicas sharing the API server; records older than 20 s are dropped.
+    config = "[cluster]\nstart_timeout = 120\ncompleted_cluster_max_age = 20\n"
+    replicas = [start_gateway(config, backend=k8s_backend(namespace)) for _ in range(2)]
+    first, second = replicas
+    name = first.request("POST", "/api/v1/clusters/", "alice", {})[1]["name"]
+    wait_for(lambda: first.request("GET", f"/api/v1/clusters/{name}?wait", "alice")[1]["status"] == "RUNNING",
+             "the cluster to run", 90)
+    assert first.request("DELETE", f"/api/v1/clusters/{name}", "alice")[0] == 204
+    wait_for(lambda: kubectl.run("get", "daskcluster", f"dask-{name}", "-n", namespace, check=False).returncode != 0,
+             "the DaskCluster to be deleted")
+    # The other replica lists it too, and so does a restarted one: the record is in Kubernetes.
+    wait_for(lambda: name in second.request("GET", "/api/v1/clusters/?status=STOPPED", "alice")[1],
+             "the second replica to list the stopped cluster")
+    second.stop()
+    second.start()
+    report = second.request("GET", f"/api/v1/clusters/{name}", "alice")[1]
+    assert report["status"] == "STOPPED" and report["tls_key"] is None
+    assert second.request("GET", "/api/v1/clusters/?status=STOPPED", "bob")[1] == {}
+    # After the max age, gone from both replicas and from Kubernetes, captured logs included.
+    wait_for(lambda: all(r.request("GET", "/api/v1/clusters/?status=STOPPED,FAILED", "alice")[1] == {} for r in replicas),
+             "the record to be dropped", 60)
+    assert first.request("GET", f"/api/v1/clusters/{name}/logs", "alice")[0] == 404
+    wait_for(lambda: all(kubectl.run("get", "secret", s, "-n", namespace, check=False).returncode != 0
+                         for s in (f"dask-{name}-gateway", f"dask-{name}-logs")),
+             "the record and its logs Secret to be deleted", 60)
 
 
 @pytest.mark.timeout(180)

@@ -165,19 +165,22 @@ def test_an_environment_option_starts_cold_and_is_counted(start_gateway):
 
 
 @pytest.mark.timeout(300)
-def test_stopping_the_gateway_stops_the_pool_and_its_clusters(start_gateway):
-    gw, _, client = warm_gateway(start_gateway)
+def test_stopping_the_gateway_stops_the_pool_and_leaves_users_clusters(start_gateway):
+    gw, forkserver, client = warm_gateway(start_gateway)
     cluster = client.new_cluster()
     with cluster.get_client(set_as_default=False) as dask_client:
         cluster.scale(1)
         dask_client.wait_for_workers(1, timeout=120)
-        pids = processes_of(dask_client)
+        users = processes_of(dask_client)
     wait_for_pool(gw)
-    pids |= {p.pid for p in psutil.Process(gw.proc.pid).children(recursive=True)}
-    assert len(pids) >= 5  # fork server, pooled and claimed schedulers, nanny, worker
+    pool = {p.pid for p in psutil.Process(gw.proc.pid).children(recursive=True)} - users
+    assert forkserver.pid in pool and len(pool) >= 2  # the fork server, the pooled scheduler
+    assert len(users) >= 3  # the claimed scheduler, nanny, worker
     gw.proc.send_signal(signal.SIGTERM)
-    gw.proc.wait(30)
-    poll(lambda: gone(pids), 30, f"the gateway's processes {pids} to exit")
+    assert gw.proc.wait(30) == 0
+    poll(lambda: gone(pool), 30, f"the pool's processes {pool} to exit")
+    # The user's cluster is left for the next gateway to adopt.
+    assert all(psutil.pid_exists(p) for p in users)
     client.close()
 
 

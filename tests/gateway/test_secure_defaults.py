@@ -1,6 +1,7 @@
 """Secure defaults and the smaller findings of issue 10, against the real
 binary: open simple auth off loopback refuses to start, the session cookie's
-flags, SIGTERM stops clusters and removes their keys, a private state dir,
+flags, SIGTERM leaves clusters to the next gateway and stopping them removes
+their keys, a private state dir,
 the API token for the scheduler only, and non-object bodies (the Hub's
 400/429 answers are in test_jupyterhub_auth)."""
 
@@ -79,15 +80,17 @@ def ok(url):
 
 
 @pytest.mark.timeout(120)
-def test_sigterm_stops_the_clusters_and_removes_their_keys(start_gateway):
+def test_sigterm_leaves_the_cluster_to_the_next_gateway_and_its_stop_removes_the_keys(start_gateway):
     # Workers started as processes of their own, so their environment is in
     # /proc (forked workers are checked from inside in test_pool).
     gw = start_gateway("[cluster]\nheartbeat_period = 1\n", local_options="fork_workers = false\n")
     name = running(gw)
     assert gw.request("POST", f"/api/v1/clusters/{name}/scale", "alice", {"count": 1})[0] == 200
     cluster_dir = gw.state / "clusters" / name
-    for directory in (gw.state, gw.state / "clusters", cluster_dir):
+    for directory in (gw.state, gw.state / "clusters", cluster_dir, gw.state / "store"):
         assert directory.stat().st_mode & 0o777 == 0o700, directory
+    # The record that lets a restarted gateway adopt the cluster holds its token and key.
+    assert (gw.state / "store" / "clusters" / f"{name}.json").stat().st_mode & 0o777 == 0o600
 
     # Only the scheduler holds the gateway API token; the worker has the TLS pair.
     def roles():
@@ -99,13 +102,19 @@ def test_sigterm_stops_the_clusters_and_removes_their_keys(start_gateway):
     assert "DASK_GATEWAY_API_TOKEN" not in found["worker"], sorted(found["worker"])
     assert found["worker"]["DASK_DISTRIBUTED__COMM__TLS__WORKER__KEY"].endswith("dask.pem")
     assert (cluster_dir / "dask.pem").exists()
+    pids = set(processes_in(cluster_dir))
 
-    gw.proc.send_signal(signal.SIGTERM)
-    assert gw.proc.wait(30) == 0
-    assert not list(gw.state.rglob("*.pem")) and not list(gw.state.rglob("*.crt"))
-    assert processes_in(cluster_dir) == {}
+    # SIGTERM: a clean exit that leaves the running cluster for the next gateway.
+    assert gw.restart() == 0
     log = gw.log_path.read_text()
     assert "SIGTERM" in log and "stopped" in log
+    assert set(processes_in(cluster_dir)) == pids
+    # Stopped through the restarted gateway: processes and keys go.
+    assert gw.request("DELETE", f"/api/v1/clusters/{name}", "alice")[0] == 204
+    poll(lambda: processes_in(cluster_dir) == {}, 30, "the cluster's processes to exit")
+    # (The restarted gateway's pooled scheduler has keys of its own.)
+    poll(lambda: not list(cluster_dir.glob("*.pem")) and not list(cluster_dir.glob("*.crt")), 30, "the keys to go")
+    assert not (gw.state / "store" / "clusters" / f"{name}.json").exists()
 
 
 def test_a_body_that_is_not_an_object_is_refused_and_creates_nothing(gateway):

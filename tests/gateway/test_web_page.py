@@ -27,6 +27,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from gatewaylib import Gateway as GatewayProcess
 from gatewaylib import gateway_bin
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -54,7 +55,7 @@ target = "worker_threads"
 
 
 @pytest.fixture
-def site(start_gateway, tmp_path):
+def site(tmp_path):
     """A gateway under PREFIX with alice, bob and root (an admin)."""
     entries = []
     for user, password in PASSWORDS.items():
@@ -63,8 +64,8 @@ def site(start_gateway, tmp_path):
         entries.append(f'[users.{user}]\npassword = "{hashed}"\nadmin = {"true" if user == "root" else "false"}\n')
     users = tmp_path / "users.toml"
     users.write_text("\n".join(entries))
-    gw = start_gateway(f'prefix = "{PREFIX}"\n[auth]\ntype = "basic"\nusers_file = "{users}"\n'
-                       f"[cluster]\nheartbeat_period = 1\n{OPTIONS}")
+    gw = GatewayProcess(tmp_path, f'[auth]\ntype = "basic"\nusers_file = "{users}"\n'
+                        f"[cluster]\nheartbeat_period = 1\n{OPTIONS}", prefix=PREFIX)
     gw.base = gw.address + PREFIX
     clients = []
 
@@ -80,6 +81,7 @@ def site(start_gateway, tmp_path):
         for report in c.list_clusters():
             c.stop_cluster(report.name)
         c.close()
+    gw.stop()
 
 
 def browser():
@@ -303,15 +305,17 @@ def test_the_page_is_served_with_a_strict_policy_and_no_inline_code(site):
 
 
 def test_with_jupyterhub_auth_a_stranger_is_sent_to_the_hub(start_gateway):
-    gw = start_gateway('[auth]\ntype = "jupyterhub"\njupyterhub_api_url = "http://127.0.0.1:9/hub/api"\n')
-    page = requests.get(gw.address + "/", headers={"Accept": "text/html"}, allow_redirects=False, timeout=10)
-    if page.status_code == 401:
-        # TODO(hubauth): ui::signin::hub_sign_in answers with the Hub's OAuth
-        # redirect once auth::oauth is merged; this test then runs.
-        assert "Sign in to JupyterHub" in page.text
-        pytest.skip("the Hub's OAuth browser login is not merged yet")
-    assert page.status_code in (302, 303), page.status_code
-    assert "oauth2/authorize" in page.headers["Location"], page.headers["Location"]
+    authorize = "http://127.0.0.1:9/hub/api/oauth2/authorize"
+    gw = start_gateway('[auth]\ntype = "jupyterhub"\njupyterhub_api_url = "http://127.0.0.1:9/hub/api"\n'
+                       f'jupyterhub_authorize_url = "{authorize}"\n')
+    driver = browser()
+    try:
+        # The browser is sent to the Hub's OAuth login (which is not there).
+        driver.get(gw.address + "/")
+        wait(driver, lambda d: d.current_url.startswith(authorize + "?"), 20, "not sent to the Hub")
+        assert "response_type=code" in driver.current_url
+    finally:
+        driver.quit()
     # No password form under JupyterHub auth.
     form = requests.post(gw.address + "/login", data={"username": "alice", "password": "x"},
                          allow_redirects=False, timeout=10)

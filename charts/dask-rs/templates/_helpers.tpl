@@ -41,3 +41,54 @@ seccompProfile: {type: RuntimeDefault}
 {{- $auth.passwordSecret | default (printf "%s-gateway-password" (include "dask-rs.fullname" .)) -}}
 {{- end -}}
 {{- end -}}
+
+{{/* A value as inline TOML (one line): maps as inline tables with quoted
+keys, lists as arrays, strings quoted as JSON (valid TOML basic strings),
+whole numbers as integers (Helm reads every YAML number as a float). Null
+map entries are left out (TOML has no null). */}}
+{{- define "dask-rs.toml" -}}
+{{- $v := . -}}
+{{- if kindIs "map" $v -}}
+{ {{- $first := true -}}
+{{- range $k, $x := $v -}}
+{{- if not (kindIs "invalid" $x) -}}
+{{- if not $first }}, {{ end -}}
+{{- $first = false -}}
+{{- toJson $k }} = {{ include "dask-rs.toml" $x -}}
+{{- end -}}
+{{- end -}} }
+{{- else if kindIs "slice" $v -}}
+[{{- range $i, $x := $v -}}{{- if $i }}, {{ end -}}{{- include "dask-rs.toml" $x -}}{{- end -}}]
+{{- else if kindIs "string" $v -}}
+{{- toJson $v -}}
+{{- else if kindIs "bool" $v -}}
+{{- $v -}}
+{{- else if kindIs "float64" $v -}}
+{{- if and (eq $v (floor $v)) (lt $v 1e15) (gt $v -1e15) -}}{{- int64 $v -}}{{- else -}}{{- $v -}}{{- end -}}
+{{- else if or (kindIs "int" $v) (kindIs "int64" $v) -}}
+{{- $v -}}
+{{- else -}}
+{{- fail (printf "cannot write %v (%s) in the gateway's TOML config" $v (kindOf $v)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* `key = value` lines for the values in .values named by .keys
+("camelCase=snake_case" pairs), skipping unset ones (null, "", {} or []). */}}
+{{- define "dask-rs.tomlKeys" -}}
+{{- $values := .values -}}
+{{- range .keys -}}
+{{- $pair := splitList "=" . -}}
+{{- $name := first $pair -}}
+{{- if hasKey $values $name -}}
+{{- $v := index $values $name -}}
+{{- if not (or (kindIs "invalid" $v) (and (or (kindIs "string" $v) (kindIs "map" $v) (kindIs "slice" $v)) (empty $v))) }}
+{{ last $pair }} = {{ include "dask-rs.toml" $v }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The pod keys of the gateway's Kubernetes backend, global and per profile. */}}
+{{- define "dask-rs.podKeys" -}}
+{{- list "imagePullPolicy=image_pull_policy" "imagePullSecrets=image_pull_secrets" "nodeSelector=node_selector" "tolerations=tolerations" "affinity=affinity" "volumes=volumes" "volumeMounts=volume_mounts" "serviceAccount=service_account" "labels=labels" "annotations=annotations" "schedulerCores=scheduler_cores" "schedulerMemory=scheduler_memory" "schedulerCoresLimit=scheduler_cores_limit" "schedulerMemoryLimit=scheduler_memory_limit" "schedulerExtraPodConfig=scheduler_extra_pod_config" "schedulerExtraContainerConfig=scheduler_extra_container_config" "workerExtraPodConfig=worker_extra_pod_config" "workerExtraContainerConfig=worker_extra_container_config" | join "," -}}
+{{- end -}}

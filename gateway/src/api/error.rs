@@ -74,6 +74,7 @@ impl ApiError {
             AuthError::HubRateLimited => Self::TooManyRequests(e.to_string()),
             // An answer the gateway does not understand: the Hub is not usable now.
             AuthError::Hub(m) => Self::Unavailable(m),
+            AuthError::Forbidden(m) => Self::Forbidden(m),
         }
     }
 }

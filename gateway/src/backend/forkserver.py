@@ -11,8 +11,8 @@ way per request:
 
 No event loop and no thread runs here before a fork: the child starts from
 a clean interpreter that has only imported modules. Each child is the leader
-of its own session and process group (the gateway kills the group), gets
-SIGTERM if this server dies (which gets SIGTERM if the gateway dies), and
+of its own session and process group (the gateway kills the group),
+outlives this server and the gateway (a restarted gateway adopts it), and
 is reaped by the kernel (SIGCHLD ignored here) so that its pid stops
 existing the moment it exits.
 """
@@ -44,15 +44,15 @@ def _die_with_parent():
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
-def _child(request, channel, server_pid):
+def _child(request, channel):
     code = 1
     try:
         channel.close()
+        # Its own session and process group, and no parent-death signal:
+        # a worker outlives a restart of the gateway (its nanny preload ends
+        # it when its scheduler exits).
         os.setsid()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        _die_with_parent()
-        if os.getppid() != server_pid:  # the server died before prctl
-            os._exit(1)
         log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
@@ -80,7 +80,6 @@ def _child(request, channel, server_pid):
 
 
 def serve(channel):
-    server_pid = os.getpid()
     reader = channel.makefile("rb")
     channel.sendall(b'{"ready": true}\n')
     for line in reader:
@@ -94,7 +93,7 @@ def serve(channel):
         else:
             if pid == 0:
                 reader.close()
-                _child(request, channel, server_pid)
+                _child(request, channel)
             reply = {"id": request.get("id"), "pid": pid}
         channel.sendall(json.dumps(reply).encode() + b"\n")
 

@@ -2,7 +2,7 @@
 //! once ([`SCRIPT`]) forks each `dask worker` on request, so a worker skips
 //! the interpreter start and the import that make up most of a cold start.
 //! Forked workers are not this process's children: they are process-group
-//! leaders, signalled by pid ([`ForkedWorker`]).
+//! leaders, signalled by group ([`ForkedWorker`]).
 
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -139,7 +138,7 @@ impl ForkServer {
         .inspect_err(|_| self.out_of_step.store(true, Ordering::Relaxed))?;
         let reply: Reply = serde_json::from_str(&answer)?;
         match (reply.pid, reply.error) {
-            (Some(pid), _) if pid > 0 => Ok(ForkedWorker { pid: Pid::from_raw(pid) }),
+            (Some(pid), _) if pid > 0 => Ok(ForkedWorker { pid }),
             (_, error) => Err(std::io::Error::other(error.unwrap_or_else(|| "no pid".into()))),
         }
     }
@@ -163,35 +162,12 @@ pub fn python_of(dask: &Path) -> Option<PathBuf> {
 }
 
 /// A worker process the fork server started: the leader of its own
-/// process group, which is what gets signalled (its own children too).
-/// Dropping it kills the group.
+/// process group, which is what gets signalled (its own children too). It
+/// is not this process's child and nothing ends it on drop: it outlives
+/// the gateway, like the cluster it belongs to.
 #[derive(Debug)]
 pub struct ForkedWorker {
-    pid: Pid,
-}
-
-impl ForkedWorker {
-    /// Whether the process still exists (the server's children are reaped
-    /// by the kernel, so an exited one has no pid any more).
-    pub fn is_alive(&self) -> bool {
-        nix::sys::signal::kill(self.pid, None).is_ok()
-    }
-
-    /// SIGTERM to the group, then SIGKILL if it is still there after `grace`.
-    pub async fn terminate(self, grace: Duration) {
-        killpg(self.pid, Signal::SIGTERM).ok();
-        let deadline = tokio::time::Instant::now() + grace;
-        while self.is_alive() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        // Drop sends the SIGKILL.
-    }
-}
-
-impl Drop for ForkedWorker {
-    fn drop(&mut self) {
-        killpg(self.pid, Signal::SIGKILL).ok();
-    }
+    pub pid: i32,
 }
 
 #[cfg(test)]

@@ -39,18 +39,13 @@ def _adopt(listener, fd):
     server._handle_connection(conn, peer)
 
 
-def dask_setup(scheduler):
-    fd = os.environ.get("DASK_GATEWAY_HANDOFF_FD")
-    listener = _tls_listener(scheduler)
-    if not fd or listener is None:
-        return
-    try:
-        channel = socket.socket(fileno=int(fd))
-    except (OSError, ValueError) as e:
-        logger.warning("connection handoff disabled (%s); the gateway relays instead", e)
-        return
-    channel.setblocking(False)
+# Bound in the scheduler's working directory (its cluster's 0700
+# directory): a gateway restarted after this one's started connects to it
+# there, since the socket pair's other end died with the old gateway.
+HANDOFF_SOCKET = "handoff.sock"
 
+
+def _receiver(listener, channel):
     def receive():
         while True:
             try:
@@ -66,8 +61,43 @@ def dask_setup(scheduler):
                 except Exception:
                     logger.exception("could not take over a handed-off connection")
 
-    asyncio.get_running_loop().add_reader(channel.fileno(), receive)
-    scheduler._gateway_handoff = channel
+    return receive
+
+
+def _bind_named(listener):
+    try:
+        os.unlink(HANDOFF_SOCKET)
+    except FileNotFoundError:
+        pass
+    named = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        named.bind(HANDOFF_SOCKET)
+        os.chmod(HANDOFF_SOCKET, 0o600)
+    except OSError as e:
+        named.close()
+        logger.warning("no named handoff socket (%s): a restarted gateway relays", e)
+        return None
+    named.setblocking(False)
+    asyncio.get_running_loop().add_reader(named.fileno(), _receiver(listener, named))
+    return named
+
+
+def dask_setup(scheduler):
+    fd = os.environ.get("DASK_GATEWAY_HANDOFF_FD")
+    listener = _tls_listener(scheduler)
+    if not fd or listener is None:
+        return
+    try:
+        channel = socket.socket(fileno=int(fd))
+    except (OSError, ValueError) as e:
+        logger.warning("connection handoff disabled (%s); the gateway relays instead", e)
+        return
+    channel.setblocking(False)
+    asyncio.get_running_loop().add_reader(channel.fileno(), _receiver(listener, channel))
+    scheduler._gateway_handoff = [channel]
+    named = _bind_named(listener)
+    if named is not None:
+        scheduler._gateway_handoff.append(named)
     # Until this arrives the gateway relays: nothing is handed to a
     # scheduler that would not pick it up.
     channel.send(b"ready")
@@ -75,11 +105,9 @@ def dask_setup(scheduler):
 
 
 def dask_teardown(scheduler):
-    channel = getattr(scheduler, "_gateway_handoff", None)
-    if channel is None:
-        return
-    try:
-        asyncio.get_running_loop().remove_reader(channel.fileno())
-    except RuntimeError:
-        pass
-    channel.close()
+    for channel in getattr(scheduler, "_gateway_handoff", []):
+        try:
+            asyncio.get_running_loop().remove_reader(channel.fileno())
+        except RuntimeError:
+            pass
+        channel.close()

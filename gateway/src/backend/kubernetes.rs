@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dask_common::kube_api::{cached, ignore_not_found};
+use dask_common::kube_api::cached;
 use dask_crds::DaskCluster;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -27,11 +27,16 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use self::records::{Retirer, record_of};
+use super::history::Retention;
+use super::logs::{LogBounds, LogStream};
 use super::{Backend, BackendError, Created, StartSource};
 use crate::config::{Config, KubernetesConfig};
-use crate::models::{Addresses, Cluster, ClusterStatus, Heartbeat};
+use crate::models::{Addresses, Cluster, ClusterStatus, Heartbeat, now_ms};
 
 mod build;
+mod pod_logs;
+mod records;
 
 use self::build::{
     API_PORT, CLUSTER, COMM_PORT, DASHBOARD_PORT, INSTANCE, OPTIONS, SETTINGS, Site, USER,
@@ -39,11 +44,13 @@ use self::build::{
 };
 
 const MANAGER: &str = "dask-gateway";
+/// Why the cluster failed: on the DaskCluster, then on its record.
 const FAILED: &str = "gateway.dask.org/failed";
-/// On a FAILED cluster's Secret, which outlives its DaskCluster as the record.
-const RECORD: &str = "gateway.dask.org/record";
 const CREATED: &str = "gateway.dask.org/created";
 const STOPPED: &str = "gateway.dask.org/stopped";
+/// A cluster whose record was written this long ago but whose DaskCluster
+/// is still there was left half-retired (the gateway stopped meanwhile).
+const RETIRE_GRACE_MS: i64 = 60_000;
 /// A slot Lease younger than this counts as taken even before its
 /// DaskCluster exists (that create is in flight on some replica).
 const SLOT_GRACE_SECONDS: i64 = 60;
@@ -86,10 +93,14 @@ pub struct KubernetesBackend {
     client: Client,
     namespace: String,
     settings: KubernetesConfig,
+    /// Each profile's pod shape, resolved (and checked) once.
+    shapes: std::collections::BTreeMap<String, crate::pods::PodShape>,
     adaptive_period: f64,
     clusters: Store<DaskCluster>,
     secrets: Store<Secret>,
     changed: Arc<watch::Sender<u64>>,
+    /// How long stopped and failed clusters' records are kept.
+    retention: Retention,
 }
 
 impl KubernetesBackend {
@@ -124,12 +135,19 @@ impl KubernetesBackend {
             client,
             namespace,
             settings: settings.clone(),
+            shapes: crate::pods::resolve_all(&settings.pods, &config.options.profiles)?,
             adaptive_period: config.cluster.adaptive_period,
             clusters,
             secrets,
             changed,
+            retention: Retention::from_seconds(config.cluster.completed_cluster_max_age),
         };
         backend.spawn_start_timeout(Duration::from_secs_f64(config.cluster.start_timeout));
+        records::spawn_sweep(
+            backend.secrets.clone(),
+            Api::namespaced(backend.client.clone(), &backend.namespace),
+            backend.retention,
+        );
         Ok(backend)
     }
 
@@ -145,6 +163,7 @@ impl KubernetesBackend {
             image: &self.settings.image,
             api_url: &self.settings.api_url,
             adaptive_period: self.adaptive_period,
+            shapes: &self.shapes,
         }
     }
 
@@ -160,6 +179,9 @@ impl KubernetesBackend {
             String::from_utf8(bytes.0.clone()).ok()
         };
         let status = if dc.meta().deletion_timestamp.is_some() {
+            ClusterStatus::Stopping
+        } else if secret.as_deref().is_some_and(records::is_record) {
+            // Being retired: its record is written, the DaskCluster goes next.
             ClusterStatus::Stopping
         } else if annotations.contains_key(FAILED) {
             ClusterStatus::Failed
@@ -188,71 +210,78 @@ impl KubernetesBackend {
                 api: format!("http://{host}:{API_PORT}"),
             }),
             workers: dc.spec.worker.replicas.max(0) as u32,
+            reason: annotations.get(FAILED).cloned(),
             name,
         })
     }
 
-    /// A FAILED cluster's record: its Secret, kept (keys removed) when its
-    /// DaskCluster and pods were deleted.
+    /// A finished cluster's record, while [`Self::retention`] keeps it.
     fn record_to_cluster(&self, secret: &Secret) -> Option<Cluster> {
-        let labels = secret.labels();
-        labels.get(RECORD)?;
-        let name = labels.get(CLUSTER)?.clone();
-        let annotations = secret.annotations();
-        let millis = |key: &str| annotations.get(key).and_then(|v| v.parse::<i64>().ok());
-        Some(Cluster {
-            username: annotations.get(USER).cloned().unwrap_or_default(),
-            token: String::new(),
-            options: annotations
-                .get(OPTIONS)
-                .and_then(|o| serde_json::from_str(o).ok())
-                .unwrap_or_default(),
-            config: annotations.get(SETTINGS).and_then(|c| serde_json::from_str(c).ok())?,
-            status: ClusterStatus::Failed,
-            start_time: millis(CREATED).unwrap_or_default(),
-            stop_time: millis(STOPPED),
-            tls_cert: String::new(),
-            tls_key: String::new(),
-            addresses: None,
-            workers: 0,
-            name,
-        })
+        let record = record_of(secret)?;
+        self.retention
+            .keeps(record.status, Some(record.stop_time), now_ms())
+            .then(|| record.to_cluster())
     }
 
     fn find_record(&self, name: &str) -> Option<Arc<Secret>> {
         self.secrets
             .get(&reflector::ObjectRef::new(&secret_name(name)).within(&self.namespace))
-            .filter(|s| s.labels().contains_key(RECORD))
+            .filter(|s| records::is_record(s))
     }
 
     /// PENDING clusters past the start timeout become FAILED, with the reason
     /// on the resource (an annotation) and in the log; their workers go.
     fn spawn_start_timeout(&self, timeout: Duration) {
-        let (store, failer) = (self.clusters.clone(), self.failer());
+        let (store, secrets, failer) = (self.clusters.clone(), self.secrets.clone(), self.failer());
+        let namespace = self.namespace.clone();
+        let record_ref = move |dc: &DaskCluster| {
+            let name = dc.labels().get(CLUSTER).cloned().unwrap_or_default();
+            reflector::ObjectRef::new(&secret_name(&name)).within(&namespace)
+        };
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(5)).await;
                 let now = k8s_openapi::jiff::Timestamp::now();
                 for dc in store.state() {
                     let started = dc.creation_timestamp().map(|t| t.0).unwrap_or(now);
+                    if dc.meta().deletion_timestamp.is_some() {
+                        continue;
+                    }
+                    if let Some(record) =
+                        secrets.get(&record_ref(&dc)).filter(|s| records::is_record(s))
+                    {
+                        // A retirement cut short (a gateway restart): finish it,
+                        // unless it may still be under way (capturing logs).
+                        let retired = record_of(&record).map(|r| r.stop_time).unwrap_or_default();
+                        if now_ms().saturating_sub(retired) > RETIRE_GRACE_MS {
+                            let reason = record.annotations().get(FAILED).cloned();
+                            failer.retire(&dc, reason.as_deref()).await;
+                        }
+                        continue;
+                    }
                     let running = dc.is_running();
                     let overdue = now.duration_since(started).as_secs_f64() > timeout.as_secs_f64();
-                    if running || !overdue || dc.meta().deletion_timestamp.is_some() {
+                    if running || !overdue {
                         continue;
                     }
                     let reason =
                         format!("the scheduler did not become ready within {}s", timeout.as_secs());
-                    failer.fail(&dc, &reason).await;
+                    failer.retire(&dc, Some(&reason)).await;
                 }
             }
         });
     }
 
-    fn failer(&self) -> Failer {
-        Failer {
+    fn failer(&self) -> Retirer {
+        Retirer {
             clusters: self.api(),
             secrets: Api::namespaced(self.client.clone(), &self.namespace),
+            pods: self.pods(),
         }
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.namespace)
     }
 
     fn leases(&self) -> Api<Lease> {
@@ -409,7 +438,7 @@ impl KubernetesBackend {
 
     /// The DaskCluster and its Secret; never one without the other.
     async fn create_resources(&self, cluster: &Cluster) -> Result<DaskCluster, BackendError> {
-        let dc = build::dask_cluster(&self.site(), cluster);
+        let dc = build::dask_cluster(&self.site(), cluster)?;
         let created = self
             .api()
             .create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &dc)
@@ -458,63 +487,6 @@ fn slot_name(instance: &str, user: &str, i: u32) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(format!("{instance}\0{user}").as_bytes());
     format!("dask-gateway-slot-{}-{i}", hex::encode(&digest[..10]))
-}
-
-/// Marks clusters FAILED: keeps a record, removes every pod.
-#[derive(Clone)]
-struct Failer {
-    clusters: Api<DaskCluster>,
-    secrets: Api<Secret>,
-}
-
-impl Failer {
-    /// The cluster's Secret becomes its record (reason, owner, options,
-    /// times; the keys and token removed, no owner any more), then the
-    /// DaskCluster goes, and with it the scheduler and the workers: user
-    /// code of a failed cluster keeps no resources and gets no heartbeats.
-    async fn fail(&self, dc: &DaskCluster, reason: &str) {
-        let Some(name) = dc.labels().get(CLUSTER) else { return };
-        warn!(cluster = %name, reason, "cluster failed; removing its pods");
-        let annotations = dc.annotations();
-        let now = k8s_openapi::jiff::Timestamp::now().as_millisecond();
-        let created = dc.creation_timestamp().map(|t| t.0.as_millisecond()).unwrap_or(now);
-        let record = json!({
-            "metadata": {
-                "ownerReferences": null,
-                "labels": { RECORD: "failed" },
-                "annotations": {
-                    FAILED: reason,
-                    USER: annotations.get(USER),
-                    OPTIONS: annotations.get(OPTIONS),
-                    SETTINGS: annotations.get(SETTINGS),
-                    CREATED: created.to_string(),
-                    STOPPED: now.to_string(),
-                },
-            },
-            "data": { "api-token": null, "dask.pem": null },
-        });
-        let patched = self
-            .secrets
-            .patch(&secret_name(name), &PatchParams::default(), &Patch::Merge(record))
-            .await;
-        if let Err(e) = patched {
-            // Without a record, keep the DaskCluster as one and stop its workers.
-            warn!(cluster = %name, error = %e, "could not write the failure record; keeping the DaskCluster");
-            let patch = json!({ "metadata": { "annotations": { FAILED: reason } }, "spec": { "worker": { "replicas": 0 } } });
-            if let Err(e) = self
-                .clusters
-                .patch(&dc.name_any(), &PatchParams::default(), &Patch::Merge(patch))
-                .await
-            {
-                warn!(error = %e, "could not mark the cluster failed");
-            }
-            return;
-        }
-        let deleted = self.clusters.delete(&dc.name_any(), &DeleteParams::background()).await;
-        if let Err(e) = ignore_not_found(deleted) {
-            warn!(cluster = %name, error = %e, "could not delete a failed cluster");
-        }
-    }
 }
 
 /// Worker pods for a heartbeat: the (already clamped) count plus the
@@ -592,15 +564,26 @@ impl Backend for KubernetesBackend {
     }
 
     async fn stop(&self, name: &str) -> Result<(), BackendError> {
-        // Owner references take the scheduler, workers, Secret and slot with
-        // it; a failed cluster's record is deleted on its own.
-        if self.find_record(name).is_some() {
-            let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
-            let deleted = secrets.delete(&secret_name(name), &DeleteParams::background()).await;
-            ignore_not_found(deleted).map_err(anyhow::Error::from)?;
+        let dc = match self.find(name) {
+            Some(dc) => dc,
+            // A finished cluster's record stays for its history period.
+            None if self.find_record(name).is_some() => return Ok(()),
+            // Created a moment ago, maybe not in the cache yet: ask the API server.
+            None => match self.api().get_opt(&resource_name(name)).await {
+                Ok(Some(dc)) if dc.labels().get(INSTANCE) == Some(&self.settings.instance) => {
+                    Arc::new(dc)
+                }
+                Ok(_) => return Ok(()),
+                Err(e) => return Err(api_error(e, "stopping the cluster")),
+            },
+        };
+        if dc.meta().deletion_timestamp.is_some() {
+            return Ok(());
         }
-        let deleted = self.api().delete(&resource_name(name), &DeleteParams::background()).await;
-        ignore_not_found(deleted).map_err(|e| api_error(e, "stopping the cluster"))?;
+        // The record first, then the DaskCluster, whose owner references take
+        // the scheduler, workers and slot with it.
+        let reason = dc.annotations().get(FAILED).cloned();
+        self.failer().retire(&dc, reason.as_deref()).await;
         Ok(())
     }
 
@@ -624,8 +607,19 @@ impl Backend for KubernetesBackend {
 
     async fn fail(&self, name: &str, reason: &str) {
         if let Some(dc) = self.find(name) {
-            self.failer().fail(&dc, reason).await;
+            self.failer().retire(&dc, Some(reason)).await;
         }
+    }
+
+    async fn logs(&self, cluster: &Cluster, bounds: LogBounds) -> Result<LogStream, BackendError> {
+        let read = match self.find(&cluster.name) {
+            Some(dc) => pod_logs::cluster_logs(self.pods(), &dc.name_any(), |_| bounds).await,
+            None => {
+                let secrets = Api::namespaced(self.client.clone(), &self.namespace);
+                records::captured_logs(&secrets, &cluster.name, bounds).await
+            }
+        };
+        read.map_err(|e| api_error(e, "reading the cluster's logs"))
     }
 
     fn changes(&self) -> watch::Receiver<u64> {

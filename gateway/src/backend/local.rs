@@ -2,10 +2,16 @@
 //! with the dask-gateway preload plus `dask worker` processes on this
 //! machine, supervised by one task per cluster and driven by the scheduler's
 //! heartbeats (it reports how many workers it wants and which it retires).
-//! State is this process's: a restarted gateway starts with no clusters
-//! (the processes die with it). Use the Kubernetes backend for durability.
+//! Each cluster's record is kept on disk ([`store`]) and its processes lead
+//! process groups of their own ([`process`]): they outlive a restart of the
+//! gateway, and the next one adopts them ([`adopt`]). A cluster whose
+//! gateway stays away ends itself (the lifeline preloads).
 
+mod adopt;
 mod pool;
+pub mod process;
+mod retention;
+pub mod store;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::fd::AsRawFd;
@@ -21,7 +27,10 @@ use tokio::sync::{OwnedSemaphorePermit, RwLock, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tracing::{Instrument, error, info, info_span, warn};
 
-use super::forkserver::{ForkRequest, ForkServer, ForkedWorker};
+use self::process::{ProcessId, TERMINATE_GRACE};
+use super::forkserver::{ForkRequest, ForkServer};
+use super::history::Retention;
+use super::logs::{LogBounds, LogSection, LogStream, Source};
 use super::{Backend, BackendError, Created, StartSource};
 use crate::config::{ClusterDefaults, LocalConfig};
 use crate::models::{Cluster, ClusterStatus, Heartbeat, now_ms};
@@ -34,6 +43,17 @@ const HANDOFF_PRELOAD_FILE: &str = "dask_gateway_handoff.py";
 const WARMUP_PRELOAD: &str = include_str!("local/warmup_preload.py");
 const WARMUP_PRELOAD_FILE: &str = "dask_gateway_warmup.py";
 const PRESENCE_PRELOAD_FILE: &str = "dask_gateway_presence.py";
+/// The scheduler preload that ends the cluster when its gateway is gone
+/// for longer than [`Settings::lifeline`].
+const LIFELINE_PRELOAD: &str = include_str!("local/lifeline_preload.py");
+const LIFELINE_PRELOAD_FILE: &str = "dask_gateway_lifeline.py";
+/// The nanny preload that ends a worker when its scheduler exits.
+const WORKER_LIFELINE_PRELOAD: &str = include_str!("local/worker_lifeline_preload.py");
+const WORKER_LIFELINE_PRELOAD_FILE: &str = "dask_gateway_worker_lifeline.py";
+/// Where every gateway writes the URL its heartbeat listener has now: a
+/// scheduler reads it again when a heartbeat fails (a restarted gateway
+/// may listen on another port).
+const API_URL_FILE: &str = "heartbeat-url";
 
 /// How the local backend starts and watches processes.
 #[derive(Debug, Clone)]
@@ -54,10 +74,15 @@ pub struct Settings {
     pub pool: pool::Pool,
     /// Fork workers from [`ForkServer`] when it is ready; cold otherwise.
     pub fork_workers: bool,
+    /// How long stopped and failed clusters stay listed (with their logs).
+    pub retention: Retention,
     forks: Arc<tokio::sync::OnceCell<ForkServer>>,
     /// The environment the fork server runs with: only clusters with the
     /// same one get forked workers (another can change imports).
     default_environment: BTreeMap<String, String>,
+    /// How long a scheduler goes on without an acknowledged heartbeat
+    /// before it ends its cluster: long enough for a gateway restart.
+    pub lifeline: Duration,
 }
 
 /// How long a new worker process counts as "starting" (holds a slot of
@@ -84,8 +109,10 @@ impl Settings {
             starting: Arc::new(Semaphore::new(max_starting_workers.max(1) as usize)),
             pool: pool::Pool::default(),
             fork_workers: local.fork_workers,
+            retention: Retention::from_seconds(defaults.completed_cluster_max_age),
             forks: Default::default(),
             default_environment: defaults.environment.clone(),
+            lifeline: lifeline(defaults.heartbeat_period),
         }
     }
 
@@ -94,6 +121,12 @@ impl Settings {
         self.pool = pool::Pool::new(config, local);
         self
     }
+}
+
+/// Four heartbeat periods, at least 10 s: a gateway restart takes a second
+/// or two, and the preload retries a failed heartbeat within one period.
+fn lifeline(heartbeat_period: f64) -> Duration {
+    Duration::from_secs_f64((heartbeat_period.max(1.0) * 4.0).max(10.0))
 }
 
 enum Order {
@@ -109,6 +142,8 @@ struct Entry {
     handoff: Option<Arc<UnixDatagram>>,
     /// Waiting in the warm pool (for this template), unseen by users.
     pooled: Option<usize>,
+    /// Its process groups, as recorded on disk.
+    processes: store::Processes,
 }
 
 impl Entry {
@@ -125,6 +160,10 @@ struct Table {
     /// Set when the gateway shuts down: the warm pool starts no more
     /// schedulers (their keys would outlive the shutdown).
     closing: Arc<std::sync::atomic::AtomicBool>,
+    store: store::Store,
+    /// Held while a record is read from the table and written, so that
+    /// records reach the disk in the order the table changed.
+    persisting: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Table {
@@ -133,6 +172,42 @@ impl Table {
             change(&mut entry.cluster);
         }
         self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Writes `name`'s record as the table holds it now (nothing if it is
+    /// unchanged, or gone).
+    async fn persist(&self, name: &str) {
+        let _order = self.persisting.lock().await;
+        let record = {
+            let clusters = self.clusters.read().await;
+            // A finished cluster's record is gone for good (`forget`).
+            let Some(entry) = clusters.get(name).filter(|e| e.cluster.stop_time.is_none()) else {
+                return;
+            };
+            store::ClusterRecord::new(
+                &entry.cluster,
+                entry.pooled.is_some(),
+                entry.processes.clone(),
+            )
+        };
+        if let Err(e) = self.store.put(name, &record).await {
+            error!(cluster = name, error = %e, "could not save the cluster's record");
+        }
+    }
+
+    /// Removes `name`'s record once its cluster is finished (stop time
+    /// set: no later [`Self::persist`] writes it again).
+    async fn forget(&self, name: &str) {
+        let _order = self.persisting.lock().await;
+        if let Err(e) = self.store.remove(name).await {
+            error!(cluster = name, error = %e, "could not remove the cluster's record");
+        }
+    }
+
+    async fn set_processes(&self, name: &str, processes: store::Processes) {
+        if let Some(entry) = self.clusters.write().await.get_mut(name) {
+            entry.processes = processes;
+        }
     }
 
     async fn set_handoff(&self, name: &str, channel: Option<Arc<UnixDatagram>>) {
@@ -145,12 +220,21 @@ impl Table {
 pub struct LocalBackend {
     settings: Arc<Settings>,
     table: Table,
+    _lock: Arc<store::StateLock>,
 }
 
 impl LocalBackend {
-    /// Also starts, in the background, the worker fork server and the
-    /// warm pool's refills.
-    pub fn new(settings: Settings) -> Self {
+    /// Takes the state directory (one gateway at a time), adopts the
+    /// clusters a previous gateway left running and stops what cannot be
+    /// adopted, then starts, in the background, the worker fork server and
+    /// the warm pool's refills.
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        let lock = store::StateLock::acquire(&settings.state_dir)?;
+        let store = store::Store::open(&settings.state_dir, "clusters")?;
+        let url_file = settings.state_dir.join(API_URL_FILE);
+        let url = settings.api_url.clone();
+        tokio::task::spawn_blocking(move || store::write_atomic(&url_file, url.as_bytes()))
+            .await??;
         let (changed, _) = watch::channel(0);
         let backend = Self {
             settings: Arc::new(settings),
@@ -158,15 +242,20 @@ impl LocalBackend {
                 clusters: Default::default(),
                 changed: Arc::new(changed),
                 closing: Default::default(),
+                store,
+                persisting: Default::default(),
             },
+            _lock: Arc::new(lock),
         };
+        adopt::recover(&backend.settings, &backend.table).await;
         if backend.settings.fork_workers {
             tokio::spawn(start_fork_server(backend.settings.clone()));
         }
         if !backend.settings.pool.is_empty() {
             tokio::spawn(pool::refill(backend.settings.clone(), backend.table.clone()));
         }
-        backend
+        tokio::spawn(retention::sweep(backend.settings.clone(), backend.table.clone()));
+        Ok(backend)
     }
 
     async fn send(&self, name: &str, command: Order) -> Result<(), BackendError> {
@@ -200,7 +289,13 @@ impl Backend for LocalBackend {
                 )));
             }
         }
-        forget_oldest_finished(&mut clusters, MAX_FINISHED);
+        let old = retention::to_forget(
+            &clusters,
+            &self.settings.retention,
+            now_ms(),
+            retention::MAX_FINISHED,
+        );
+        retention::forget(&self.settings, &mut clusters, &old);
         let created = match pool::claim(&self.settings.pool, &mut clusters, &cluster) {
             Some(name) => Created { name, source: StartSource::Pool },
             None => {
@@ -211,11 +306,17 @@ impl Backend for LocalBackend {
         };
         drop(clusters);
         self.table.changed.send_modify(|n| *n += 1);
+        // A claimed pooled cluster has an owner now (a cold one is saved
+        // by its supervisor once its scheduler runs).
+        self.table.persist(&created.name).await;
         Ok(created)
     }
 
     async fn get(&self, name: &str) -> Option<Cluster> {
-        self.table.clusters.read().await.get(name).and_then(Entry::visible).cloned()
+        let now = now_ms();
+        let clusters = self.table.clusters.read().await;
+        let cluster = clusters.get(name).and_then(Entry::visible);
+        cluster.filter(|c| self.settings.retention.keeps_cluster(c, now)).cloned()
     }
 
     async fn for_scheduler(&self, name: &str) -> Option<Cluster> {
@@ -223,7 +324,10 @@ impl Backend for LocalBackend {
     }
 
     async fn list(&self) -> Vec<Cluster> {
-        self.table.clusters.read().await.values().filter_map(Entry::visible).cloned().collect()
+        let now = now_ms();
+        let clusters = self.table.clusters.read().await;
+        let visible = clusters.values().filter_map(Entry::visible);
+        visible.filter(|c| self.settings.retention.keeps_cluster(c, now)).cloned().collect()
     }
 
     async fn pooled(&self) -> Vec<ClusterStatus> {
@@ -244,6 +348,7 @@ impl Backend for LocalBackend {
                 }
             })
             .await;
+        self.table.persist(name).await;
         Ok(())
     }
 
@@ -265,49 +370,91 @@ impl Backend for LocalBackend {
         self.table.changed.subscribe()
     }
 
-    /// Stops every cluster and waits (up to `within`) for their supervisors
-    /// to end the processes and remove the keys.
+    /// The tails of the cluster's log files: `scheduler.log`, then each
+    /// `worker-<name>.log` by name, read one at a time as the answer is sent.
+    async fn logs(&self, cluster: &Cluster, bounds: LogBounds) -> Result<LogStream, BackendError> {
+        let dir = cluster_dir(&self.settings, &cluster.name);
+        let mut workers = Vec::new();
+        if let Ok(mut entries) = tokio::fs::read_dir(&dir).await {
+            while let Ok(Some(entry)) = entries.next_entry().await {
+                let file = entry.file_name().to_string_lossy().into_owned();
+                if let Some(name) =
+                    file.strip_prefix("worker-").and_then(|f| f.strip_suffix(".log"))
+                {
+                    workers.push(name.to_string());
+                }
+            }
+        }
+        workers.sort();
+        let mut files = vec![(Source::Scheduler, dir.join("scheduler.log"))];
+        for name in workers {
+            let path = dir.join(format!("worker-{name}.log"));
+            files.push((Source::Worker(name), path));
+        }
+        use futures::StreamExt;
+        let sections = futures::stream::iter(files).then(move |(source, path)| async move {
+            let lines = super::logs::read_tail(&path, bounds).await.unwrap_or_else(|e| {
+                warn!(path = %path.display(), error = %e, "could not read a log");
+                Vec::new()
+            });
+            LogSection { source, lines }
+        });
+        Ok(Box::pin(sections))
+    }
+
+    /// Leaves users' clusters running (their records are on disk: the next
+    /// gateway adopts them), stops the warm pool's schedulers, and waits
+    /// (up to `within`) for those and for clusters already stopping.
     async fn shutdown(&self, within: Duration) {
         // Before reading the table: a refill then either sees the flag or
         // has already put its scheduler in the table, where it is stopped too.
         self.table.closing.store(true, std::sync::atomic::Ordering::SeqCst);
-        let names: Vec<String> = self.table.clusters.read().await.keys().cloned().collect();
+        let pooled: Vec<String> = self
+            .table
+            .clusters
+            .read()
+            .await
+            .values()
+            .filter(|e| e.pooled.is_some())
+            .map(|e| e.cluster.name.clone())
+            .collect();
         let mut changes = self.changes();
-        for name in &names {
+        for name in &pooled {
             self.send(name, Order::Stop).await.ok();
         }
         let deadline = Instant::now() + within;
         loop {
             // A supervisor sets the stop time last, once keys and processes are gone.
-            let busy =
-                self.table.clusters.read().await.values().any(|e| e.cluster.stop_time.is_none());
+            let busy = self.table.clusters.read().await.values().any(|e| {
+                e.cluster.stop_time.is_none()
+                    && (e.pooled.is_some() || e.cluster.status == ClusterStatus::Stopping)
+            });
             if !busy {
                 break;
             }
             if tokio::time::timeout_at(deadline, changes.changed()).await.is_err() {
-                warn!("clusters still stopping at shutdown; their processes are killed");
+                warn!("clusters still stopping at shutdown; the next gateway stops them");
                 break;
             }
         }
-    }
-}
-
-/// Stopped and failed clusters kept for `?status=STOPPED,FAILED`: a loop of
-/// create and delete must not grow the table without end.
-const MAX_FINISHED: usize = 1000;
-
-fn forget_oldest_finished(clusters: &mut HashMap<String, Entry>, keep: usize) {
-    let mut finished: Vec<(i64, String)> = clusters
-        .values()
-        .filter(|e| e.cluster.stop_time.is_some() && !e.cluster.status.is_active())
-        .map(|e| (e.cluster.stop_time.unwrap_or_default(), e.cluster.name.clone()))
-        .collect();
-    if finished.len() <= keep {
-        return;
-    }
-    finished.sort();
-    for (_, name) in &finished[..finished.len() - keep] {
-        clusters.remove(name);
+        // The table does not outlive the gateway: neither do the logs of
+        // clusters it stopped (those of failed ones stay for a post-mortem).
+        for entry in self.table.clusters.read().await.values() {
+            if entry.cluster.status == ClusterStatus::Stopped {
+                tokio::fs::remove_dir_all(cluster_dir(&self.settings, &entry.cluster.name))
+                    .await
+                    .ok();
+            }
+        }
+        let running = self
+            .table
+            .clusters
+            .read()
+            .await
+            .values()
+            .filter(|e| e.cluster.status.is_active())
+            .count();
+        info!(running, "clusters left running for the next gateway to adopt");
     }
 }
 
@@ -319,8 +466,30 @@ fn launch(
     cluster: Cluster,
     pooled: Option<usize>,
 ) {
+    start_supervisor(settings, table, clusters, cluster, pooled, None);
+}
+
+/// A cluster a previous gateway started, still running: its scheduler and
+/// its live workers, taken over as they are.
+struct Adopted {
+    scheduler: ProcessId,
+    workers: BTreeMap<String, ProcessId>,
+}
+
+fn start_supervisor(
+    settings: &Arc<Settings>,
+    table: &Table,
+    clusters: &mut HashMap<String, Entry>,
+    cluster: Cluster,
+    pooled: Option<usize>,
+    adopted: Option<Adopted>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let name = cluster.name.clone();
+    let processes = adopted
+        .as_ref()
+        .map(|a| store::Processes { scheduler: Some(a.scheduler), workers: a.workers.clone() })
+        .unwrap_or_default();
     let supervisor = Supervisor {
         settings: settings.clone(),
         table: table.clone(),
@@ -329,12 +498,14 @@ fn launch(
         workers: HashMap::new(),
         wanted: 0,
         scheduler_address: None,
+        scheduler: None,
         active: HashSet::new(),
         cooling: Vec::new(),
     };
-    clusters.insert(name.clone(), Entry { cluster, commands: tx, handoff: None, pooled });
+    clusters
+        .insert(name.clone(), Entry { cluster, commands: tx, handoff: None, pooled, processes });
     let span = info_span!("cluster", cluster = %name);
-    tokio::spawn(supervisor.run(rx).instrument(span));
+    tokio::spawn(supervisor.run(rx, adopted).instrument(span));
 }
 
 /// Starts the worker fork server; until it is ready (or if it cannot
@@ -371,6 +542,8 @@ struct Supervisor {
     wanted: usize,
     /// The scheduler's address, once it has sent a heartbeat.
     scheduler_address: Option<String>,
+    /// The scheduler process, once started (or adopted).
+    scheduler: Option<ProcessId>,
     /// Workers the scheduler last reported active.
     active: HashSet<String>,
     /// Start slots of workers that exited while starting, held until their time is up.
@@ -384,18 +557,41 @@ struct Worker {
 }
 
 impl Supervisor {
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Order>) {
-        let (status, reason) = match self.prepare().await.and_then(|_| self.spawn_scheduler()) {
-            Ok((scheduler, handoff)) => self.supervise(scheduler, handoff, &mut commands).await,
+    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Order>, adopted: Option<Adopted>) {
+        let started = match adopted {
+            // Its preloads are written again: the gateway may be a newer one.
+            Some(adopted) => match self.prepare().await {
+                Ok(()) => {
+                    self.adopt_workers(adopted.workers);
+                    if self.settings.handoff {
+                        let channel = reconnect_handoff(&self.dir).await;
+                        self.table.set_handoff(&self.cluster.name, channel.map(Arc::new)).await;
+                    }
+                    Ok((SchedulerProcess { id: adopted.scheduler, child: None }, None))
+                }
+                Err(e) => Err(e),
+            },
+            None => self.prepare().await.and_then(|_| self.spawn_scheduler()),
+        };
+        let (status, reason) = match started {
+            Ok((scheduler, handoff)) => {
+                self.scheduler = Some(scheduler.id);
+                self.save().await;
+                match self.supervise(scheduler, handoff, &mut commands).await {
+                    Some(outcome) => outcome,
+                    None => return,
+                }
+            }
             Err(e) => (ClusterStatus::Failed, Some(format!("could not start the scheduler: {e}"))),
         };
         commands.close();
         self.table.set_handoff(&self.cluster.name, None).await;
         self.table.update(&self.cluster.name, |c| c.status = ClusterStatus::Stopping).await;
+        self.table.persist(&self.cluster.name).await;
         let workers: Vec<WorkerProcess> = self.workers.drain().map(|(_, w)| w.process).collect();
         futures::future::join_all(workers.into_iter().map(WorkerProcess::terminate)).await;
-        // The key is a secret: it does not outlive the cluster. Logs of a
-        // failed cluster stay for the post-mortem.
+        // The key is a secret: it does not outlive the cluster. The logs
+        // stay while the cluster is listed (`completed_cluster_max_age`).
         for secret in ["dask.pem", "dask.crt"] {
             tokio::fs::remove_file(self.dir.join(secret)).await.ok();
         }
@@ -404,33 +600,58 @@ impl Supervisor {
                 let log = tail(&self.dir.join("scheduler.log"), 20).await;
                 error!(reason, scheduler_log = %log, "cluster failed");
             }
-            None => {
-                tokio::fs::remove_dir_all(&self.dir).await.ok();
-                info!("cluster stopped");
-            }
+            None => info!("cluster stopped"),
         }
         self.table
             .update(&self.cluster.name, |c| {
                 c.status = status;
                 c.stop_time = Some(now_ms());
                 c.addresses = None;
+                c.reason = reason;
             })
             .await;
+        // Its processes are gone: nothing left for a next gateway to adopt.
+        self.table.forget(&self.cluster.name).await;
+    }
+
+    /// Takes over the live workers of an adopted cluster: until the next
+    /// heartbeat says otherwise, they count as active (none is started on
+    /// top of them).
+    fn adopt_workers(&mut self, workers: BTreeMap<String, ProcessId>) {
+        for (name, id) in workers {
+            self.active.insert(name.clone());
+            let process = WorkerProcess { id, child: None };
+            self.workers.insert(name, Worker { process, starting: None });
+        }
+        if let Some(addresses) = &self.cluster.addresses {
+            self.scheduler_address = Some(addresses.scheduler.clone());
+        }
+    }
+
+    /// Records the cluster's processes in the table and on disk.
+    async fn save(&self) {
+        let processes = store::Processes {
+            scheduler: self.scheduler,
+            workers: self.workers.iter().map(|(n, w)| (n.clone(), w.process.id)).collect(),
+        };
+        self.table.set_processes(&self.cluster.name, processes).await;
+        self.table.persist(&self.cluster.name).await;
     }
 
     async fn supervise(
         &mut self,
-        mut scheduler: Child,
+        mut scheduler: SchedulerProcess,
         handoff: Option<UnixDatagram>,
         commands: &mut mpsc::UnboundedReceiver<Order>,
-    ) -> (ClusterStatus, Option<String>) {
+    ) -> Option<(ClusterStatus, Option<String>)> {
         let handoff = handoff.map(Arc::new);
         let mut awaiting_handoff = handoff.is_some();
         let start_timeout = self.settings.start_timeout;
         // A scheduler that misses two heartbeats (and some slack) is gone.
         let liveness = (self.settings.heartbeat_period * 2).max(Duration::from_secs(30));
-        let mut deadline = Instant::now() + start_timeout;
-        let mut running = false;
+        // An adopted cluster runs already; its next heartbeat is due within a period.
+        let mut running = self.cluster.status == ClusterStatus::Running;
+        let mut deadline = Instant::now() + if running { liveness } else { start_timeout };
         let mut reap = tokio::time::interval(Duration::from_secs(1));
         let outcome = loop {
             tokio::select! {
@@ -451,10 +672,12 @@ impl Supervisor {
                         self.apply(&beat).await;
                     }
                     Some(Order::Fail(reason)) => break (ClusterStatus::Failed, Some(reason)),
-                    Some(Order::Stop) | None => break (ClusterStatus::Stopped, None),
+                    Some(Order::Stop) => break (ClusterStatus::Stopped, None),
+                    // The table is gone: the gateway is exiting. The
+                    // cluster is left running for the next one to adopt.
+                    None => return None,
                 },
                 exit = scheduler.wait() => {
-                    let exit = exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
                     break (ClusterStatus::Failed, Some(format!("the scheduler exited ({exit})")));
                 }
                 _ = tokio::time::sleep_until(deadline) => {
@@ -477,9 +700,10 @@ impl Supervisor {
                     }
                 }
             }
+            self.save().await;
         };
-        terminate(scheduler).await;
-        outcome
+        scheduler.stop().await;
+        Some(outcome)
     }
 
     /// Writes the cluster's credentials where its processes read them, and
@@ -497,6 +721,9 @@ impl Supervisor {
         tokio::fs::write(self.dir.join(HANDOFF_PRELOAD_FILE), HANDOFF_PRELOAD).await?;
         tokio::fs::write(self.dir.join(WARMUP_PRELOAD_FILE), WARMUP_PRELOAD).await?;
         tokio::fs::write(self.dir.join(PRESENCE_PRELOAD_FILE), super::PRESENCE_PRELOAD).await?;
+        tokio::fs::write(self.dir.join(LIFELINE_PRELOAD_FILE), LIFELINE_PRELOAD).await?;
+        tokio::fs::write(self.dir.join(WORKER_LIFELINE_PRELOAD_FILE), WORKER_LIFELINE_PRELOAD)
+            .await?;
         for (file, pem) in
             [("dask.crt", &self.cluster.tls_cert), ("dask.pem", &self.cluster.tls_key)]
         {
@@ -534,24 +761,20 @@ impl Supervisor {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            .kill_on_drop(true);
-        // SAFETY: prctl is async-signal-safe; it only asks the kernel to
-        // SIGTERM the child if the gateway dies, so no Dask process outlives it.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
-                    .map_err(std::io::Error::from)
-            });
-        }
+            // A group of its own, stopped as one; it outlives the gateway
+            // (no kill on drop, no parent-death signal) to be adopted.
+            .process_group(0);
         Ok(cmd)
     }
 
     /// Starts the scheduler; returns it and, with handoff on, the gateway's
     /// end of the socket pair it adopts handed-over connections from.
-    fn spawn_scheduler(&self) -> std::io::Result<(Child, Option<UnixDatagram>)> {
+    fn spawn_scheduler(&self) -> std::io::Result<(SchedulerProcess, Option<UnixDatagram>)> {
         let mut cmd = self.command("scheduler.log")?;
         // The scheduler's alone: workers run user code and get the TLS pair only.
-        cmd.env("DASK_GATEWAY_API_TOKEN", &self.cluster.token);
+        cmd.env("DASK_GATEWAY_API_TOKEN", &self.cluster.token)
+            .env("DASK_GATEWAY_LIFELINE_SECONDS", self.settings.lifeline.as_secs_f64().to_string())
+            .env("DASK_GATEWAY_API_URL_FILE", self.settings.state_dir.join(API_URL_FILE));
         let pair = if self.settings.handoff {
             Some(std::os::unix::net::UnixDatagram::pair()?)
         } else {
@@ -581,6 +804,8 @@ impl Supervisor {
             .arg("--preload")
             .arg(self.dir.join(WARMUP_PRELOAD_FILE))
             .arg("--preload")
+            .arg(self.dir.join(LIFELINE_PRELOAD_FILE))
+            .arg("--preload")
             .arg(self.dir.join(PRESENCE_PRELOAD_FILE))
             .args(["--dg-api-address", "127.0.0.1:0"])
             .args([
@@ -590,9 +815,14 @@ impl Supervisor {
             .args(["--dg-adaptive-period", &self.settings.adaptive_period.to_string()])
             .args(["--dg-idle-timeout", &self.cluster.config.idle_timeout.to_string()]);
         info!(dask = %self.settings.dask.display(), "starting the scheduler");
-        let scheduler = cmd.spawn().map_err(|e| {
+        let child = cmd.spawn().map_err(|e| {
             std::io::Error::new(e.kind(), format!("{}: {e}", self.settings.dask.display()))
         })?;
+        let id = child
+            .id()
+            .and_then(|pid| ProcessId::of(pid as i32))
+            .ok_or_else(|| std::io::Error::other("the scheduler exited at once"))?;
+        let scheduler = SchedulerProcess { id, child: Some(child) };
         let Some((ours, _theirs)) = pair else { return Ok((scheduler, None)) };
         ours.set_nonblocking(true)?;
         Ok((scheduler, Some(UnixDatagram::from_std(ours)?)))
@@ -601,16 +831,20 @@ impl Supervisor {
     async fn spawn_worker(&mut self, scheduler: &str, slot: OwnedSemaphorePermit) {
         let name = uuid::Uuid::new_v4().simple().to_string();
         let config = &self.cluster.config;
+        let lifeline = self.dir.join(WORKER_LIFELINE_PRELOAD_FILE).to_string_lossy().into_owned();
         let args: Vec<String> = [scheduler, "--dashboard-address", "127.0.0.1:0", "--name", &name]
             .into_iter()
+            .chain(["--preload-nanny", &lifeline])
             .map(String::from)
             .chain(["--nthreads".into(), config.worker_threads.to_string()])
             .chain(["--memory-limit".into(), config.worker_memory.to_string()])
             .collect();
         let log = format!("worker-{name}.log");
+        let scheduler_pid = self.scheduler.map(|s| s.pid.to_string()).unwrap_or_default();
         let forked = match self.fork_server() {
             Some(forks) => {
                 let mut env = self.environment();
+                env.insert("DASK_GATEWAY_SCHEDULER_PID".into(), scheduler_pid.clone());
                 // The nanny forks its worker too: a spawned one would import
                 // `distributed` all over again.
                 env.insert(
@@ -632,15 +866,27 @@ impl Supervisor {
             None => None,
         };
         let started = match forked {
-            Some(worker) => Ok(WorkerProcess::Forked(worker)),
+            Some(worker) => ProcessId::of(worker.pid)
+                .map(|id| WorkerProcess { id, child: None })
+                .ok_or_else(|| std::io::Error::other("the forked worker exited at once")),
             None => self
                 .command(&log)
-                .and_then(|mut cmd| cmd.arg("worker").args(&args).spawn())
-                .map(WorkerProcess::Spawned),
+                .and_then(|mut cmd| {
+                    cmd.env("DASK_GATEWAY_SCHEDULER_PID", &scheduler_pid)
+                        .arg("worker")
+                        .args(&args)
+                        .spawn()
+                })
+                .and_then(|child| {
+                    let id = child.id().and_then(|pid| ProcessId::of(pid as i32));
+                    let id =
+                        id.ok_or_else(|| std::io::Error::other("the worker exited at once"))?;
+                    Ok(WorkerProcess { id, child: Some(child) })
+                }),
         };
         match started {
             Ok(process) => {
-                info!(worker = %name, forked = matches!(process, WorkerProcess::Forked(_)), "starting a worker");
+                info!(worker = %name, forked = process.child.is_none(), "starting a worker");
                 let starting = Some((slot, Instant::now()));
                 self.workers.insert(name, Worker { process, starting });
             }
@@ -658,8 +904,10 @@ impl Supervisor {
     /// Brings the worker processes in line with what the scheduler asks for.
     async fn apply(&mut self, beat: &Heartbeat) {
         for closed in &beat.closed_workers {
-            // Dropping a Child kills and reaps it (it has usually exited already).
-            self.workers.remove(closed);
+            // Usually exited already; what is left of its group goes.
+            if let Some(worker) = self.workers.remove(closed) {
+                worker.process.kill();
+            }
         }
         for name in &beat.active_workers {
             if let Some(worker) = self.workers.get_mut(name) {
@@ -685,7 +933,9 @@ impl Supervisor {
             // Workers still starting are the cheapest to give up.
             for name in pending.iter().take((alive - wanted) as usize) {
                 info!(worker = %name, "stopping a worker that is no longer wanted");
-                self.workers.remove(name);
+                if let Some(worker) = self.workers.remove(name) {
+                    worker.process.kill();
+                }
             }
         }
         self.active = active.union(&closing).map(|n| (*n).clone()).collect();
@@ -729,6 +979,23 @@ impl Supervisor {
     }
 }
 
+/// The named handoff socket an adopted scheduler's preload bound in its
+/// cluster directory (the socket pair died with the gateway that made it);
+/// `None`: its connections are relayed. Reached through the directory's
+/// descriptor: a socket path may be at most 108 bytes, state_dir's may not.
+async fn reconnect_handoff(dir: &Path) -> Option<UnixDatagram> {
+    let dir = std::fs::File::open(dir).ok()?;
+    let path = format!("/proc/self/fd/{}/handoff.sock", dir.as_raw_fd());
+    let channel = UnixDatagram::unbound().ok()?;
+    match channel.connect(&path) {
+        Ok(()) => Some(channel),
+        Err(e) => {
+            warn!(error = %e, "no handoff socket from the adopted scheduler: relaying its connections");
+            None
+        }
+    }
+}
+
 /// The preload's one message on the handoff channel, sent once it adopts
 /// connections; never, without a channel.
 async fn handoff_ready(channel: Option<&UnixDatagram>) -> std::io::Result<()> {
@@ -738,81 +1005,77 @@ async fn handoff_ready(channel: Option<&UnixDatagram>) -> std::io::Result<()> {
     }
 }
 
-/// A worker: a `dask worker` process of ours, or one the fork server forked.
-/// Dropping it kills it.
-enum WorkerProcess {
-    Spawned(Child),
-    Forked(ForkedWorker),
+/// A worker's process group: a `dask worker` we spawned (`child`), one the
+/// fork server forked, or one a previous gateway started. Nothing ends it
+/// on drop: a gateway that exits leaves it to the next one.
+struct WorkerProcess {
+    id: ProcessId,
+    child: Option<Child>,
 }
 
 impl WorkerProcess {
     /// `None` while it runs; once it has exited, its failure if it failed
-    /// and that is known (a forked worker's status is not).
+    /// and that is known (only a spawned worker's status is).
     fn exited(&mut self) -> Option<Option<std::process::ExitStatus>> {
-        match self {
-            Self::Spawned(child) => match child.try_wait() {
+        match &mut self.child {
+            Some(child) => match child.try_wait() {
                 Ok(None) => None,
                 Ok(Some(status)) => Some(Some(status).filter(|s| !s.success())),
                 Err(_) => Some(None),
             },
-            Self::Forked(worker) => (!worker.is_alive()).then_some(None),
+            None => (!self.id.is_alive()).then_some(None),
         }
     }
 
-    async fn terminate(self) {
-        match self {
-            Self::Spawned(child) => terminate(child).await,
-            Self::Forked(worker) => worker.terminate(TERMINATE_GRACE).await,
+    /// SIGKILL to the group, now.
+    fn kill(mut self) {
+        self.id.signal_group(nix::sys::signal::Signal::SIGKILL);
+        if let Some(child) = &mut self.child {
+            child.try_wait().ok();
+        }
+    }
+
+    async fn terminate(mut self) {
+        self.id.stop_group(TERMINATE_GRACE).await;
+        if let Some(child) = &mut self.child {
+            child.wait().await.ok();
         }
     }
 }
 
-/// How long a process has between SIGTERM and SIGKILL.
-const TERMINATE_GRACE: Duration = Duration::from_secs(5);
+/// The scheduler's process group; `child` when this gateway started it.
+struct SchedulerProcess {
+    id: ProcessId,
+    child: Option<Child>,
+}
 
-/// SIGTERM, then SIGKILL if the process has not exited within 5 s.
-async fn terminate(mut child: Child) {
-    if let Some(pid) = child.id() {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        )
-        .ok();
-        if tokio::time::timeout(TERMINATE_GRACE, child.wait()).await.is_ok() {
-            return;
+impl SchedulerProcess {
+    /// Resolves when the scheduler exits, with how, if known.
+    async fn wait(&mut self) -> String {
+        match &mut self.child {
+            Some(child) => {
+                child.wait().await.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string())
+            }
+            None => {
+                while self.id.is_alive() {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                "it is gone".into()
+            }
         }
     }
-    child.kill().await.ok();
+
+    /// SIGTERM to the group, SIGKILL after [`TERMINATE_GRACE`].
+    async fn stop(mut self) {
+        self.id.stop_group(TERMINATE_GRACE).await;
+        if let Some(child) = &mut self.child {
+            child.wait().await.ok();
+        }
+    }
 }
 
 async fn tail(path: &Path, lines: usize) -> String {
     let text = tokio::fs::read_to_string(path).await.unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::models::tests::sample;
-
-    #[test]
-    fn only_the_newest_finished_clusters_are_kept() {
-        let mut clusters = HashMap::new();
-        for (i, status) in [ClusterStatus::Stopped, ClusterStatus::Failed, ClusterStatus::Stopped]
-            .into_iter()
-            .chain(std::iter::once(ClusterStatus::Running))
-            .enumerate()
-        {
-            let mut cluster = sample(&format!("c{i}"), "alice", status);
-            cluster.stop_time = (!status.is_active()).then_some(i as i64);
-            let commands = mpsc::unbounded_channel().0;
-            let entry = Entry { cluster, commands, handoff: None, pooled: None };
-            clusters.insert(entry.cluster.name.clone(), entry);
-        }
-        forget_oldest_finished(&mut clusters, 1);
-        let mut left: Vec<_> = clusters.keys().cloned().collect();
-        left.sort();
-        assert_eq!(left, ["c2", "c3"]);
-    }
 }

@@ -3,8 +3,10 @@
 //! Kubernetes backend in DaskCluster resources).
 
 pub mod forkserver;
+pub mod history;
 pub mod kubernetes;
 pub mod local;
+pub mod logs;
 
 use std::sync::Arc;
 
@@ -96,6 +98,16 @@ pub trait Backend: Send + Sync + 'static {
     /// `None`: relay them.
     async fn handoff(&self, _name: &str) -> Option<Arc<tokio::net::UnixDatagram>> {
         None
+    }
+    /// The recent log lines of `cluster`'s scheduler and workers (already
+    /// authorised), each cut to `bounds`; a finished cluster's as kept in
+    /// its history record. None by default.
+    async fn logs(
+        &self,
+        _cluster: &Cluster,
+        _bounds: logs::LogBounds,
+    ) -> Result<logs::LogStream, BackendError> {
+        Ok(Box::pin(futures::stream::empty()))
     }
     /// Bumped on every change of any cluster, for the `?wait` long poll.
     fn changes(&self) -> watch::Receiver<u64>;

@@ -94,23 +94,11 @@ pub async fn page_login(gw: &Arc<Gateway>, parts: &mut Parts) -> Result<Login, R
     }
 }
 
-/// A page login under JupyterHub auth: the session, or the Hub's OAuth
-/// login for a browser without one.
-// TODO(hubauth): once `auth::oauth` is merged, this whole body becomes
-// `crate::auth::oauth::browser_login(gw, parts).await` (its `Err` is the
-// redirect to the Hub); tests/gateway/test_web_page.py then stops skipping
-// its JupyterHub test. Until then the page says where to sign in.
+/// A page login under JupyterHub auth: the session, or (for a browser
+/// without one) the redirect to the Hub's OAuth login, which comes back to
+/// this page.
 async fn hub_login(gw: &Arc<Gateway>, parts: &mut Parts) -> Result<Login, Response> {
-    match Login::from_request_parts(parts, gw).await {
-        Ok(login) => Ok(login),
-        Err(ApiError::Unauthorized { .. }) => Err(login_page(
-            gw,
-            StatusCode::UNAUTHORIZED,
-            "",
-            "Sign in to JupyterHub first, then open this page from there.",
-        )),
-        Err(e) => Err(e.into_response()),
-    }
+    crate::auth::oauth::browser_login(gw, parts).await
 }
 
 /// The login page: the form (`simple`, `basic`) or the Hub's link.

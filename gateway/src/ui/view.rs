@@ -59,16 +59,9 @@ impl Row {
             cores: f64::from(workers) * cluster.config.worker_cores,
             memory: u64::from(workers).saturating_mul(cluster.config.worker_memory),
             dashboard_route: route,
-            reason: reason(cluster),
+            reason: cluster.reason.clone(),
         }
     }
-}
-
-/// The failure reason, once the model carries one.
-// TODO(reasons): `cluster.reason.clone()` when `Cluster::reason` is merged;
-// the page already has the column.
-fn reason(_cluster: &Cluster) -> Option<String> {
-    None
 }
 
 /// Per-user totals over active clusters, for admins.
@@ -163,6 +156,7 @@ mod tests {
         a2.start_time = 20;
         let mut a3 = sample("a3", "alice", ClusterStatus::Failed);
         a3.stop_time = Some(30);
+        a3.reason = Some("the scheduler did not start within 60 s".into());
         let mut b1 = sample("b1", "bob", ClusterStatus::Running);
         b1.workers = 2;
         b1.config.worker_cores = 2.0;
@@ -188,6 +182,8 @@ mod tests {
         let a1 = alice.iter().find(|r| r.name == "a1").unwrap();
         assert_eq!((a1.workers, a1.cores, a1.memory), (3, 3.0, 3 << 30));
         assert!(a1.dashboard_route.as_deref().is_some_and(|r| r.starts_with("/clusters/a1/~")));
+        let a3 = alice.iter().find(|r| r.name == "a3").unwrap();
+        assert_eq!(a3.reason.as_deref(), Some("the scheduler did not start within 60 s"));
         let text = serde_json::to_string(&alice).unwrap();
         assert!(!text.contains("KEY") && !text.contains("CERT") && !text.contains("\"t\""));
     }

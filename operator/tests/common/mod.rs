@@ -259,6 +259,15 @@ impl Operator {
     pub fn kill(self) {
         drop(self)
     }
+
+    /// Sends SIGTERM (what Kubernetes does to a pod it stops) and waits
+    /// for the operator to exit; returns how it exited.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+        assert!(sent.success(), "SIGTERM to the operator");
+        self.child.wait().expect("the operator exits")
+    }
 }
 
 impl Drop for Operator {

@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::backend::PRESENCE_PRELOAD;
 use crate::models::Cluster;
+use crate::pods::{PodShape, Resources, patched};
 
 pub const INSTANCE: &str = "gateway.dask.org/instance";
 pub const CLUSTER: &str = "gateway.dask.org/cluster";
@@ -43,6 +44,8 @@ pub struct Site<'a> {
     /// Where schedulers send heartbeats.
     pub api_url: &'a str,
     pub adaptive_period: f64,
+    /// Each profile's pod shape (a cluster of an unknown profile gets the defaults).
+    pub shapes: &'a BTreeMap<String, PodShape>,
 }
 
 /// The DaskCluster of gateway cluster `<hex>`: `dask-<hex>` (Service names
@@ -82,7 +85,15 @@ fn container_env(cluster: &Cluster) -> Vec<EnvVar> {
     tls.chain(cluster.config.environment.iter().map(|(k, v)| env(k, v))).collect()
 }
 
-/// The credentials Secret `secret`, mounted read-only.
+/// The credentials Secret `secret`, mounted read-only, then the shape's
+/// volumes and mounts.
+fn volumes(secret: String, shape: &PodShape) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let (mut volumes, mut mounts) = credentials(secret);
+    volumes.extend(shape.volumes.iter().cloned());
+    mounts.extend(shape.volume_mounts.iter().cloned());
+    (volumes, mounts)
+}
+
 fn credentials(secret: String) -> (Vec<Volume>, Vec<VolumeMount>) {
     let volume = Volume {
         name: "dask-credentials".into(),
@@ -98,37 +109,92 @@ fn credentials(secret: String) -> (Vec<Volume>, Vec<VolumeMount>) {
     (vec![volume], vec![mount])
 }
 
-/// Requests equal to limits: a worker gets what its options promise.
-fn worker_resources(cluster: &Cluster) -> ResourceRequirements {
-    let amounts: BTreeMap<String, Quantity> = [
-        ("cpu".to_string(), Quantity(format!("{:.3}", cluster.config.worker_cores))),
-        ("memory".to_string(), Quantity(cluster.config.worker_memory.to_string())),
+fn amounts(cores: f64, memory: u64) -> BTreeMap<String, Quantity> {
+    [
+        ("cpu".to_string(), Quantity(format!("{cores:.3}"))),
+        ("memory".to_string(), Quantity(memory.to_string())),
     ]
-    .into();
+    .into()
+}
+
+fn resources(r: Resources) -> ResourceRequirements {
     ResourceRequirements {
-        requests: Some(amounts.clone()),
-        limits: Some(amounts),
+        requests: Some(amounts(r.cores, r.memory)),
+        limits: Some(amounts(r.cores_limit, r.memory_limit)),
         ..Default::default()
     }
 }
 
-/// A pod of one Dask process.
-fn dask_pod(container: Container, volumes: Vec<Volume>) -> PodSpec {
-    PodSpec {
+/// The options' cores and memory are the requests; the profile's limits
+/// (by default the requests: a worker gets what its options promise).
+fn worker_resources(cluster: &Cluster, shape: &PodShape) -> Resources {
+    let config = &cluster.config;
+    Resources {
+        cores: config.worker_cores,
+        memory: config.worker_memory,
+        cores_limit: shape.worker_cores_limit.unwrap_or(config.worker_cores),
+        memory_limit: shape.worker_memory_limit.unwrap_or(config.worker_memory),
+    }
+}
+
+/// A pod of one Dask process, shaped by the profile, then its extra patches.
+fn dask_pod(
+    container: Container,
+    volumes: Vec<Volume>,
+    shape: &PodShape,
+    container_patch: &serde_json::Map<String, serde_json::Value>,
+    pod_patch: &serde_json::Map<String, serde_json::Value>,
+) -> anyhow::Result<PodSpec> {
+    let container = Container {
+        image_pull_policy: shape.image_pull_policy.map(|p| p.as_str().to_string()),
+        ..container
+    };
+    let container = patched(&container, container_patch)
+        .map_err(|e| anyhow::anyhow!("the extra container config: {e}"))?;
+    let optional_map = |m: &BTreeMap<String, String>| (!m.is_empty()).then(|| m.clone());
+    let pod = PodSpec {
         containers: vec![container],
         volumes: Some(volumes),
-        // Dask pods never call the Kubernetes API.
-        automount_service_account_token: Some(false),
+        // Dask pods never call the Kubernetes API; with a service account
+        // of the admin's, its token is mounted as the account says.
+        automount_service_account_token: shape.service_account.is_none().then_some(false),
+        service_account_name: shape.service_account.clone(),
+        node_selector: optional_map(&shape.node_selector),
+        tolerations: optional_list(&shape.tolerations),
+        affinity: shape.affinity.clone(),
+        image_pull_secrets: optional_list(&shape.image_pull_secrets),
         ..Default::default()
-    }
+    };
+    patched(&pod, pod_patch).map_err(|e| anyhow::anyhow!("the extra pod config: {e}"))
 }
 
-fn worker(site: &Site, cluster: &Cluster, image: &str) -> DaskWorker {
+fn optional_list<T: Clone>(list: &[T]) -> Option<Vec<T>> {
+    (!list.is_empty()).then(|| list.to_vec())
+}
+
+/// The shape's labels and annotations, for the pods of a template.
+fn template_meta(shape: &PodShape) -> Option<dask_crds::SimpleObjectMeta> {
+    let optional = |m: &BTreeMap<String, String>| (!m.is_empty()).then(|| m.clone());
+    let meta = dask_crds::SimpleObjectMeta {
+        labels: optional(&shape.labels),
+        annotations: optional(&shape.annotations),
+    };
+    (meta != Default::default()).then_some(meta)
+}
+
+fn worker(
+    site: &Site,
+    cluster: &Cluster,
+    image: &str,
+    shape: &PodShape,
+) -> anyhow::Result<DaskWorker> {
     let config = &cluster.config;
     let scheduler_address = format!("tls://{}:{COMM_PORT}", scheduler_host(site, &cluster.name));
     let threads = config.worker_threads.to_string();
-    let memory = config.worker_memory.to_string();
-    let (volumes, mounts) = credentials(tls_secret_name(&cluster.name));
+    let resources_of_worker = worker_resources(cluster, shape);
+    // Dask's own memory limit is the pod's: Dask spills and pauses before the kernel kills.
+    let memory = resources_of_worker.memory_limit.to_string();
+    let (volumes, mounts) = volumes(tls_secret_name(&cluster.name), shape);
     let args = [
         "dask",
         "worker",
@@ -147,7 +213,7 @@ fn worker(site: &Site, cluster: &Cluster, image: &str) -> DaskWorker {
         image: Some(image.into()),
         env: Some(container_env(cluster)),
         args: Some(strings(args)),
-        resources: Some(worker_resources(cluster)),
+        resources: Some(resources(resources_of_worker)),
         volume_mounts: Some(mounts),
         // Named as the scheduler's, so the chart's worker PodMonitor finds it.
         ports: Some(vec![ContainerPort {
@@ -157,7 +223,15 @@ fn worker(site: &Site, cluster: &Cluster, image: &str) -> DaskWorker {
         }]),
         ..Default::default()
     };
-    DaskWorker { replicas: 0, metadata: None, spec: dask_pod(container, volumes) }
+    let spec = dask_pod(
+        container,
+        volumes,
+        shape,
+        &shape.worker_extra_container_config,
+        &shape.worker_extra_pod_config,
+    )
+    .map_err(|e| anyhow::anyhow!("worker pod: {e}"))?;
+    Ok(DaskWorker { replicas: 0, metadata: template_meta(shape), spec })
 }
 
 /// The scheduler's ports, by name: the `dask_crds::scheduler` two and the preload's API.
@@ -167,7 +241,12 @@ const SCHEDULER_PORTS: [(&str, i32); 3] = [
     (API_PORT_NAME, API_PORT),
 ];
 
-fn dask_scheduler(site: &Site, cluster: &Cluster, image: &str) -> DaskScheduler {
+fn dask_scheduler(
+    site: &Site,
+    cluster: &Cluster,
+    image: &str,
+    shape: &PodShape,
+) -> anyhow::Result<DaskScheduler> {
     let name = &cluster.name;
     let mut env_vars = container_env(cluster);
     env_vars.extend([
@@ -213,9 +292,10 @@ fn dask_scheduler(site: &Site, cluster: &Cluster, image: &str) -> DaskScheduler 
         target_port: Some(IntOrString::String(name.into())),
         ..Default::default()
     });
-    let (volumes, mounts) = credentials(secret_name(name));
+    let (volumes, mounts) = volumes(secret_name(name), shape);
     let container = Container {
         name: "scheduler".into(),
+        resources: Some(resources(shape.scheduler_resources())),
         image: Some(image.into()),
         env: Some(env_vars),
         args: Some(strings(args)),
@@ -233,22 +313,34 @@ fn dask_scheduler(site: &Site, cluster: &Cluster, image: &str) -> DaskScheduler 
         volume_mounts: Some(mounts),
         ..Default::default()
     };
-    DaskScheduler {
-        metadata: None,
-        spec: dask_pod(container, volumes),
+    let spec = dask_pod(
+        container,
+        volumes,
+        shape,
+        &shape.scheduler_extra_container_config,
+        &shape.scheduler_extra_pod_config,
+    )
+    .map_err(|e| anyhow::anyhow!("scheduler pod: {e}"))?;
+    Ok(DaskScheduler {
+        metadata: template_meta(shape),
+        spec,
         service: ServiceSpec {
             type_: Some("ClusterIP".into()),
             ports: Some(service_ports.into()),
             ..Default::default()
         },
-    }
+    })
 }
 
 /// The DaskCluster for `cluster`, with no workers yet (its scheduler's
 /// heartbeats set the count). Owner, options and settings ride along as
-/// annotations: the gateway keeps no state of its own.
-pub fn dask_cluster(site: &Site, cluster: &Cluster) -> DaskCluster {
+/// annotations: the gateway keeps no state of its own. Its pods take the
+/// shape of the cluster's profile; the image is the options', else the
+/// profile's, else the backend's.
+pub fn dask_cluster(site: &Site, cluster: &Cluster) -> anyhow::Result<DaskCluster> {
     let image = cluster.config.image.as_deref().unwrap_or(site.image);
+    let default_shape = PodShape::default();
+    let shape = site.shapes.get(&cluster.config.profile).unwrap_or(&default_shape);
     let labels = [
         ("app.kubernetes.io/name", "dask-gateway"),
         (INSTANCE, site.instance),
@@ -259,7 +351,7 @@ pub fn dask_cluster(site: &Site, cluster: &Cluster) -> DaskCluster {
         (OPTIONS, serde_json::to_string(&cluster.options).unwrap_or_default()),
         (SETTINGS, serde_json::to_string(&cluster.config).unwrap_or_default()),
     ];
-    DaskCluster {
+    Ok(DaskCluster {
         metadata: ObjectMeta {
             name: Some(resource_name(&cluster.name)),
             labels: Some(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
@@ -268,11 +360,11 @@ pub fn dask_cluster(site: &Site, cluster: &Cluster) -> DaskCluster {
         },
         spec: DaskClusterSpec {
             idle_timeout: 0,
-            worker: worker(site, cluster, image),
-            scheduler: dask_scheduler(site, cluster, image),
+            worker: worker(site, cluster, image, shape)?,
+            scheduler: dask_scheduler(site, cluster, image, shape)?,
         },
         status: None,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -292,6 +384,7 @@ mod tests {
         image: "worker:1",
         api_url: "http://gateway.dask:8000/api",
         adaptive_period: 3.0,
+        shapes: &BTreeMap::new(),
     };
 
     fn cluster() -> Cluster {
@@ -308,7 +401,7 @@ mod tests {
 
     #[test]
     fn the_scheduler_serves_the_contract_ports_with_its_credentials() {
-        let dc = dask_cluster(&SITE, &cluster());
+        let dc = dask_cluster(&SITE, &cluster()).unwrap();
         assert_eq!(dc.metadata.name.as_deref(), Some("dask-abc"));
         let pod = &dc.spec.scheduler.spec;
         assert_eq!(pod.automount_service_account_token, Some(false));
@@ -331,7 +424,7 @@ mod tests {
 
     #[test]
     fn workers_get_the_tls_pair_alone_and_their_promised_resources() {
-        let dc = dask_cluster(&SITE, &cluster());
+        let dc = dask_cluster(&SITE, &cluster()).unwrap();
         assert_eq!(dc.spec.worker.replicas, 0, "heartbeats set the count");
         let pod = &dc.spec.worker.spec;
         assert_eq!(pod.automount_service_account_token, Some(false));
@@ -360,7 +453,7 @@ mod tests {
 
     #[test]
     fn owner_and_settings_are_labels_and_annotations() {
-        let dc = dask_cluster(&SITE, &cluster());
+        let dc = dask_cluster(&SITE, &cluster()).unwrap();
         let labels = dc.metadata.labels.as_ref().unwrap();
         assert_eq!((labels[INSTANCE].as_str(), labels[CLUSTER].as_str()), ("gw", "abc"));
         let annotations = dc.metadata.annotations.as_ref().unwrap();
@@ -369,5 +462,192 @@ mod tests {
         let settings: crate::options::ClusterConfig =
             serde_json::from_str(&annotations[SETTINGS]).unwrap();
         assert_eq!(settings.environment["EXTRA"], "1");
+    }
+
+    /// A config that sets every pod key, globally and in a profile.
+    const SHAPED: &str = r#"
+        [cluster]
+        environment = {GLOBAL = "g", SHARED = "global"}
+        [backend]
+        type = "kubernetes"
+        image = "global:1"
+        image_pull_policy = "IfNotPresent"
+        image_pull_secrets = [{name = "regcred"}]
+        node_selector = {zone = "a"}
+        tolerations = [{key = "everyone", operator = "Exists"}]
+        affinity = {nodeAffinity = {requiredDuringSchedulingIgnoredDuringExecution = {nodeSelectorTerms = [{matchExpressions = [{key = "kubernetes.io/arch", operator = "In", values = ["amd64"]}]}]}}}
+        volumes = [{name = "data", persistentVolumeClaim = {claimName = "shared-data", readOnly = true}}]
+        volume_mounts = [{name = "data", mountPath = "/data", readOnly = true}]
+        service_account = "dask-pods"
+        labels = {"example.com/team" = "geo"}
+        annotations = {"example.com/cost-centre" = "42"}
+        scheduler_cores = 0.25
+        scheduler_memory = "2 GiB"
+        scheduler_extra_pod_config = {priorityClassName = "dask-scheduler"}
+        scheduler_extra_container_config = {env = [{name = "SCHEDULER_ONLY", value = "1"}]}
+        worker_extra_pod_config = {priorityClassName = "dask-worker", terminationGracePeriodSeconds = 60}
+
+        [[options.profiles]]
+        name = "plain"
+        worker_cores = 1
+        worker_memory = "1 GiB"
+
+        [[options.profiles]]
+        name = "pool"
+        worker_cores = 0.5
+        worker_memory = "1 GiB"
+        worker_cores_limit = 1
+        worker_memory_limit = "2 GiB"
+        image = "profile:2"
+        image_pull_policy = "Always"
+        environment = {SHARED = "profile"}
+        node_selector = {pool = "dask-workers"}
+        tolerations = [{key = "dedicated", operator = "Equal", value = "dask", effect = "NoSchedule"}]
+        labels = {tier = "pool"}
+        worker_extra_container_config = {resources = {limits = {"nvidia.com/gpu" = 1}}, securityContext = {runAsUser = 1000}}
+        worker_extra_pod_config = {hostAliases = [{ip = "10.0.0.9", hostnames = ["data.local"]}]}
+    "#;
+
+    fn shaped(profile: &str) -> DaskCluster {
+        let config = crate::config::Config::parse(SHAPED).unwrap();
+        let crate::config::BackendConfig::Kubernetes(k8s) = &config.backend else { panic!() };
+        let shapes = crate::pods::resolve_all(&k8s.pods, &config.options.profiles).unwrap();
+        let spec = crate::options::OptionsSpec::new(config.options.profiles.clone(), vec![]);
+        let requested = json!({ "profile": profile });
+        let (options, settings) =
+            spec.resolve(requested.as_object().unwrap(), &config.cluster).unwrap();
+        let mut cluster = sample("abc", "alice", ClusterStatus::Pending);
+        (cluster.options, cluster.config) = (options, settings);
+        let site = Site { image: &k8s.image, shapes: &shapes, ..SITE };
+        dask_cluster(&site, &cluster).unwrap()
+    }
+
+    fn quantities(r: &Option<BTreeMap<String, Quantity>>) -> BTreeMap<&str, &str> {
+        r.iter().flatten().map(|(k, v)| (k.as_str(), v.0.as_str())).collect()
+    }
+
+    #[test]
+    fn every_global_and_profile_knob_reaches_the_dask_cluster() {
+        let dc = shaped("pool");
+        let (scheduler, worker) = (&dc.spec.scheduler, &dc.spec.worker);
+        for (role, meta, pod) in [
+            ("scheduler", &scheduler.metadata, &scheduler.spec),
+            ("worker", &worker.metadata, &worker.spec),
+        ] {
+            let container = &pod.containers[0];
+            assert_eq!(container.image.as_deref(), Some("profile:2"), "{role}");
+            assert_eq!(container.image_pull_policy.as_deref(), Some("Always"), "{role}");
+            let env = env_of(container);
+            assert_eq!((env["GLOBAL"], env["SHARED"]), ("g", "profile"), "{role}");
+            assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "regcred");
+            let selector = pod.node_selector.as_ref().unwrap();
+            assert_eq!(
+                (selector["zone"].as_str(), selector["pool"].as_str()),
+                ("a", "dask-workers")
+            );
+            let [toleration] = pod.tolerations.as_deref().unwrap() else { panic!("{role}") };
+            assert_eq!(
+                (
+                    toleration.key.as_deref(),
+                    toleration.value.as_deref(),
+                    toleration.effect.as_deref()
+                ),
+                (Some("dedicated"), Some("dask"), Some("NoSchedule")),
+                "a profile's tolerations replace the global ones"
+            );
+            let affinity = pod.affinity.as_ref().unwrap().node_affinity.as_ref().unwrap();
+            assert!(affinity.required_during_scheduling_ignored_during_execution.is_some());
+            let volumes: Vec<_> = pod.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
+            assert_eq!(volumes, ["dask-credentials", "data"], "{role}");
+            let claim = pod.volumes.as_ref().unwrap()[1].persistent_volume_claim.as_ref().unwrap();
+            assert_eq!(claim.claim_name, "shared-data");
+            let mounts: Vec<_> =
+                container.volume_mounts.iter().flatten().map(|m| m.mount_path.as_str()).collect();
+            assert_eq!(mounts, ["/etc/dask-credentials", "/data"], "{role}");
+            assert_eq!(pod.service_account_name.as_deref(), Some("dask-pods"));
+            assert_eq!(pod.automount_service_account_token, None, "the account decides");
+            let meta = meta.as_ref().unwrap();
+            let labels = meta.labels.as_ref().unwrap();
+            assert_eq!(
+                (labels["example.com/team"].as_str(), labels["tier"].as_str()),
+                ("geo", "pool")
+            );
+            assert_eq!(meta.annotations.as_ref().unwrap()["example.com/cost-centre"], "42");
+        }
+
+        let resources = scheduler.spec.containers[0].resources.as_ref().unwrap();
+        assert_eq!(
+            quantities(&resources.requests),
+            [("cpu", "0.250"), ("memory", "2147483648")].into()
+        );
+        assert_eq!(
+            quantities(&resources.limits),
+            [("cpu", "1.000"), ("memory", "2147483648")].into()
+        );
+        assert_eq!(scheduler.spec.priority_class_name.as_deref(), Some("dask-scheduler"));
+        let env = env_of(&scheduler.spec.containers[0]);
+        assert_eq!(env["SCHEDULER_ONLY"], "1");
+        assert!(
+            env.contains_key("DASK_GATEWAY_API_TOKEN"),
+            "a patch adds to the list, never replaces it"
+        );
+
+        let container = &worker.spec.containers[0];
+        let resources = container.resources.as_ref().unwrap();
+        assert_eq!(
+            quantities(&resources.requests),
+            [("cpu", "0.500"), ("memory", "1073741824")].into()
+        );
+        assert_eq!(
+            quantities(&resources.limits),
+            [("cpu", "1.000"), ("memory", "2147483648"), ("nvidia.com/gpu", "1")].into()
+        );
+        let args = container.args.as_ref().unwrap();
+        let at = args.iter().position(|a| a == "--memory-limit").unwrap();
+        assert_eq!(args[at + 1], "2147483648", "Dask's memory limit is the pod's");
+        assert_eq!(container.security_context.as_ref().unwrap().run_as_user, Some(1000));
+        assert!(!env_of(container).contains_key("SCHEDULER_ONLY"));
+        let pod = &worker.spec;
+        assert_eq!(pod.priority_class_name.as_deref(), Some("dask-worker"), "the global patch");
+        assert_eq!(pod.termination_grace_period_seconds, Some(60));
+        assert_eq!(pod.host_aliases.as_ref().unwrap()[0].ip, "10.0.0.9", "the profile's patch");
+    }
+
+    #[test]
+    fn a_profile_without_keys_gets_the_global_ones_and_requests_as_limits() {
+        let dc = shaped("plain");
+        let worker = &dc.spec.worker.spec;
+        let container = &worker.containers[0];
+        assert_eq!(container.image.as_deref(), Some("global:1"));
+        assert_eq!(container.image_pull_policy.as_deref(), Some("IfNotPresent"));
+        assert_eq!(env_of(container)["SHARED"], "global");
+        assert_eq!(worker.tolerations.as_ref().unwrap()[0].key.as_deref(), Some("everyone"));
+        assert_eq!(worker.node_selector.as_ref().unwrap().len(), 1);
+        let resources = container.resources.as_ref().unwrap();
+        assert_eq!(resources.requests, resources.limits);
+        assert!(worker.host_aliases.is_none());
+        let labels = dc.spec.worker.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+        assert!(!labels.contains_key("tier"));
+    }
+
+    #[test]
+    fn with_no_pod_keys_the_scheduler_still_has_requests_and_pods_no_token() {
+        let dc = dask_cluster(&SITE, &cluster()).unwrap();
+        let scheduler = &dc.spec.scheduler.spec.containers[0];
+        let resources = scheduler.resources.as_ref().unwrap();
+        assert_eq!(
+            quantities(&resources.requests),
+            [("cpu", "0.500"), ("memory", "1073741824")].into()
+        );
+        assert_eq!(
+            quantities(&resources.limits),
+            [("cpu", "1.000"), ("memory", "1073741824")].into()
+        );
+        for pod in [&dc.spec.scheduler.spec, &dc.spec.worker.spec] {
+            assert_eq!(pod.automount_service_account_token, Some(false));
+            assert!(pod.node_selector.is_none() && pod.tolerations.is_none());
+            assert!(pod.image_pull_secrets.is_none() && pod.service_account_name.is_none());
+        }
+        assert!(dc.spec.worker.metadata.is_none() && dc.spec.scheduler.metadata.is_none());
     }
 }

@@ -131,8 +131,8 @@ impl Backoff {
     }
 }
 
-/// Keeps the pool full for as long as the gateway runs; its schedulers die
-/// with the gateway like every cluster's.
+/// Keeps the pool full for as long as the gateway runs; its schedulers
+/// stop with the gateway (or, after a crash, at the next start).
 pub(super) async fn refill(settings: Arc<Settings>, table: Table) {
     let pool = &settings.pool;
     let mut backoff: Vec<Backoff> = pool.templates.iter().map(|_| Backoff::default()).collect();
@@ -150,7 +150,7 @@ pub(super) async fn refill(settings: Arc<Settings>, table: Table) {
                 .filter_map(|e| Some((e.cluster.name.clone(), e.pooled?, e.cluster.status)))
                 .collect();
             for (name, template, status) in finished {
-                clusters.remove(&name);
+                super::retention::forget(&settings, &mut clusters, std::slice::from_ref(&name));
                 if status == ClusterStatus::Failed {
                     backoff[template].failed();
                 }
@@ -200,7 +200,10 @@ mod tests {
     fn entry(name: &str, status: ClusterStatus, pooled: Option<usize>) -> (String, Entry) {
         let cluster = sample(name, "", status);
         let commands = tokio::sync::mpsc::unbounded_channel().0;
-        (name.into(), Entry { cluster, commands, handoff: None, pooled })
+        (
+            name.into(),
+            Entry { cluster, commands, handoff: None, pooled, processes: Default::default() },
+        )
     }
 
     #[test]

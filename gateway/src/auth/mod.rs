@@ -1,6 +1,16 @@
 //! Who is asking. The dask-gateway client sends each request bare first and
 //! its credentials only after a 401, then lives on the session cookie it is
 //! given; so a login costs one password check (or Hub call) per session.
+//!
+//! With JupyterHub auth a session also keeps the Hub token it was opened
+//! with (in memory only) and asks the Hub again once the cached answer has
+//! expired, so a token revoked at the Hub stops working within
+//! `auth.jupyterhub_cache_seconds`, cookie or not.
+
+mod cache;
+pub mod hub;
+pub mod oauth;
+pub mod policy;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -15,7 +25,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{AuthConfig, AuthKind, CookieSecure, Limits};
+use crate::config::{AuthConfig, AuthKind, CookieSecure, HubSettings, Limits};
 
 /// Longest user name accepted, in bytes (names are labels, annotations and
 /// map keys: a header-sized name would cost memory everywhere).
@@ -24,10 +34,12 @@ pub const MAX_USER_NAME: usize = 256;
 /// How often expired sessions are swept out, at the latest.
 const SESSION_SWEEP: Duration = Duration::from_secs(60);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct User {
     pub name: String,
     pub admin: bool,
+    /// The Hub's groups (empty for other kinds of auth): per-group policy.
+    pub groups: Vec<String>,
 }
 
 impl User {
@@ -52,6 +64,10 @@ pub enum AuthError {
     Invalid(String),
     #[error("JupyterHub is rate-limiting logins; retry later")]
     HubRateLimited,
+    /// A valid login that may not use the gateway (a Hub token without the
+    /// service's access scope).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 /// The users file: `[users.<name>]` with an argon2 `password` hash (PHC
@@ -73,9 +89,34 @@ struct UserEntry {
 struct Session {
     user: User,
     expires: Instant,
+    /// The Hub token behind a JupyterHub session, and when to ask the Hub
+    /// about it again.
+    hub: Option<(String, Instant)>,
+    /// Its key in `by_user`.
+    key: String,
 }
 
-/// Sessions by cookie value, and each user's current cookie; at most
+/// A user's session key: per user, and per Hub token (a notebook's API
+/// token and a browser's OAuth token are two sessions, not one evicting
+/// the other).
+fn session_key(name: &str, hub_token: Option<&str>) -> String {
+    match hub_token {
+        Some(token) => format!("{name}\n{}", hex::encode(sha256(token.as_bytes()))),
+        None => name.to_string(),
+    }
+}
+
+/// What a session cookie is worth now.
+enum Found {
+    Valid(User),
+    /// A JupyterHub session whose Hub answer has expired: ask again.
+    Recheck {
+        cookie: String,
+        token: String,
+    },
+}
+
+/// Sessions by cookie value, and each user's (and Hub token's) current cookie; at most
 /// `max` of them, expired ones swept out.
 struct Sessions {
     by_cookie: HashMap<String, Session>,
@@ -145,8 +186,13 @@ pub struct Authenticator {
     shared_password: Option<[u8; 32]>,
     users: HashMap<String, UserEntry>,
     passwords: Arc<PasswordChecks>,
-    hub_url: Option<String>,
-    http: reqwest::Client,
+    hub: Option<hub::Hub>,
+    /// The Hub settings, for the browser login.
+    hub_settings: Option<HubSettings>,
+    /// The last groups seen per user, for the limits of heartbeats (which
+    /// carry no login); bounded like the sessions.
+    memberships: Mutex<HashMap<String, Vec<String>>>,
+    max_memberships: usize,
     /// (user, SHA-256 of the token).
     tokens: Vec<(String, [u8; 32])>,
     admins: HashSet<String>,
@@ -192,16 +238,21 @@ impl Authenticator {
             ),
             None => config.password.clone(),
         };
+        let hub_settings = match config.kind {
+            AuthKind::Jupyterhub => Some(config.hub_settings(|k| std::env::var(k).ok())?),
+            _ => None,
+        };
+        let hub =
+            hub_settings.as_ref().map(|s| hub::Hub::new(s, limits.max_sessions)).transpose()?;
         Ok(Self {
             kind: config.kind,
             shared_password: shared_password.map(|p| sha256(p.as_bytes())),
             users,
             passwords: Arc::new(PasswordChecks::new(limits.max_concurrent_password_checks)?),
-            hub_url: config
-                .jupyterhub_api_url
-                .as_ref()
-                .map(|u| u.trim_end_matches('/').to_string()),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
+            hub,
+            hub_settings,
+            memberships: Mutex::new(HashMap::new()),
+            max_memberships: limits.max_sessions,
             tokens,
             admins: config.admins.iter().cloned().collect(),
             cookie_name: config.cookie_name.clone(),
@@ -218,6 +269,15 @@ impl Authenticator {
         self
     }
 
+    pub fn cookie_name(&self) -> &str {
+        &self.cookie_name
+    }
+
+    /// The session cookie's `Path`.
+    pub fn cookie_path(&self) -> &str {
+        &self.cookie_path
+    }
+
     /// The `WWW-Authenticate` scheme that makes the client send credentials.
     pub fn challenge(&self) -> &'static str {
         match self.kind {
@@ -231,35 +291,87 @@ impl Authenticator {
         &self,
         headers: &HeaderMap,
     ) -> Result<(User, Option<String>), AuthError> {
-        if let Some(user) = self.session(headers) {
-            return Ok((user, None));
+        match self.session(headers) {
+            Some(Found::Valid(user)) => return Ok((user, None)),
+            Some(Found::Recheck { cookie, token }) => match self.hub_user(&token).await {
+                Ok(user) => {
+                    self.rechecked(&cookie, &user);
+                    return Ok((user, None));
+                }
+                // Revoked, or no longer allowed: the session ends, and the
+                // request's own credentials (if any) decide.
+                Err(AuthError::Failed | AuthError::Forbidden(_)) => self.end_session(&cookie),
+                Err(e) => return Err(e),
+            },
+            None => {}
         }
         let header =
             headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or(AuthError::Required)?;
         let (scheme, credentials) = header.split_once(' ').ok_or(AuthError::Failed)?;
         let credentials = credentials.trim();
+        let mut hub_token = None;
         let user = match scheme.to_ascii_lowercase().as_str() {
             "basic" => self.basic(credentials).await?,
             "bearer" | "token" | "jupyterhub" => match self.static_token(credentials) {
                 Some(user) => user,
-                None if self.kind == AuthKind::Jupyterhub => self.hub_user(credentials).await?,
+                None if self.kind == AuthKind::Jupyterhub => {
+                    hub_token = Some(credentials.to_string());
+                    self.hub_user(credentials).await?
+                }
                 None => return Err(AuthError::Failed),
             },
             _ => return Err(AuthError::Failed),
         };
+        let cookie = self.login(user.clone(), hub_token, headers)?;
+        Ok((user, cookie))
+    }
+
+    /// Opens the session of a user just authenticated (with the Hub token
+    /// behind it, if any); the `Set-Cookie` value, if the table had room.
+    pub(crate) fn login(
+        &self,
+        user: User,
+        hub_token: Option<String>,
+        headers: &HeaderMap,
+    ) -> Result<Option<String>, AuthError> {
         check_user_name(&user.name)?;
         let secure = match self.cookie_secure {
             CookieSecure::Always => true,
             CookieSecure::Never => false,
             CookieSecure::Auto => came_over_https(headers),
         };
-        let cookie = self.open_session(user.clone(), secure);
-        Ok((user, cookie))
+        Ok(self.open_session(user, hub_token, secure))
+    }
+
+    /// The Hub settings, with JupyterHub auth.
+    pub fn hub_settings(&self) -> Option<&HubSettings> {
+        self.hub_settings.as_ref()
+    }
+
+    pub(crate) fn hub(&self) -> Option<&hub::Hub> {
+        self.hub.as_ref()
+    }
+
+    /// The groups last seen for `user`; `None` when the gateway has not
+    /// seen them log in (since it started).
+    pub fn groups_of(&self, user: &str) -> Option<Vec<String>> {
+        if self.hub.is_none() {
+            // Only the Hub knows groups: everyone else is in none.
+            return Some(vec![]);
+        }
+        self.memberships.lock().expect("memberships lock").get(user).cloned()
+    }
+
+    fn remember_groups(&self, user: &User) {
+        let mut memberships = self.memberships.lock().expect("memberships lock");
+        if memberships.len() < self.max_memberships || memberships.contains_key(&user.name) {
+            memberships.insert(user.name.clone(), user.groups.clone());
+        }
     }
 
     fn with_role(&self, name: String, admin: bool) -> User {
         let admin = admin || self.admins.contains(&name);
-        User { name, admin }
+        User { name, admin, groups: vec![] }
     }
 
     async fn basic(&self, credentials: &str) -> Result<User, AuthError> {
@@ -304,46 +416,22 @@ impl Authenticator {
         found.map(|name| self.with_role(name, false))
     }
 
-    async fn hub_user(&self, token: &str) -> Result<User, AuthError> {
-        #[derive(Deserialize)]
-        struct HubUser {
-            name: String,
-            #[serde(default)]
-            kind: Option<String>,
-            #[serde(default)]
-            admin: bool,
-        }
-        let url = format!("{}/user", self.hub_url.as_deref().unwrap_or_default());
-        let resp = self
-            .http
-            .get(&url)
-            .header(AUTHORIZATION, format!("token {token}"))
-            .send()
-            .await
-            .map_err(|e| AuthError::HubUnreachable(e.without_url().to_string()))?;
-        match resp.status().as_u16() {
-            200 => {
-                let user: HubUser =
-                    resp.json().await.map_err(|e| AuthError::Hub(e.without_url().to_string()))?;
-                let name = match user.kind.as_deref() {
-                    None | Some("user") => user.name,
-                    Some(kind) => format!("{kind}:{}", user.name),
-                };
-                Ok(self.with_role(name, user.admin))
-            }
-            // JupyterHub answers 403 (or 401/404 in older versions) for a
-            // token it does not know, 400 for one it cannot parse: that is a
-            // failed login, not a server error.
-            400 | 401 | 403 | 404 => Err(AuthError::Failed),
-            429 => Err(AuthError::HubRateLimited),
-            code if code >= 500 => {
-                Err(AuthError::HubUnreachable(format!("the Hub answered {code}")))
-            }
-            code => Err(AuthError::Hub(format!("the Hub answered {code}"))),
-        }
+    /// The Hub's user (or service) for `token`, if it may use this gateway.
+    pub(crate) async fn hub_user(&self, token: &str) -> Result<User, AuthError> {
+        let hub = self.hub.as_ref().ok_or(AuthError::Failed)?;
+        let identity = hub.identify(token, sha256(token.as_bytes())).await?;
+        hub::check_access(&identity, &hub.service_name)?;
+        let name = match identity.kind.as_deref() {
+            None | Some("user") => identity.name,
+            Some(kind) => format!("{kind}:{}", identity.name),
+        };
+        check_user_name(&name)?;
+        let user = User { groups: identity.groups, ..self.with_role(name, identity.admin) };
+        self.remember_groups(&user);
+        Ok(user)
     }
 
-    fn session(&self, headers: &HeaderMap) -> Option<User> {
+    fn session(&self, headers: &HeaderMap) -> Option<Found> {
         let prefix = format!("{}=", self.cookie_name);
         let value = headers
             .get_all(COOKIE)
@@ -353,24 +441,58 @@ impl Authenticator {
             .find_map(|c| c.trim().strip_prefix(prefix.as_str()))?;
         let sessions = self.sessions.lock().expect("sessions lock");
         let session = sessions.by_cookie.get(value)?;
-        (session.expires > Instant::now()).then(|| session.user.clone())
+        let now = Instant::now();
+        if session.expires <= now {
+            return None;
+        }
+        Some(match &session.hub {
+            Some((token, recheck)) if *recheck <= now => {
+                Found::Recheck { cookie: value.to_string(), token: token.clone() }
+            }
+            _ => Found::Valid(session.user.clone()),
+        })
+    }
+
+    /// The Hub still vouches for the session's token: trusted for another
+    /// cache period, with the Hub's current groups.
+    fn rechecked(&self, cookie: &str, user: &User) {
+        let ttl = self.hub.as_ref().map(|h| h.cache_ttl()).unwrap_or_default();
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        if let Some(session) = sessions.by_cookie.get_mut(cookie) {
+            session.user = user.clone();
+            if let Some((_, recheck)) = &mut session.hub {
+                *recheck = Instant::now() + ttl;
+            }
+        }
+    }
+
+    fn end_session(&self, cookie: &str) {
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        if let Some(session) = sessions.by_cookie.remove(cookie)
+            && sessions.by_user.get(&session.key).is_some_and(|c| c == cookie)
+        {
+            sessions.by_user.remove(&session.key);
+        }
     }
 
     /// One session per user, as in dask-gateway: clients that ignore cookies
     /// (scripts, load tests) reuse it instead of filling memory with new ones.
     /// `None` when the table is full of live sessions.
-    fn open_session(&self, user: User, secure: bool) -> Option<String> {
+    fn open_session(&self, user: User, hub_token: Option<String>, secure: bool) -> Option<String> {
         let mut sessions = self.sessions.lock().expect("sessions lock");
         let now = Instant::now();
+        // A Hub session is reused only with the same token: each session
+        // is rechecked with the token that opened it.
+        let key = session_key(&user.name, hub_token.as_deref());
         let fresh = |s: &Session| s.user == user && s.expires > now + self.max_age / 2;
         let value = match sessions
             .by_user
-            .get(&user.name)
+            .get(&key)
             .filter(|v| sessions.by_cookie.get(*v).is_some_and(fresh))
         {
             Some(value) => value.clone(),
             None => {
-                if let Some(old) = sessions.by_user.remove(&user.name) {
+                if let Some(old) = sessions.by_user.remove(&key) {
                     sessions.by_cookie.remove(&old);
                 }
                 if !sessions.has_room(now) {
@@ -378,10 +500,12 @@ impl Authenticator {
                 }
                 let value =
                     format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-                sessions.by_user.insert(user.name.clone(), value.clone());
+                sessions.by_user.insert(key.clone(), value.clone());
+                let ttl = self.hub.as_ref().map(|h| h.cache_ttl()).unwrap_or_default();
+                let hub = hub_token.map(|token| (token, now + ttl));
                 sessions
                     .by_cookie
-                    .insert(value.clone(), Session { user, expires: now + self.max_age });
+                    .insert(value.clone(), Session { user, expires: now + self.max_age, hub, key });
                 value
             }
         };
@@ -405,13 +529,8 @@ impl Authenticator {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .filter_map(|c| c.trim().strip_prefix(prefix.as_str()));
-        let mut sessions = self.sessions.lock().expect("sessions lock");
         for value in values {
-            if let Some(session) = sessions.by_cookie.remove(value)
-                && sessions.by_user.get(&session.user.name).is_some_and(|c| c == value)
-            {
-                sessions.by_user.remove(&session.user.name);
-            }
+            self.end_session(value);
         }
         format!(
             "{}=; Max-Age=0; Path={}; HttpOnly; SameSite=Lax",
@@ -501,7 +620,7 @@ mod tests {
         ));
         assert!(matches!(auth.authenticate(&HeaderMap::new()).await, Err(AuthError::Required)));
         let (user, cookie) = auth.authenticate(&basic("alice", "s3cret")).await.unwrap();
-        assert_eq!(user, User { name: "alice".into(), admin: true });
+        assert_eq!(user, User { name: "alice".into(), admin: true, groups: vec![] });
         // The cookie alone is enough afterwards.
         let mut h = HeaderMap::new();
         h.insert(
@@ -536,7 +655,7 @@ mod tests {
         let auth = Authenticator::new(&config, &Limits::default()).unwrap();
         assert_eq!(
             auth.authenticate(&basic("bob", "pw")).await.unwrap().0,
-            User { name: "bob".into(), admin: false }
+            User { name: "bob".into(), admin: false, groups: vec![] }
         );
         assert!(auth.authenticate(&basic("root", "pw")).await.unwrap().0.admin);
         assert!(auth.authenticate(&basic("bob", "nope")).await.is_err());
@@ -611,6 +730,155 @@ mod tests {
         let auth = Authenticator::new(&config, &Limits::default()).unwrap();
         let cookie = auth.authenticate(&basic("alice", "")).await.unwrap().1.unwrap();
         assert!(cookie.contains("; Path=/;") && cookie.ends_with("; Secure"), "{cookie}");
+    }
+
+    /// A Hub answering `/hub/api/user` from a token table the test edits,
+    /// counting the calls.
+    async fn fake_hub(
+        tokens: Arc<Mutex<HashMap<String, serde_json::Value>>>,
+        calls: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> String {
+        use axum::extract::State;
+        use axum::http::StatusCode;
+        use axum::response::IntoResponse;
+        type Table = Arc<Mutex<HashMap<String, serde_json::Value>>>;
+        async fn user(
+            State((tokens, calls)): State<(Table, Arc<std::sync::atomic::AtomicUsize>)>,
+            headers: HeaderMap,
+        ) -> axum::response::Response {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let token = headers
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("token "))
+                .unwrap_or_default();
+            match tokens.lock().unwrap().get(token) {
+                Some(body) => axum::Json(body.clone()).into_response(),
+                None => StatusCode::FORBIDDEN.into_response(),
+            }
+        }
+        let app = axum::Router::new()
+            .route("/hub/api/user", axum::routing::get(user))
+            .with_state((tokens, calls));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        format!("http://{addr}/hub/api")
+    }
+
+    fn hub_config(url: String, cache_seconds: u64) -> AuthConfig {
+        AuthConfig {
+            kind: AuthKind::Jupyterhub,
+            jupyterhub_api_url: Some(url),
+            jupyterhub_service_name: Some("dask-gateway".into()),
+            jupyterhub_cache_seconds: cache_seconds,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn hub_answers_are_cached_and_a_revoked_token_stops_within_the_expiry() {
+        use std::sync::atomic::Ordering;
+        let tokens = Arc::new(Mutex::new(HashMap::from([
+            (
+                "alice-token".to_string(),
+                serde_json::json!({"kind": "user", "name": "alice", "groups": ["staff"],
+                    "scopes": ["self", "access:services!service=dask-gateway"]}),
+            ),
+            (
+                "narrow-token".to_string(),
+                serde_json::json!({"kind": "user", "name": "bob", "scopes": ["read:users:name!user=bob"]}),
+            ),
+        ])));
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let url = fake_hub(tokens.clone(), calls.clone()).await;
+        let auth = Authenticator::new(&hub_config(url, 1), &Limits::default()).unwrap();
+
+        let (user, cookie) = auth.authenticate(&headers("jupyterhub alice-token")).await.unwrap();
+        assert_eq!(user.groups, ["staff"]);
+        assert_eq!(auth.groups_of("alice"), Some(vec!["staff".to_string()]));
+        // A second login with the token is answered from the cache.
+        auth.authenticate(&headers("token alice-token")).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        // A token without the service's scope: 403, not 401.
+        assert!(matches!(
+            auth.authenticate(&headers("token narrow-token")).await,
+            Err(AuthError::Forbidden(m)) if m.contains("access:services!service=dask-gateway")
+        ));
+
+        // Revoked at the Hub: still trusted until the cached answer expires,
+        // then neither the token nor the session it opened works.
+        tokens.lock().unwrap().remove("alice-token");
+        let mut by_cookie = HeaderMap::new();
+        by_cookie.insert(
+            COOKIE,
+            HeaderValue::from_str(cookie.unwrap().split(';').next().unwrap()).unwrap(),
+        );
+        assert_eq!(auth.authenticate(&by_cookie).await.unwrap().0.name, "alice");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(matches!(auth.authenticate(&by_cookie).await, Err(AuthError::Required)));
+        assert!(matches!(
+            auth.authenticate(&headers("jupyterhub alice-token")).await,
+            Err(AuthError::Failed)
+        ));
+        assert_eq!(auth.session_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_service_token_needs_the_scope_too_and_is_named_as_a_service() {
+        let tokens = Arc::new(Mutex::new(HashMap::from([
+            (
+                "cron".to_string(),
+                serde_json::json!({"kind": "service", "name": "cron", "scopes": ["access:services"]}),
+            ),
+            (
+                "other".to_string(),
+                serde_json::json!({"kind": "service", "name": "other", "scopes": []}),
+            ),
+        ])));
+        let url = fake_hub(tokens, Default::default()).await;
+        let auth = Authenticator::new(&hub_config(url, 0), &Limits::default()).unwrap();
+        assert_eq!(auth.authenticate(&headers("token cron")).await.unwrap().0.name, "service:cron");
+        assert!(matches!(
+            auth.authenticate(&headers("token other")).await,
+            Err(AuthError::Forbidden(_))
+        ));
+    }
+
+    #[test]
+    fn hub_settings_default_from_the_services_environment() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| vars.iter().find(|(key, _)| *key == k).map(|(_, v)| v.to_string())
+        };
+        let config = AuthConfig {
+            jupyterhub_api_url: Some("http://hub:8081/hub/api".into()),
+            ..Default::default()
+        };
+        let plain = config.hub_settings(env(&[])).unwrap();
+        assert_eq!(plain.service_name, "dask-gateway");
+        assert_eq!(plain.client_id, "service-dask-gateway");
+        assert_eq!(plain.authorize_url, "/hub/api/oauth2/authorize");
+        assert_eq!((plain.api_token, plain.callback_url), (None, None));
+        let managed = config
+            .hub_settings(env(&[
+                ("JUPYTERHUB_API_TOKEN", "svc-secret"),
+                ("JUPYTERHUB_SERVICE_NAME", "gw"),
+                ("JUPYTERHUB_PUBLIC_HUB_URL", "https://hub.example.org/hub/"),
+                ("JUPYTERHUB_OAUTH_CALLBACK_URL", "/services/gw/oauth_callback"),
+            ]))
+            .unwrap();
+        assert_eq!(managed.api_token.as_deref(), Some("svc-secret"));
+        assert_eq!(managed.client_id, "service-gw");
+        assert_eq!(managed.authorize_url, "https://hub.example.org/hub/api/oauth2/authorize");
+        assert_eq!(managed.callback_url.as_deref(), Some("/services/gw/oauth_callback"));
+        // The config file wins over the environment.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "from-a-secret\n").unwrap();
+        let config = AuthConfig { jupyterhub_api_token_file: Some(file), ..config };
+        let settings = config.hub_settings(env(&[("JUPYTERHUB_API_TOKEN", "env")])).unwrap();
+        assert_eq!(settings.api_token.as_deref(), Some("from-a-secret"));
     }
 
     #[tokio::test]

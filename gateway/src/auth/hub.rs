@@ -1,0 +1,203 @@
+//! The gateway as a JupyterHub service: who a token belongs to (`GET
+//! <hub api>/user`, cached by the token's hash), whether it carries the
+//! scope that grants access to this service, and the OAuth code exchange
+//! (`POST <hub api>/oauth2/token` with the service's own token).
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::header::AUTHORIZATION;
+use serde::Deserialize;
+
+use super::AuthError;
+use super::cache::ExpiringCache;
+use crate::config::HubSettings;
+
+/// The `/user` answer, as far as the gateway reads it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct HubIdentity {
+    pub name: String,
+    /// `user` or `service` (older Hubs omit it: a user).
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub admin: bool,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// The token's own (expanded) scopes.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// The scopes that grant access to the service `service`.
+pub fn access_scopes(service: &str) -> [String; 2] {
+    [format!("access:services!service={service}"), "access:services".to_string()]
+}
+
+/// A token reaches the gateway only with access to this service: the
+/// Hub's own rule for its services, whether the token is a user's or
+/// another service's.
+pub fn check_access(identity: &HubIdentity, service: &str) -> Result<(), AuthError> {
+    let [one, all] = access_scopes(service);
+    if identity.scopes.iter().any(|s| *s == one || *s == all) {
+        return Ok(());
+    }
+    let kind = identity.kind.as_deref().unwrap_or("user");
+    Err(AuthError::Forbidden(format!(
+        "The JupyterHub token of {kind} {} lacks the scope {one} (or {all}) that grants access \
+         to this gateway; ask the Hub's admin to grant it (e.g. to the `user` role)",
+        identity.name
+    )))
+}
+
+pub struct Hub {
+    api_url: String,
+    /// The service's own token: the OAuth client secret.
+    service_token: Option<String>,
+    pub service_name: String,
+    http: reqwest::Client,
+    /// `/user` answers by SHA-256 of the token.
+    cache: Mutex<ExpiringCache<[u8; 32], HubIdentity>>,
+}
+
+/// The Hub's refusals and faults, as the gateway answers them.
+fn refusal(status: u16) -> AuthError {
+    match status {
+        // JupyterHub answers 403 (or 401/404 in older versions) for a token
+        // it does not know, 400 for one it cannot parse: a failed login,
+        // not a server error.
+        400 | 401 | 403 | 404 => AuthError::Failed,
+        429 => AuthError::HubRateLimited,
+        code if code >= 500 => AuthError::HubUnreachable(format!("the Hub answered {code}")),
+        code => AuthError::Hub(format!("the Hub answered {code}")),
+    }
+}
+
+impl Hub {
+    pub fn new(settings: &HubSettings, max_cached: usize) -> anyhow::Result<Self> {
+        Ok(Self {
+            api_url: settings.api_url.trim_end_matches('/').to_string(),
+            service_token: settings.api_token.clone(),
+            service_name: settings.service_name.clone(),
+            http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
+            cache: Mutex::new(ExpiringCache::new(settings.cache_ttl, max_cached)),
+        })
+    }
+
+    /// How long an answer is trusted: the bound on a revoked token's life.
+    pub fn cache_ttl(&self) -> Duration {
+        self.cache.lock().expect("hub cache lock").ttl()
+    }
+
+    /// Who `token` belongs to, from the cache or the Hub.
+    pub async fn identify(&self, token: &str, digest: [u8; 32]) -> Result<HubIdentity, AuthError> {
+        if let Some(found) = self.cache.lock().expect("hub cache lock").get(&digest, Instant::now())
+        {
+            return Ok(found);
+        }
+        let resp = self
+            .http
+            .get(format!("{}/user", self.api_url))
+            .header(AUTHORIZATION, format!("token {token}"))
+            .send()
+            .await
+            .map_err(|e| AuthError::HubUnreachable(e.without_url().to_string()))?;
+        if resp.status().as_u16() != 200 {
+            self.cache.lock().expect("hub cache lock").remove(&digest);
+            return Err(refusal(resp.status().as_u16()));
+        }
+        let identity: HubIdentity =
+            resp.json().await.map_err(|e| AuthError::Hub(e.without_url().to_string()))?;
+        self.cache.lock().expect("hub cache lock").insert(digest, identity.clone(), Instant::now());
+        Ok(identity)
+    }
+
+    /// The last step of the OAuth login: the code for a token, the service
+    /// authenticating as the OAuth client with its own token (as
+    /// JupyterHub's `HubOAuth.token_for_code` does).
+    pub async fn token_for_code(
+        &self,
+        client_id: &str,
+        code: &str,
+        code_verifier: &str,
+        redirect_uri: &str,
+    ) -> Result<String, AuthError> {
+        #[derive(Deserialize)]
+        struct TokenReply {
+            access_token: String,
+        }
+        let secret = self.service_token.as_deref().ok_or_else(|| {
+            AuthError::Hub("the gateway has no JupyterHub API token for the OAuth login".into())
+        })?;
+        let form = [
+            ("client_id", client_id),
+            ("client_secret", secret),
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", redirect_uri),
+            ("code_verifier", code_verifier),
+        ];
+        let resp = self
+            .http
+            .post(format!("{}/oauth2/token", self.api_url))
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| AuthError::HubUnreachable(e.without_url().to_string()))?;
+        match resp.status().as_u16() {
+            200 => Ok(resp
+                .json::<TokenReply>()
+                .await
+                .map_err(|e| AuthError::Hub(e.without_url().to_string()))?
+                .access_token),
+            // A stale, reused or forged code.
+            400 | 401 | 403 => Err(AuthError::Failed),
+            code => Err(refusal(code)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(kind: &str, scopes: &[&str]) -> HubIdentity {
+        HubIdentity {
+            name: "alice".into(),
+            kind: Some(kind.into()),
+            admin: false,
+            groups: vec![],
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn access_needs_the_service_scope_or_all_services() {
+        let gw = "dask-gateway";
+        assert!(
+            check_access(&identity("user", &["access:services!service=dask-gateway"]), gw).is_ok()
+        );
+        assert!(check_access(&identity("user", &["self", "access:services"]), gw).is_ok());
+        assert!(check_access(&identity("service", &["access:services"]), gw).is_ok());
+        for scopes in [
+            &[][..],
+            &["self", "read:users:name!user=alice"][..],
+            &["access:services!service=other"][..],
+            &["access:servers!user=alice"][..],
+        ] {
+            let err = check_access(&identity("user", scopes), gw).unwrap_err();
+            assert!(
+                matches!(&err, AuthError::Forbidden(m) if m.contains("access:services!service=dask-gateway")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn hub_answers_map_to_logins_and_faults() {
+        assert!(matches!(refusal(403), AuthError::Failed));
+        assert!(matches!(refusal(429), AuthError::HubRateLimited));
+        assert!(matches!(refusal(502), AuthError::HubUnreachable(_)));
+        assert!(matches!(refusal(418), AuthError::Hub(_)));
+    }
+}
