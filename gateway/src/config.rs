@@ -53,6 +53,16 @@ pub struct AuthConfig {
     pub cookie_name: String,
     /// How long a session cookie stays valid, in seconds.
     pub cookie_max_age: u64,
+    /// File with the key that seals session cookies (at least 32 bytes,
+    /// e.g. a mounted Secret): gateway replicas that share it accept each
+    /// other's sessions, and sessions survive a restart. None: a key of
+    /// this process alone.
+    pub cookie_secret_file: Option<PathBuf>,
+    /// JupyterHub: stop a user's clusters once the Hub says the user has no
+    /// server any more (needs the service's `read:servers` scope).
+    pub stop_clusters_with_server: bool,
+    /// Seconds between those checks.
+    pub server_check_period: f64,
     // Secure defaults (issue 10).
     /// File holding the shared password for `simple` (e.g. a mounted
     /// Secret), instead of `password` in the config file.
@@ -435,6 +445,9 @@ impl Default for AuthConfig {
             admins: vec![],
             cookie_name: "dask-gateway".into(),
             cookie_max_age: 600,
+            cookie_secret_file: None,
+            stop_clusters_with_server: false,
+            server_check_period: 60.0,
             password_file: None,
             allow_insecure: false,
             cookie_secure: CookieSecure::Auto,
@@ -670,6 +683,17 @@ impl Config {
                 "auth.jupyterhub_api_url: required with auth.type = \"jupyterhub\""
             );
         }
+        if self.auth.stop_clusters_with_server {
+            anyhow::ensure!(
+                self.auth.kind == AuthKind::Jupyterhub,
+                "auth.stop_clusters_with_server: only with auth.type = \"jupyterhub\""
+            );
+        }
+        let period = self.auth.server_check_period;
+        anyhow::ensure!(
+            period.is_finite() && (1.0..=86_400.0).contains(&period),
+            "auth.server_check_period: must be between 1 and 86400 seconds"
+        );
         anyhow::ensure!(
             self.auth.jupyterhub_api_token.is_none()
                 || self.auth.jupyterhub_api_token_file.is_none(),

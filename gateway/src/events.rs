@@ -9,12 +9,14 @@
 //! (a password or token would be checked again at every session check).
 //! Bounded: [`MAX_STREAMS_PER_USER`] and [`MAX_STREAMS`] open at once (a
 //! 429 past them). A stream follows its session: it ends (after a
-//! `signed-out` event) when the session is signed out or expires, and
-//! when the gateway stops.
+//! `signed-out` event) when the session expires or is signed out on this
+//! replica (a sealed session cookie stays valid until it expires, so a
+//! sign-out is remembered here by the cookie's hash), and when the gateway
+//! stops.
 //!
 //! [`Backend::changes`]: crate::backend::Backend::changes
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -40,6 +42,8 @@ const COALESCE: Duration = Duration::from_millis(250);
 const SESSION_CHECK: Duration = Duration::from_secs(60);
 /// The longest pause between keep-alive comments.
 const MAX_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Signed-out sessions remembered (the oldest forgotten first).
+const MAX_SIGNED_OUT: usize = 4096;
 
 /// The open streams, per user, and what ends them.
 pub struct Streams {
@@ -49,6 +53,8 @@ pub struct Streams {
     keep_alive: Duration,
     /// Bumped when a session is signed out: every stream rechecks its own.
     signed_out: watch::Sender<u64>,
+    /// Hashes of the session cookies signed out here.
+    revoked: Mutex<VecDeque<[u8; 32]>>,
     /// Set when the gateway stops: every stream ends.
     closing: watch::Sender<bool>,
 }
@@ -93,6 +99,7 @@ impl Streams {
             max_total,
             keep_alive: keep_alive_for(http_idle),
             signed_out: watch::Sender::new(0),
+            revoked: Mutex::default(),
             closing: watch::Sender::new(false),
         }
     }
@@ -113,9 +120,19 @@ impl Streams {
         self.open.lock().expect("streams lock").values().sum()
     }
 
-    /// A session was signed out: streams check theirs now.
-    pub fn session_ended(&self) {
+    /// The session of cookie value `session` was signed out: its streams end now.
+    pub fn signed_out(&self, session: &str) {
+        let mut revoked = self.revoked.lock().expect("revoked lock");
+        if revoked.len() >= MAX_SIGNED_OUT {
+            revoked.pop_front();
+        }
+        revoked.push_back(digest(session));
+        drop(revoked);
         self.signed_out.send_modify(|n| *n += 1);
+    }
+
+    fn is_signed_out(&self, session: &[u8; 32]) -> bool {
+        self.revoked.lock().expect("revoked lock").contains(session)
     }
 
     /// The gateway is stopping: every stream ends (so that draining
@@ -123,6 +140,21 @@ impl Streams {
     pub fn close_all(&self) {
         self.closing.send_replace(true);
     }
+}
+
+fn digest(session: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(session.as_bytes()).into()
+}
+
+/// The value of cookie `name` in `headers`, if sent.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
 /// The request's cookies alone: a stream follows the browser's session,
@@ -150,6 +182,7 @@ pub async fn stream(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
         ))
         .into_response();
     };
+    let session_id = digest(cookie(&session, gw.auth.cookie_name()).unwrap_or_default());
     let keep_alive = KeepAlive::new().interval(gw.events.keep_alive);
     let mut check = tokio::time::interval(SESSION_CHECK);
     check.reset();
@@ -161,6 +194,7 @@ pub async fn stream(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Respo
         gw,
         user,
         session,
+        session_id,
         last: None,
         done: false,
         _permit: permit,
@@ -189,6 +223,8 @@ struct Feed {
     gw: Arc<Gateway>,
     user: User,
     session: HeaderMap,
+    /// The hash of the session cookie's value (see [`Streams::signed_out`]).
+    session_id: [u8; 32],
     changes: watch::Receiver<u64>,
     signed_out: watch::Receiver<u64>,
     closing: watch::Receiver<bool>,
@@ -249,10 +285,20 @@ impl Feed {
 
     /// `Some(signed-out event)` when the session is no longer valid.
     async fn check_session(&mut self) -> Option<Event> {
-        match self.gw.auth.authenticate(&self.session).await {
-            Ok((user, _)) if user.name == self.user.name => {
-                // The role may have changed (a Hub recheck).
+        let valid = if self.gw.events.is_signed_out(&self.session_id) {
+            None
+        } else {
+            self.gw.auth.authenticate(&self.session).await.ok()
+        };
+        match valid {
+            Some((user, renewed)) if user.name == self.user.name => {
+                // The role may have changed (a Hub recheck), which also
+                // renews the sealed cookie: the next check uses that one.
                 self.user = user;
+                let pair = renewed.as_deref().and_then(|c| c.split(';').next());
+                if let Some(pair) = pair.and_then(|p| HeaderValue::from_str(p).ok()) {
+                    self.session.insert(header::COOKIE, pair);
+                }
                 None
             }
             _ => {
@@ -282,6 +328,17 @@ mod tests {
         let carol = streams.admit("carol");
         assert!(carol.is_some(), "a closed stream gives its place back");
         assert_eq!(streams.open_count(), 3);
+    }
+
+    #[test]
+    fn a_signed_out_session_is_remembered_by_its_hash() {
+        let streams = Streams::new(Duration::from_secs(120));
+        streams.signed_out("abc");
+        assert!(streams.is_signed_out(&digest("abc")) && !streams.is_signed_out(&digest("abd")));
+        let mut headers = HeaderMap::new();
+        headers.insert(header::COOKIE, HeaderValue::from_static("x=1; dask-gateway=abc; y=2"));
+        assert_eq!(cookie(&headers, "dask-gateway"), Some("abc"));
+        assert_eq!(cookie(&headers, "dask"), None);
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub mod scheduler;
 pub mod sni;
 pub mod tls;
 pub mod ui;
+pub mod with_server;
 
 use std::sync::Arc;
 

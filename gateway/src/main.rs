@@ -181,6 +181,10 @@ async fn main() -> anyhow::Result<()> {
     };
     let gateway = Arc::new(Gateway::new(&config, backend)?);
     let app = router(gateway.clone(), &config.prefix);
+    if config.auth.stop_clusters_with_server {
+        let period = std::time::Duration::from_secs_f64(config.auth.server_check_period);
+        tokio::spawn(dask_gateway::with_server::run(gateway.clone(), period));
+    }
     info!(%address, prefix = %config.prefix, "dask gateway listening (API, dashboards and scheduler TLS on one port)");
     let timeouts = Timeouts::from(&config.connections);
     let drain = listener::Drain::default();

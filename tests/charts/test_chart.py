@@ -2,6 +2,7 @@
 lint, schema validation of values, server-side validation of every rendered
 object, and an install whose RBAC grants exactly what each component needs."""
 
+import base64
 import json
 import subprocess
 import uuid
@@ -85,10 +86,12 @@ def test_default_install_has_a_generated_password_not_open_simple_auth(tmp_path)
     insecure = gateway_config(render("--set", "gateway.auth.allowInsecure=true"))
     assert "allow_insecure = true" in insecure and "password_file" not in insecure
     assert check_config(tmp_path, insecure).returncode == 0
-    assert not [d for d in render("--set", "gateway.auth.allowInsecure=true") if d["kind"] == "Secret"]
+    def passwords(docs):
+        return [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-password")]
+    assert not passwords(render("--set", "gateway.auth.allowInsecure=true"))
     # A Secret of one's own replaces the generated one.
     own = render("--set", "gateway.auth.passwordSecret=mine")
-    assert not [d for d in own if d["kind"] == "Secret"]
+    assert not passwords(own)
     gateway = next(d for d in own if d["kind"] == "Deployment" and d["metadata"]["name"] == "t-dask-rs-gateway")
     assert {v["name"]: v for v in gateway["spec"]["template"]["spec"]["volumes"]}["password"]["secret"]["secretName"] == "mine"
 
@@ -174,7 +177,8 @@ def test_install_runs_and_grants_least_privilege(kubectl, release):
     name, ns = release
     deployments = kubectl.json("-n", ns, "get", "deployments")["items"]
     assert {d["metadata"]["name"] for d in deployments} == {f"{name}-dask-rs-operator", f"{name}-dask-rs-gateway"}
-    assert all(d["status"].get("readyReplicas") == 1 for d in deployments)
+    replicas = {d["metadata"]["name"]: d["status"].get("readyReplicas") for d in deployments}
+    assert replicas == {f"{name}-dask-rs-operator": 1, f"{name}-dask-rs-gateway": 2}
 
     operator = f"{name}-dask-rs-operator"
     assert can_i(kubectl, operator, ns, "create", "pods", "anywhere")
@@ -205,3 +209,24 @@ def test_install_runs_and_grants_least_privilege(kubectl, release):
     password = kubectl.json("-n", ns, "get", "secret", f"{name}-dask-rs-gateway-password")["data"]["password"]
     helm("upgrade", name, str(CHART), "--namespace", ns, "--reuse-values")
     assert kubectl.json("-n", ns, "get", "secret", f"{name}-dask-rs-gateway-password")["data"]["password"] == password
+
+
+def test_replicas_share_a_generated_cookie_key_and_a_disruption_budget():
+    docs = render()
+    gateway = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "t-dask-rs-gateway")
+    assert gateway["spec"]["replicas"] == 2
+    secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "t-dask-rs-gateway-cookie")
+    assert len(base64.b64decode(secret["data"]["secret"])) >= 32
+    volumes = {v["name"]: v for v in gateway["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["cookie-secret"]["secret"]["secretName"] == "t-dask-rs-gateway-cookie"
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "t-dask-rs-gateway")
+    assert 'cookie_secret_file = "/etc/dask-gateway/cookie/secret"' in config["data"]["gateway.toml"]
+    pdb = next(d for d in docs if d["kind"] == "PodDisruptionBudget")
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == gateway["spec"]["selector"]["matchLabels"]
+    # One replica: no budget (it would block every drain); a Secret of one's own: no generated key.
+    assert not [d for d in render("--set", "gateway.replicas=1") if d["kind"] == "PodDisruptionBudget"]
+    own = render("--set", "gateway.auth.cookieSecret=mine")
+    assert not [d for d in own if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-cookie")]
+    gateway = next(d for d in own if d["kind"] == "Deployment" and d["metadata"]["name"] == "t-dask-rs-gateway")
+    assert {v["name"]: v for v in gateway["spec"]["template"]["spec"]["volumes"]}["cookie-secret"]["secret"]["secretName"] == "mine"

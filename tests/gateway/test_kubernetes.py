@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def operator(kubectl, namespace, tmp_path):
-    kubectl("apply", "--server-side", "-f", str(ROOT / "crds/yaml"))
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds/yaml"))
     default = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/dask-rs/target")) / "debug/dask-operator"
     log = open(tmp_path / "operator.log", "wb")
     proc = subprocess.Popen([os.environ.get("DASK_OPERATOR_BIN", str(default)), "--namespace", namespace, "--metrics-addr", "127.0.0.1:0"],
@@ -156,6 +157,24 @@ def test_parallel_creates_on_two_replicas_give_exactly_one_cluster(kubectl, name
     assert replicas[0].request("DELETE", f"/api/v1/clusters/{name}", "alice")[0] == 204
     wait_for(lambda: replicas[1].request("POST", "/api/v1/clusters/", "alice", {})[0] == 201,
              "a create after the stop", 60)
+
+
+@pytest.mark.timeout(120)
+def test_a_session_made_on_one_replica_is_valid_on_the_other(kubectl, namespace, operator, start_gateway, tmp_path):
+    secret = tmp_path / "cookie-secret"
+    secret.write_text(uuid.uuid4().hex + uuid.uuid4().hex)
+    config = f'[auth]\ncookie_secret_file = "{secret}"\n[cluster]\nstart_timeout = 120\n'
+    one, other = (start_gateway(config, backend=k8s_backend(namespace)) for _ in range(2))
+    alone = start_gateway("[cluster]\nstart_timeout = 120\n", backend=k8s_backend(namespace))
+    status, body, headers = one.request("POST", "/api/v1/clusters/", "alice", {})
+    assert status == 201
+    cookie = {"Cookie": headers["Set-Cookie"].split(";")[0]}
+    # No credentials, only the cookie the first replica gave: the other knows alice.
+    status, listed, _ = other.request("GET", "/api/v1/clusters/", headers=cookie)
+    assert status == 200 and list(listed) == [body["name"]]
+    assert other.request("DELETE", f"/api/v1/clusters/{body['name']}", headers=cookie)[0] == 204
+    # A gateway without the shared key does not.
+    assert alone.request("GET", "/api/v1/clusters/", headers=cookie)[0] == 401
 
 
 @pytest.mark.timeout(240)

@@ -42,6 +42,11 @@ seccompProfile: {type: RuntimeDefault}
 {{- end -}}
 {{- end -}}
 
+{{/* The Secret whose key `secret` seals session cookies (shared by the replicas). */}}
+{{- define "dask-rs.cookieSecret" -}}
+{{- .Values.gateway.auth.cookieSecret | default (printf "%s-gateway-cookie" (include "dask-rs.fullname" .)) -}}
+{{- end -}}
+
 {{/* A value as inline TOML (one line): maps as inline tables with quoted
 keys, lists as arrays, strings quoted as JSON (valid TOML basic strings),
 whole numbers as integers (Helm reads every YAML number as a float). Null

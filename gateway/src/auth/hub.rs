@@ -112,6 +112,42 @@ impl Hub {
         Ok(identity)
     }
 
+    /// Whether `user` has a single-user server (running or starting), by
+    /// the service's own token; `None` when the answer has no `servers`
+    /// (the service lacks the `read:servers` scope).
+    pub async fn has_server(&self, user: &str) -> Result<Option<bool>, AuthError> {
+        #[derive(Deserialize)]
+        struct UserModel {
+            servers: Option<serde_json::Map<String, serde_json::Value>>,
+        }
+        let token = self.service_token.as_deref().ok_or_else(|| {
+            AuthError::Hub("the gateway has no JupyterHub API token to ask about servers".into())
+        })?;
+        let mut url = reqwest::Url::parse(&format!("{}/", self.api_url))
+            .map_err(|e| AuthError::Hub(format!("auth.jupyterhub_api_url: {e}")))?;
+        url.path_segments_mut()
+            .map_err(|_| AuthError::Hub("auth.jupyterhub_api_url: not a base URL".into()))?
+            .pop_if_empty()
+            .extend(["users", user]);
+        let resp = self
+            .http
+            .get(url)
+            .header(AUTHORIZATION, format!("token {token}"))
+            .send()
+            .await
+            .map_err(|e| AuthError::HubUnreachable(e.without_url().to_string()))?;
+        match resp.status().as_u16() {
+            200 => {
+                let model: UserModel =
+                    resp.json().await.map_err(|e| AuthError::Hub(e.without_url().to_string()))?;
+                Ok(model.servers.map(|servers| !servers.is_empty()))
+            }
+            // A user the Hub no longer has: no server either.
+            404 => Ok(Some(false)),
+            code => Err(refusal(code)),
+        }
+    }
+
     /// The last step of the OAuth login: the code for a token, the service
     /// authenticating as the OAuth client with its own token (as
     /// JupyterHub's `HubOAuth.token_for_code` does).

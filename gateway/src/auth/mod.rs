@@ -2,20 +2,23 @@
 //! its credentials only after a 401, then lives on the session cookie it is
 //! given; so a login costs one password check (or Hub call) per session.
 //!
-//! With JupyterHub auth a session also keeps the Hub token it was opened
-//! with (in memory only) and asks the Hub again once the cached answer has
-//! expired, so a token revoked at the Hub stops working within
+//! Sessions live in their cookies, sealed with a key the replicas share
+//! ([`session`]): any replica reads any session, and none keeps a table.
+//! With JupyterHub auth a session also carries the Hub token it was opened
+//! with and asks the Hub again once the cached answer has expired, so a
+//! token revoked at the Hub stops working within
 //! `auth.jupyterhub_cache_seconds`, cookie or not.
 
 mod cache;
 pub mod hub;
 pub mod oauth;
 pub mod policy;
+pub mod session;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use axum::http::HeaderMap;
@@ -25,14 +28,12 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use self::session::{HubCheck, Sealer, SessionData};
 use crate::config::{AuthConfig, AuthKind, CookieSecure, HubSettings, Limits};
 
 /// Longest user name accepted, in bytes (names are labels, annotations and
 /// map keys: a header-sized name would cost memory everywhere).
 pub const MAX_USER_NAME: usize = 256;
-
-/// How often expired sessions are swept out, at the latest.
-const SESSION_SWEEP: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct User {
@@ -86,66 +87,11 @@ struct UserEntry {
     admin: bool,
 }
 
-struct Session {
-    user: User,
-    expires: Instant,
-    /// The Hub token behind a JupyterHub session, and when to ask the Hub
-    /// about it again.
-    hub: Option<(String, Instant)>,
-    /// Its key in `by_user`.
-    key: String,
-}
-
-/// A user's session key: per user, and per Hub token (a notebook's API
-/// token and a browser's OAuth token are two sessions, not one evicting
-/// the other).
-fn session_key(name: &str, hub_token: Option<&str>) -> String {
-    match hub_token {
-        Some(token) => format!("{name}\n{}", hex::encode(sha256(token.as_bytes()))),
-        None => name.to_string(),
-    }
-}
-
 /// What a session cookie is worth now.
 enum Found {
     Valid(User),
     /// A JupyterHub session whose Hub answer has expired: ask again.
-    Recheck {
-        cookie: String,
-        token: String,
-    },
-}
-
-/// Sessions by cookie value, and each user's (and Hub token's) current cookie; at most
-/// `max` of them, expired ones swept out.
-struct Sessions {
-    by_cookie: HashMap<String, Session>,
-    by_user: HashMap<String, String>,
-    max: usize,
-    swept: Instant,
-}
-
-impl Sessions {
-    fn new(max: usize) -> Self {
-        Self { by_cookie: HashMap::new(), by_user: HashMap::new(), max, swept: Instant::now() }
-    }
-
-    fn sweep(&mut self, now: Instant) {
-        self.by_cookie.retain(|_, s| s.expires > now);
-        let by_cookie = &self.by_cookie;
-        self.by_user.retain(|_, cookie| by_cookie.contains_key(cookie));
-        self.swept = now;
-    }
-
-    /// Room for one more session: expired ones go first; when every slot
-    /// is live, none (the login works, without a cookie) rather than
-    /// logging someone else out.
-    fn has_room(&mut self, now: Instant) -> bool {
-        if self.by_cookie.len() >= self.max || now.duration_since(self.swept) > SESSION_SWEEP {
-            self.sweep(now);
-        }
-        self.by_cookie.len() < self.max
-    }
+    Recheck(SessionData),
 }
 
 /// Argon2 checks off the async threads, a few at a time, and the same work
@@ -201,7 +147,7 @@ pub struct Authenticator {
     /// The session cookie's `Path`: the gateway's prefix.
     cookie_path: String,
     cookie_secure: CookieSecure,
-    sessions: Mutex<Sessions>,
+    sealer: Sealer,
 }
 
 fn sha256(data: &[u8]) -> [u8; 32] {
@@ -259,7 +205,10 @@ impl Authenticator {
             max_age: Duration::from_secs(config.cookie_max_age),
             cookie_path: "/".into(),
             cookie_secure: config.cookie_secure,
-            sessions: Mutex::new(Sessions::new(limits.max_sessions)),
+            sealer: match &config.cookie_secret_file {
+                Some(path) => Sealer::from_secret(&read_cookie_secret(path)?),
+                None => Sealer::random(),
+            },
         })
     }
 
@@ -293,16 +242,19 @@ impl Authenticator {
     ) -> Result<(User, Option<String>), AuthError> {
         match self.session(headers) {
             Some(Found::Valid(user)) => return Ok((user, None)),
-            Some(Found::Recheck { cookie, token }) => match self.hub_user(&token).await {
-                Ok(user) => {
-                    self.rechecked(&cookie, &user);
-                    return Ok((user, None));
+            Some(Found::Recheck(data)) => {
+                let token = data.hub.as_ref().map(|h| h.token.clone()).unwrap_or_default();
+                match self.hub_user(&token).await {
+                    Ok(user) => {
+                        let cookie = self.rechecked(data, &user, headers);
+                        return Ok((user, cookie));
+                    }
+                    // Revoked, or no longer allowed: the session is worth
+                    // nothing, and the request's own credentials (if any) decide.
+                    Err(AuthError::Failed | AuthError::Forbidden(_)) => {}
+                    Err(e) => return Err(e),
                 }
-                // Revoked, or no longer allowed: the session ends, and the
-                // request's own credentials (if any) decide.
-                Err(AuthError::Failed | AuthError::Forbidden(_)) => self.end_session(&cookie),
-                Err(e) => return Err(e),
-            },
+            }
             None => {}
         }
         let header =
@@ -335,12 +287,17 @@ impl Authenticator {
         headers: &HeaderMap,
     ) -> Result<Option<String>, AuthError> {
         check_user_name(&user.name)?;
-        let secure = match self.cookie_secure {
-            CookieSecure::Always => true,
-            CookieSecure::Never => false,
-            CookieSecure::Auto => came_over_https(headers),
+        let secure = self.secure_for(headers);
+        let now = session::unix_now();
+        let ttl = self.hub.as_ref().map(|h| h.cache_ttl()).unwrap_or_default();
+        let data = SessionData {
+            user: user.name,
+            admin: user.admin,
+            groups: user.groups,
+            expires: now + self.max_age.as_secs(),
+            hub: hub_token.map(|token| HubCheck { token, recheck: now + ttl.as_secs() }),
         };
-        Ok(self.open_session(user, hub_token, secure))
+        Ok(self.set_cookie(&data, secure))
     }
 
     /// The Hub settings, with JupyterHub auth.
@@ -348,7 +305,7 @@ impl Authenticator {
         self.hub_settings.as_ref()
     }
 
-    pub(crate) fn hub(&self) -> Option<&hub::Hub> {
+    pub fn hub(&self) -> Option<&hub::Hub> {
         self.hub.as_ref()
     }
 
@@ -433,114 +390,62 @@ impl Authenticator {
 
     fn session(&self, headers: &HeaderMap) -> Option<Found> {
         let prefix = format!("{}=", self.cookie_name);
-        let value = headers
+        let now = session::unix_now();
+        // Several cookies of the name (another path's, a stale one): the
+        // first that opens.
+        let data = headers
             .get_all(COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
-            .find_map(|c| c.trim().strip_prefix(prefix.as_str()))?;
-        let sessions = self.sessions.lock().expect("sessions lock");
-        let session = sessions.by_cookie.get(value)?;
-        let now = Instant::now();
-        if session.expires <= now {
-            return None;
-        }
-        Some(match &session.hub {
-            Some((token, recheck)) if *recheck <= now => {
-                Found::Recheck { cookie: value.to_string(), token: token.clone() }
-            }
-            _ => Found::Valid(session.user.clone()),
+            .filter_map(|c| c.trim().strip_prefix(prefix.as_str()))
+            .find_map(|value| self.sealer.open(value, now))?;
+        Some(match &data.hub {
+            Some(check) if check.recheck <= now => Found::Recheck(data),
+            _ => Found::Valid(User { name: data.user, admin: data.admin, groups: data.groups }),
         })
     }
 
-    /// The Hub still vouches for the session's token: trusted for another
-    /// cache period, with the Hub's current groups.
-    fn rechecked(&self, cookie: &str, user: &User) {
+    /// The Hub still vouches for the session's token: the same session,
+    /// with the Hub's current groups and role, trusted for another cache
+    /// period (its expiry does not move).
+    fn rechecked(&self, data: SessionData, user: &User, headers: &HeaderMap) -> Option<String> {
         let ttl = self.hub.as_ref().map(|h| h.cache_ttl()).unwrap_or_default();
-        let mut sessions = self.sessions.lock().expect("sessions lock");
-        if let Some(session) = sessions.by_cookie.get_mut(cookie) {
-            session.user = user.clone();
-            if let Some((_, recheck)) = &mut session.hub {
-                *recheck = Instant::now() + ttl;
-            }
-        }
-    }
-
-    fn end_session(&self, cookie: &str) {
-        let mut sessions = self.sessions.lock().expect("sessions lock");
-        if let Some(session) = sessions.by_cookie.remove(cookie)
-            && sessions.by_user.get(&session.key).is_some_and(|c| c == cookie)
-        {
-            sessions.by_user.remove(&session.key);
-        }
-    }
-
-    /// One session per user, as in dask-gateway: clients that ignore cookies
-    /// (scripts, load tests) reuse it instead of filling memory with new ones.
-    /// `None` when the table is full of live sessions.
-    fn open_session(&self, user: User, hub_token: Option<String>, secure: bool) -> Option<String> {
-        let mut sessions = self.sessions.lock().expect("sessions lock");
-        let now = Instant::now();
-        // A Hub session is reused only with the same token: each session
-        // is rechecked with the token that opened it.
-        let key = session_key(&user.name, hub_token.as_deref());
-        let fresh = |s: &Session| s.user == user && s.expires > now + self.max_age / 2;
-        let value = match sessions
-            .by_user
-            .get(&key)
-            .filter(|v| sessions.by_cookie.get(*v).is_some_and(fresh))
-        {
-            Some(value) => value.clone(),
-            None => {
-                if let Some(old) = sessions.by_user.remove(&key) {
-                    sessions.by_cookie.remove(&old);
-                }
-                if !sessions.has_room(now) {
-                    return None;
-                }
-                let value =
-                    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-                sessions.by_user.insert(key.clone(), value.clone());
-                let ttl = self.hub.as_ref().map(|h| h.cache_ttl()).unwrap_or_default();
-                let hub = hub_token.map(|token| (token, now + ttl));
-                sessions
-                    .by_cookie
-                    .insert(value.clone(), Session { user, expires: now + self.max_age, hub, key });
-                value
-            }
+        let hub = data
+            .hub
+            .map(|check| HubCheck { recheck: session::unix_now() + ttl.as_secs(), ..check });
+        let data = SessionData {
+            user: user.name.clone(),
+            admin: user.admin,
+            groups: user.groups.clone(),
+            hub,
+            ..data
         };
+        self.set_cookie(&data, self.secure_for(headers))
+    }
+
+    fn secure_for(&self, headers: &HeaderMap) -> bool {
+        match self.cookie_secure {
+            CookieSecure::Always => true,
+            CookieSecure::Never => false,
+            CookieSecure::Auto => came_over_https(headers),
+        }
+    }
+
+    /// The `Set-Cookie` value holding `data`; `None` when it would not fit
+    /// a cookie (a user in very many groups logs in on each request instead).
+    fn set_cookie(&self, data: &SessionData, secure: bool) -> Option<String> {
+        let value = self.sealer.seal(data);
+        if value.len() > session::MAX_COOKIE_VALUE {
+            return None;
+        }
         Some(format!(
             "{}={value}; Max-Age={}; Path={}; HttpOnly; SameSite=Lax{}",
             self.cookie_name,
-            self.max_age.as_secs(),
+            data.expires.saturating_sub(session::unix_now()),
             self.cookie_path,
             if secure { "; Secure" } else { "" },
         ))
-    }
-
-    /// Signs the request's session out (the page's "Sign out"): the
-    /// session ends here, and the `Set-Cookie` value returned clears it in
-    /// the browser.
-    pub fn sign_out(&self, headers: &HeaderMap) -> String {
-        let prefix = format!("{}=", self.cookie_name);
-        let values = headers
-            .get_all(COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|c| c.trim().strip_prefix(prefix.as_str()));
-        for value in values {
-            self.end_session(value);
-        }
-        format!(
-            "{}=; Max-Age=0; Path={}; HttpOnly; SameSite=Lax",
-            self.cookie_name, self.cookie_path
-        )
-    }
-
-    #[cfg(test)]
-    fn session_count(&self) -> usize {
-        self.sessions.lock().expect("sessions lock").by_cookie.len()
     }
 }
 
@@ -563,6 +468,18 @@ fn came_over_https(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(',').next())
         .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
+}
+
+/// The replicas' shared session key, from a file (a mounted Secret).
+fn read_cookie_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let secret = std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("auth.cookie_secret_file {}: {e}", path.display()))?;
+    anyhow::ensure!(
+        secret.trim_ascii().len() >= 32,
+        "auth.cookie_secret_file {}: at least 32 bytes of secret are needed",
+        path.display()
+    );
+    Ok(secret.trim_ascii().to_vec())
 }
 
 fn load_users(path: &Path) -> anyhow::Result<HashMap<String, UserEntry>> {
@@ -661,37 +578,64 @@ mod tests {
         assert!(auth.authenticate(&basic("bob", "nope")).await.is_err());
     }
 
+    fn cookie_header(set_cookie: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(COOKIE, HeaderValue::from_str(set_cookie.split(';').next().unwrap()).unwrap());
+        h
+    }
+
     #[tokio::test]
-    async fn long_names_are_refused_and_sessions_are_capped() {
-        let limits = Limits { max_sessions: 3, ..Limits::default() };
-        let auth = Authenticator::new(&AuthConfig::default(), &limits).unwrap();
+    async fn long_names_are_refused() {
+        let auth = Authenticator::new(&AuthConfig::default(), &Limits::default()).unwrap();
         let long = "x".repeat(MAX_USER_NAME + 1);
         assert!(matches!(
             auth.authenticate(&basic(&long, "")).await,
             Err(AuthError::Invalid(m)) if m.contains("user name")
         ));
         assert!(auth.authenticate(&basic(&"y".repeat(MAX_USER_NAME), "")).await.is_ok());
-        for i in 0..10 {
-            let (user, _) = auth.authenticate(&basic(&format!("u{i}"), "")).await.unwrap();
-            assert_eq!(user.name, format!("u{i}"));
-        }
-        assert_eq!(auth.session_count(), 3);
     }
 
     #[tokio::test]
-    async fn expired_sessions_make_room() {
-        let limits = Limits { max_sessions: 2, ..Limits::default() };
+    async fn expired_sessions_are_worth_nothing() {
         let config = AuthConfig { cookie_max_age: 0, ..Default::default() };
-        let auth = Authenticator::new(&config, &limits).unwrap();
-        for i in 0..5 {
-            let (_, cookie) = auth.authenticate(&basic(&format!("u{i}"), "")).await.unwrap();
-            assert!(cookie.is_some(), "expired sessions are swept for new ones");
-        }
-        assert!(auth.session_count() <= 2);
+        let auth = Authenticator::new(&config, &Limits::default()).unwrap();
+        let (_, cookie) = auth.authenticate(&basic("alice", "")).await.unwrap();
+        assert!(matches!(
+            auth.authenticate(&cookie_header(&cookie.unwrap())).await,
+            Err(AuthError::Required)
+        ));
+    }
+
+    #[tokio::test]
+    async fn replicas_sharing_the_cookie_secret_accept_each_others_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("cookie-secret");
+        std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let config = AuthConfig {
+            cookie_secret_file: Some(secret.clone()),
+            admins: vec!["root".into()],
+            ..Default::default()
+        };
+        let (one, other) = (
+            Authenticator::new(&config, &Limits::default()).unwrap(),
+            Authenticator::new(&config, &Limits::default()).unwrap(),
+        );
+        let (_, cookie) = one.authenticate(&basic("root", "")).await.unwrap();
+        let session = cookie_header(&cookie.unwrap());
+        let (user, renewed) = other.authenticate(&session).await.unwrap();
+        assert_eq!((user.name.as_str(), user.admin, renewed), ("root", true, None));
+        // A replica with a key of its own does not.
+        let alone = Authenticator::new(&AuthConfig::default(), &Limits::default()).unwrap();
+        assert!(matches!(alone.authenticate(&session).await, Err(AuthError::Required)));
+        // A short secret is refused at start, naming the key.
+        std::fs::write(&secret, "short").unwrap();
+        let error = Authenticator::new(&config, &Limits::default()).err().unwrap().to_string();
+        assert!(error.contains("auth.cookie_secret_file"), "{error}");
     }
 
     #[tokio::test]
     async fn unknown_users_cost_a_password_check_too() {
+        use std::time::Instant;
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("users.toml");
         let hash = hash_password("s3cret").unwrap();
@@ -822,7 +766,6 @@ mod tests {
             auth.authenticate(&headers("jupyterhub alice-token")).await,
             Err(AuthError::Failed)
         ));
-        assert_eq!(auth.session_count(), 0);
     }
 
     #[tokio::test]

@@ -221,11 +221,18 @@ pub async fn submit(
     }
 }
 
-/// `POST <prefix>/logout`: the session ends (its live streams too) and
-/// the browser forgets the cookie.
+/// `POST <prefix>/logout`: the browser forgets the session cookie, and the
+/// session's live streams end. (A sealed session is not recorded anywhere:
+/// a copy of the cookie would stay valid until it expires.)
 pub async fn sign_out(State(gw): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
-    let clear = gw.auth.sign_out(&headers);
-    gw.events.session_ended();
+    if let Some(session) = crate::events::cookie(&headers, gw.auth.cookie_name()) {
+        gw.events.signed_out(session);
+    }
+    let clear = format!(
+        "{}=; Max-Age=0; Path={}; HttpOnly; SameSite=Lax",
+        gw.auth.cookie_name(),
+        gw.auth.cookie_path()
+    );
     let mut response = see_other(&format!("{}/login?signed_out=1", gw.prefix));
     if let Ok(clear) = HeaderValue::from_str(&clear) {
         response.headers_mut().append(header::SET_COOKIE, clear);
