@@ -1,7 +1,10 @@
 """Helpers shared by the Python test suites (on the path via pytest.ini)."""
 
+import contextlib
 import gc
+import http.server
 import json
+import threading
 import time
 
 import pytest
@@ -51,3 +54,30 @@ def client_raises(expected, match, call, *args, **kwargs):
     with pytest.raises(expected, match=match):
         call(*args, **kwargs)
     gc.collect()
+
+
+@contextlib.contextmanager
+def fake_hub(route):
+    """A stand-in for the JupyterHub REST API on loopback: `route(path,
+    token)` answers each GET with (status, JSON body), `token` being what
+    follows `Authorization: token `. Yields the API URL (`.../hub/api`)."""
+    class HubAPI(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            scheme, _, token = self.headers.get("Authorization", "").partition(" ")
+            code, body = route(self.path, token if scheme == "token" else None)
+            data = json.dumps(body).encode()
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HubAPI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/hub/api"
+    finally:
+        server.shutdown()

@@ -28,6 +28,21 @@ def answers(url):
         return False
 
 
+def service_address(kubectl, ns):
+    """The gateway Service's address, once it answers (kube-proxy programs a
+    new Service a moment after its pods are ready)."""
+    service = kubectl.json("get", "service", "dr-dask-rs-gateway", "-n", ns)
+    address = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+    poll(lambda: answers(address + "/api/health"), 60, "the gateway Service to answer")
+    return address
+
+
+def chart_password(kubectl, ns):
+    """The chart's default: simple auth with a generated shared password."""
+    secret = kubectl.json("get", "secret", "dr-dask-rs-gateway-password", "-n", ns)
+    return base64.b64decode(secret["data"]["password"]).decode()
+
+
 def running(pods):
     return [p for p in pods if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
 
@@ -35,13 +50,8 @@ def running(pods):
 @pytest.mark.timeout(600)
 def test_notebook_flow_through_the_gateway(kubectl, release):
     ns = release
-    service = kubectl.json("get", "service", "dr-dask-rs-gateway", "-n", ns)
-    address = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
-    # kube-proxy programs the new Service a moment after the pod is ready.
-    poll(lambda: answers(address + "/api/health"), 60, "the gateway Service to answer")
-    # The chart's default: simple auth with a generated shared password.
-    secret = kubectl.json("get", "secret", "dr-dask-rs-gateway-password", "-n", ns)
-    password = base64.b64decode(secret["data"]["password"]).decode()
+    address = service_address(kubectl, ns)
+    password = chart_password(kubectl, ns)
     denied = urllib.request.Request(address + "/api/v1/options", headers={"Authorization": "Basic YWxpY2U6"})
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(denied, timeout=10)
@@ -123,11 +133,8 @@ def test_cluster_logs_through_the_gateway_on_real_pods(kubectl, release):
     container included), and a stopped cluster keeps its captured logs in
     its history record while its pods go."""
     ns = release
-    service = kubectl.json("get", "service", "dr-dask-rs-gateway", "-n", ns)
-    address = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
-    poll(lambda: answers(address + "/api/health"), 60, "the gateway Service to answer")
-    secret = kubectl.json("get", "secret", "dr-dask-rs-gateway-password", "-n", ns)
-    password = base64.b64decode(secret["data"]["password"]).decode()
+    address = service_address(kubectl, ns)
+    password = chart_password(kubectl, ns)
     gateway = Gateway(address, auth=BasicAuth("alice", password))
     cluster = gateway.new_cluster(profile="small")
     name = cluster.name

@@ -3,7 +3,6 @@ sessions: the notebook flow goes on while one replica is deleted in the
 middle of it. The client's next call, a new `get_client()` and the
 computation all work through the replica left (issue 13)."""
 
-import base64
 import time
 import urllib.request
 
@@ -13,7 +12,7 @@ from dask_gateway import Gateway
 from dask_gateway.auth import BasicAuth
 from testlib import poll
 
-from test_gateway import answers, cluster_pods, running
+from test_gateway import chart_password, cluster_pods, running, service_address
 
 
 def ready_gateways(kubectl, ns):
@@ -29,12 +28,7 @@ def test_the_notebook_flow_survives_losing_a_replica(kubectl, release):
     poll(lambda: len(ready_gateways(kubectl, ns)) == 2, 180, "two gateway replicas Ready")
     pdb = kubectl.json("get", "pdb", "dr-dask-rs-gateway", "-n", ns)
     assert pdb["spec"]["minAvailable"] == 1
-    service = kubectl.json("get", "service", "dr-dask-rs-gateway", "-n", ns)
-    address = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
-    poll(lambda: answers(address + "/api/health"), 60, "the gateway Service to answer")
-    secret = kubectl.json("get", "secret", "dr-dask-rs-gateway-password", "-n", ns)
-    password = base64.b64decode(secret["data"]["password"]).decode()
-    gateway = Gateway(address, auth=BasicAuth("alice", password))
+    gateway = Gateway(service_address(kubectl, ns), auth=BasicAuth("alice", chart_password(kubectl, ns)))
     t0 = time.monotonic()
     timeline = []
 

@@ -4,13 +4,10 @@ is a minimal HTTP server answering that one endpoint as JupyterHub does
 (test_jupyterhub_real runs the real one);
 the client is the real dask-gateway client with its `jupyterhub` auth."""
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 from dask_gateway import Gateway
 from dask_gateway.auth import JupyterHubAuth
+from testlib import fake_hub
 
 TOKENS = {
     "alice-token": {"kind": "user", "name": "alice", "admin": False, "groups": [], "scopes": ["access:services"]},
@@ -20,29 +17,19 @@ TOKENS = {
 }
 
 
-class HubAPI(BaseHTTPRequestHandler):
-    def do_GET(self):
-        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
-        user = TOKENS.get(token) if scheme == "token" and self.path == "/hub/api/user" else None
-        # A token "status-429" gets that answer (and internal words the gateway must not pass on).
-        code = 200 if user else int(token.removeprefix("status-")) if token.startswith("status-") else 403
-        body = json.dumps(user or {"status": code, "message": "internal details of the Hub"}).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+def hub_answer(path, token):
+    user = TOKENS.get(token) if path == "/hub/api/user" else None
+    if user:
+        return 200, user
+    # A token "status-429" gets that answer (and internal words the gateway must not pass on).
+    code = int(token.removeprefix("status-")) if token and token.startswith("status-") else 403
+    return code, {"status": code, "message": "internal details of the Hub"}
 
 
 @pytest.fixture
 def hub():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), HubAPI)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hub/api"
-    server.shutdown()
+    with fake_hub(hub_answer) as url:
+        yield url
 
 
 def test_hub_tokens_identify_users_kinds_and_admins(start_gateway, hub):

@@ -4,15 +4,12 @@ still has a single-user server, and stops the clusters of those who have
 none. The Hub here answers `GET /hub/api/user` and `GET /hub/api/users/<name>`
 as JupyterHub 6 does; the client is the real dask-gateway client."""
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
 import pytest
 from dask_gateway import Gateway
 from dask_gateway.auth import JupyterHubAuth
-from testlib import poll
+from testlib import fake_hub, poll
 
 SERVICE_TOKEN = "gateway-service-token"
 SCOPES = ["self", "access:services!service=dask-gateway"]
@@ -22,36 +19,23 @@ SERVERS = {"alice": {"": {"ready": True}}, "bob": {"": {"ready": True}}}
 ASKED_WITH = []
 
 
-class HubAPI(BaseHTTPRequestHandler):
-    def do_GET(self):
-        scheme, _, token = self.headers.get("Authorization", "").partition(" ")
-        body, code = {"status": 403, "message": "forbidden"}, 403
-        if self.path == "/hub/api/user" and token in USERS:
-            body, code = {"kind": "user", "name": USERS[token], "admin": False, "groups": [], "scopes": SCOPES}, 200
-        elif self.path.startswith("/hub/api/users/"):
-            ASKED_WITH.append(token)
-            name = unquote(self.path.removeprefix("/hub/api/users/"))
-            if token == SERVICE_TOKEN and name in SERVERS:
-                body, code = {"kind": "user", "name": name, "servers": SERVERS[name]}, 200
-            elif token == SERVICE_TOKEN:
-                body, code = {"status": 404, "message": "no such user"}, 404
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
+def hub_answer(path, token):
+    if path == "/hub/api/user" and token in USERS:
+        return 200, {"kind": "user", "name": USERS[token], "admin": False, "groups": [], "scopes": SCOPES}
+    if path.startswith("/hub/api/users/"):
+        ASKED_WITH.append(token)
+        name = unquote(path.removeprefix("/hub/api/users/"))
+        if token == SERVICE_TOKEN:
+            if name in SERVERS:
+                return 200, {"kind": "user", "name": name, "servers": SERVERS[name]}
+            return 404, {"status": 404, "message": "no such user"}
+    return 403, {"status": 403, "message": "forbidden"}
 
 
 @pytest.fixture
 def hub():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), HubAPI)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/hub/api"
-    server.shutdown()
+    with fake_hub(hub_answer) as url:
+        yield url
 
 
 @pytest.mark.timeout(120)
