@@ -3,9 +3,10 @@
 //! auth, and signing out.
 //!
 //! The form's credentials go through the same [`Authenticator`] as the
-//! API's Basic logins (argon2 a few at a time, one session per user), and
-//! the answer is the same session cookie (HttpOnly, SameSite=Lax, scoped
-//! to the prefix). The CSRF guard ([`super::csrf`]) covers both POSTs.
+//! API's Basic logins (argon2 a few at a time), and the answer is the same
+//! sealed session cookie (HttpOnly, SameSite=Lax, scoped to the prefix).
+//! Under JupyterHub auth the Hub's OAuth login ([`crate::auth::oauth`])
+//! takes the form's place. The CSRF guard ([`super::csrf`]) covers both POSTs.
 //!
 //! [`Authenticator`]: crate::auth::Authenticator
 
@@ -85,20 +86,14 @@ pub async fn page_login(gw: &Arc<Gateway>, parts: &mut Parts) -> Result<Login, R
     let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
     let next = format!("{}{query}", page::full_path(parts));
     match sign_in(gw.auth_kind, &gw.prefix, &next) {
-        SignIn::Hub => hub_login(gw, parts).await,
+        // The session, or the redirect to the Hub's OAuth login (back to here).
+        SignIn::Hub => crate::auth::oauth::browser_login(gw, parts).await,
         SignIn::Form(url) => match Login::from_request_parts(parts, gw).await {
             Ok(login) => Ok(login),
             Err(ApiError::Unauthorized { .. }) => Err(see_other(&url)),
             Err(e) => Err(e.into_response()),
         },
     }
-}
-
-/// A page login under JupyterHub auth: the session, or (for a browser
-/// without one) the redirect to the Hub's OAuth login, which comes back to
-/// this page.
-async fn hub_login(gw: &Arc<Gateway>, parts: &mut Parts) -> Result<Login, Response> {
-    crate::auth::oauth::browser_login(gw, parts).await
 }
 
 /// The login page: the form (`simple`, `basic`) or the Hub's link.
