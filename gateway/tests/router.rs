@@ -837,12 +837,20 @@ async fn live_events_show_the_users_own_clusters_and_end_with_the_session() {
     assert_eq!(next["clusters"][0]["user"], "alice");
     assert!(next["clusters"][0].get("tls_key").is_none(), "no secrets in the page's view");
 
+    // A failure is pushed with its reason.
+    backend.fail(&mine, "the scheduler did not start within 60 s").await;
+    let (_, failed) = next_event(&mut body).await.unwrap();
+    assert_eq!(failed["clusters"][0]["status"], "FAILED");
+    assert_eq!(failed["clusters"][0]["reason"], "the scheduler did not start within 60 s");
+
     // An admin's stream has everyone's clusters and the summary.
     let root = sign_in(&app, "", "root", "").await;
     let mut admin = send(&app, get_with("/api/v1/events", &root)).await.into_body();
     let (_, all) = next_event(&mut admin).await.unwrap();
-    assert_eq!(all["clusters"].as_array().unwrap().len(), 2);
-    assert_eq!(all["summary"].as_array().unwrap().len(), 2);
+    assert_eq!(all["clusters"].as_array().unwrap().len(), 2, "bob's, and alice's failed one");
+    let summary = all["summary"].as_array().unwrap();
+    assert_eq!(summary.len(), 1, "active clusters only: {summary:?}");
+    assert_eq!((&summary[0]["user"], &summary[0]["workers"]), (&json!("bob"), &json!(5)));
 
     // Signing out ends alice's stream (and only hers) at once.
     let out = Request::post("/logout")
