@@ -338,3 +338,18 @@ def test_a_quiet_live_stream_outlives_the_http_idle_timeout(start_gateway):
             line = next(lines)
             comments += line.startswith(":")
     assert comments >= 3, comments
+
+
+def test_a_stopping_gateway_ends_live_streams_instead_of_waiting_for_them(start_gateway):
+    gw = start_gateway()
+    session = requests.get(gw.address + "/api/v1/options", auth=("alice", ""), timeout=10).cookies["dask-gateway"]
+    with requests.get(gw.address + "/api/v1/events", cookies={"dask-gateway": session},
+                      stream=True, timeout=(5, 30)) as stream:
+        lines = stream.iter_lines(decode_unicode=True)
+        assert next(lines) == "event: clusters"
+        gw.proc.terminate()
+        rest = list(lines)  # the stream ends: the gateway closed it
+        assert not any(line.startswith("event:") for line in rest), rest
+    assert gw.proc.wait(30) == 0
+    log = gw.log_path.read_text()
+    assert "still busy at shutdown" not in log, log[-2000:]
