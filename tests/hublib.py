@@ -2,7 +2,7 @@
 loopback for the tests: dummy authenticator, in-memory database, a proxy
 (configurable-http-proxy from npm), services with fixed tokens and roles.
 
-    hub = Hub(tmp_path)                     # picks ports; nothing runs yet
+    hub = Hub(tmp_path)                     # picks ports on 127.0.0.1 (ip=... for another address); nothing runs yet
     hub.api_url                             # http://127.0.0.1:<port>/hub/api (for the gateway's config)
     hub.public_url                          # the proxy's URL, where browsers log in
     hub.start(services=[Hub.service("dask-gateway", token, url=..., oauth_redirect_uri=...)],
@@ -32,9 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _free_port():
+def _free_port(host="127.0.0.1"):
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -48,12 +48,14 @@ def hub_install():
 
 
 class Hub:
-    def __init__(self, workdir):
+    def __init__(self, workdir, ip="127.0.0.1"):
+        """`ip`: where the Hub's API and its proxy listen (e.g. an address pods reach)."""
+        self.ip = ip
         self.workdir = Path(workdir) / f"hub-{secrets.token_hex(4)}"
         self.workdir.mkdir(parents=True)
-        self.port, self.hub_port, self.proxy_api_port = _free_port(), _free_port(), _free_port()
-        self.public_url = f"http://127.0.0.1:{self.port}"
-        self.api_url = f"http://127.0.0.1:{self.hub_port}/hub/api"
+        self.port, self.hub_port, self.proxy_api_port = _free_port(ip), _free_port(ip), _free_port()
+        self.public_url = f"http://{ip}:{self.port}"
+        self.api_url = f"http://{ip}:{self.hub_port}/hub/api"
         self.admin_token = secrets.token_hex(32)
         self.proc = None
         self.log_path = self.workdir / "hub.log"
@@ -73,9 +75,9 @@ class Hub:
         ]
         config = self.workdir / "jupyterhub_config.py"
         config.write_text(f"""
-c.JupyterHub.ip = "127.0.0.1"
+c.JupyterHub.ip = {self.ip!r}
 c.JupyterHub.port = {self.port}
-c.JupyterHub.hub_ip = "127.0.0.1"
+c.JupyterHub.hub_ip = {self.ip!r}
 c.JupyterHub.hub_port = {self.hub_port}
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.proxy_api_port}"
 c.ConfigurableHTTPProxy.command = [{proxy!r}]

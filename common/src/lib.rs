@@ -1,6 +1,7 @@
 //! What both binaries need the same way: their log set-up, their `/metrics`
-//! exposition, and their Kubernetes watch caches.
+//! exposition, their Kubernetes watch caches and their stop signals.
 
 pub mod kube_api;
 pub mod logging;
 pub mod metrics;
+pub mod signals;

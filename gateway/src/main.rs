@@ -87,16 +87,6 @@ fn loopback(address: SocketAddr) -> std::net::IpAddr {
         address.ip()
     }
 }
-/// SIGINT (Ctrl-C) or SIGTERM (Kubernetes, systemd, `kill`).
-async fn stop_signal() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    Ok(tokio::select! {
-        _ = interrupt.recv() => "SIGINT",
-        _ = terminate.recv() => "SIGTERM",
-    })
-}
 
 /// How long requests in flight get to finish at shutdown (a `?wait` long
 /// poll may be cut short).
@@ -212,7 +202,7 @@ async fn main() -> anyhow::Result<()> {
         timeouts,
         drain.clone(),
     );
-    let stopping = stop_signal();
+    let stopping = dask_common::signals::stop_signal();
     tokio::select! {
         served = public => served?,
         signal = stopping => info!(signal = signal?, "shutting down"),

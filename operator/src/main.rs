@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
         _ = controllers => info!("controllers stopped"),
         _ = lost => anyhow::bail!("lost the leader lease; exiting so a restart starts clean"),
         res = http => anyhow::bail!("the metrics server stopped: {res:?}"),
-        signal = stop_signal() => info!(signal = signal?, "shutting down"),
+        signal = dask_common::signals::stop_signal() => info!(signal = signal?, "shutting down"),
     }
     // The controllers are dropped with the select: nothing reconciles any
     // more, so the next leader can start at once.
@@ -121,17 +121,6 @@ async fn main() -> anyhow::Result<()> {
 /// How long giving the lease back may take at shutdown (Kubernetes waits
 /// 30 s by default before it kills a terminating pod).
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// SIGINT (Ctrl-C) or SIGTERM (Kubernetes stopping the pod).
-async fn stop_signal() -> std::io::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    Ok(tokio::select! {
-        _ = interrupt.recv() => "SIGINT",
-        _ = terminate.recv() => "SIGTERM",
-    })
-}
 
 #[cfg(test)]
 mod tests {

@@ -27,21 +27,28 @@ def worker_image():
 
 
 @pytest.fixture(scope="session")
-def release(kubectl):
+def chart_image_values():
+    """`helm --set` arguments for the gateway's and the clusters' images under test."""
+    gateway_repo, gateway_tag = image_ref("DASK_RS_GATEWAY_IMAGE")
+    worker_repo, worker_tag = image_ref("DASK_RS_WORKER_IMAGE")
+    return [
+        "--set", f"gateway.image.repository={gateway_repo}", "--set", f"gateway.image.tag={gateway_tag}",
+        "--set", "gateway.image.pullPolicy=Never",
+        "--set", f"gateway.workerImage.repository={worker_repo}", "--set", f"gateway.workerImage.tag={worker_tag}",
+    ]
+
+
+@pytest.fixture(scope="session")
+def release(kubectl, chart_image_values):
     """The chart, installed once per session. Always the same release and
     namespace: the CRDs outlive an uninstall (resource-policy keep), and Helm
     re-adopts them only into the release that made them."""
     ns = "dask-system"
     operator_repo, operator_tag = image_ref("DASK_RS_OPERATOR_IMAGE")
-    gateway_repo, gateway_tag = image_ref("DASK_RS_GATEWAY_IMAGE")
-    worker_repo, worker_tag = image_ref("DASK_RS_WORKER_IMAGE")
     args = [
         "helm", "install", "dr", str(ROOT / "charts" / "dask-rs"), "--namespace", ns, "--create-namespace",
         "--set", f"operator.image.repository={operator_repo}", "--set", f"operator.image.tag={operator_tag}",
-        "--set", "operator.image.pullPolicy=Never",
-        "--set", f"gateway.image.repository={gateway_repo}", "--set", f"gateway.image.tag={gateway_tag}",
-        "--set", "gateway.image.pullPolicy=Never",
-        "--set", f"gateway.workerImage.repository={worker_repo}", "--set", f"gateway.workerImage.tag={worker_tag}",
+        "--set", "operator.image.pullPolicy=Never", *chart_image_values,
     ]
     proc = subprocess.run([*args, "--wait", "--timeout", "180s"], capture_output=True, text=True)
     assert proc.returncode == 0, f"helm install failed: {proc.stderr}"

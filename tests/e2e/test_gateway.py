@@ -167,7 +167,7 @@ def test_cluster_logs_through_the_gateway_on_real_pods(kubectl, release):
     poll(lambda: not cluster_pods(kubectl, ns, name, "worker") and not cluster_pods(kubectl, ns, name, "scheduler"),
          180, "every pod of the cluster to go")
     stopped = gateway.list_clusters(status="stopped")
-    assert [c.name for c in stopped] == [name]
+    assert name in [c.name for c in stopped]  # beside the other tests' clusters of alice
     status, logs = gateway_logs(address, password, name)
     assert status == 200 and logs["status"] == "STOPPED"
     assert any("Scheduler at" in line for line in logs["scheduler"]), "the captured scheduler log"
