@@ -7,6 +7,7 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod dashboard;
+pub mod events;
 pub mod forgotten;
 pub mod handoff;
 pub mod idle;
@@ -20,6 +21,7 @@ pub mod pods;
 pub mod scheduler;
 pub mod sni;
 pub mod tls;
+pub mod ui;
 pub mod with_server;
 
 use std::sync::Arc;
@@ -30,7 +32,7 @@ use axum::routing::any;
 use crate::auth::Authenticator;
 use crate::auth::policy::Policies;
 use crate::backend::Backend;
-use crate::config::{ClusterDefaults, Config, Limits};
+use crate::config::{AuthKind, ClusterDefaults, Config, Limits};
 use crate::options::OptionsSpec;
 use crate::scheduler::SchedulerControl;
 
@@ -51,6 +53,10 @@ pub struct Gateway {
     pub metrics: metrics::Metrics,
     /// The path prefix the gateway is served under (`""` or `/a/b`).
     pub prefix: String,
+    /// Which sign-in the page sends a browser to.
+    pub auth_kind: AuthKind,
+    /// The page's live streams.
+    pub events: events::Streams,
 }
 
 impl Gateway {
@@ -69,6 +75,10 @@ impl Gateway {
             proxy: dashboard::client(),
             metrics: metrics::Metrics::default(),
             prefix: config.prefix.clone(),
+            auth_kind: config.auth.kind,
+            events: events::Streams::new(std::time::Duration::from_secs_f64(
+                config.connections.http_idle_timeout,
+            )),
         })
     }
 }
@@ -80,11 +90,21 @@ const API_BODY_LIMIT: usize = 256 * 1024;
 /// The HTTP side of the port: API and dashboards under `prefix`, `/metrics` at the root.
 pub fn router(gateway: Arc<Gateway>, prefix: &str) -> Router {
     let routes = api::routes(gateway.clone())
+        .merge(ui::routes())
+        // The API and the page's routes; dashboards have their own rules.
+        .layer(axum::middleware::from_fn(ui::csrf::guard))
         .route("/clusters/{name}", any(dashboard::proxy))
         .route("/clusters/{name}/", any(dashboard::proxy))
         .route("/clusters/{name}/{*rest}", any(dashboard::proxy))
         .route(auth::oauth::CALLBACK_PATH, axum::routing::get(auth::oauth::callback));
-    let routes = if prefix.is_empty() { routes } else { Router::new().nest(prefix, routes) };
+    let routes = if prefix.is_empty() {
+        routes
+    } else {
+        // A nested "/" is `<prefix>` alone: the page is `<prefix>/`.
+        Router::new()
+            .nest(prefix, routes)
+            .route(&format!("{prefix}/"), axum::routing::get(ui::page::index))
+    };
     let routes = routes
         .route("/metrics", axum::routing::get(metrics::render))
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), metrics::track))

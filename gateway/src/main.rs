@@ -207,6 +207,8 @@ async fn main() -> anyhow::Result<()> {
         served = public => served?,
         signal = stopping => info!(signal = signal?, "shutting down"),
     }
+    // The page's live streams would hold their connections until the grace ends.
+    gateway.events.close_all();
     // No new connections; requests in flight are answered (bounded).
     drain.stop();
     let open = drain.drained(DRAIN_GRACE).await;

@@ -62,6 +62,15 @@ pub fn document() -> Value {
                         "truncated": { "type": "boolean", "description": "workers were left out to keep the answer within 4 MiB" }
                     }
                 },
+                "UserSummary": {
+                    "type": "object",
+                    "properties": {
+                        "user": { "type": "string" }, "clusters": { "type": "integer" },
+                        "pending": { "type": "integer" }, "running": { "type": "integer" },
+                        "workers": { "type": "integer" }, "cores": { "type": "number" },
+                        "memory": { "type": "integer", "description": "bytes" }
+                    }
+                },
                 "ScaleResult": { "type": "object", "properties": { "ok": { "type": "boolean" }, "msg": { "type": ["string", "null"] } } },
                 "Heartbeat": {
                     "type": "object", "required": ["scheduler_address", "api_address", "count"],
@@ -126,6 +135,14 @@ pub fn document() -> Value {
                 "responses": { "200": ok("the logs, written one process at a time", json!({ "$ref": "#/components/schemas/ClusterLogs" })),
                                "401": error("authentication required"), "403": error("another user's cluster"),
                                "404": error("unknown cluster"), "422": error("invalid lines") } } },
+            "/api/v1/admin/summary": { "get": { "summary": "Everyone's active clusters summed per user (admins only)",
+                "responses": { "200": ok("per-user totals", json!({ "type": "object", "properties": { "users": { "type": "array",
+                                   "items": { "$ref": "#/components/schemas/UserSummary" } } } })),
+                               "401": error("authentication required"), "403": error("not an admin") } } },
+            "/api/v1/events": { "get": { "summary": "The web page's live view: server-sent events, one `clusters` event (a JSON snapshot of what the caller may see) per change, `signed-out` when the session ends",
+                "security": [{ "cookie": [] }],
+                "responses": { "200": { "description": "an event stream", "content": { "text/event-stream": { "schema": { "type": "string" } } } },
+                               "401": error("no session"), "429": error("too many open streams") } } },
             "/api/v1/clusters/{name}/heartbeat": { "post": { "summary": "Scheduler heartbeat (cluster token only)", "security": [{ "token": [] }],
                 "parameters": [name_param()], "requestBody": body(json!({ "$ref": "#/components/schemas/Heartbeat" })),
                 "responses": { "200": { "description": "accepted" }, "401": error("bad cluster token"), "422": error("malformed heartbeat") } } }

@@ -603,3 +603,304 @@ async fn a_browser_without_a_session_is_sent_to_the_hubs_login() {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "jupyterhub");
 }
+
+// --- The web page (gateway/src/ui*, events.rs) -----------------------------
+
+/// The gateway's router under `prefix`, over a fresh fake backend.
+fn gateway_under(prefix: &str, config: &str) -> (Router, Arc<FakeBackend>) {
+    let backend = Arc::new(FakeBackend::new());
+    let config = Config::parse(&format!("prefix = \"{prefix}\"\n{config}")).expect("test config");
+    let gateway = Gateway::new(&config, backend.clone()).expect("gateway");
+    (router(Arc::new(gateway), prefix), backend)
+}
+
+async fn send(app: &Router, request: Request<Body>) -> axum::response::Response {
+    app.clone().oneshot(request).await.unwrap()
+}
+
+async fn text(response: axum::response::Response) -> String {
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Signs in through the login form; the session cookie (`name=value`).
+async fn sign_in(app: &Router, prefix: &str, user: &str, password: &str) -> String {
+    let request = Request::post(format!("{prefix}/login"))
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header("sec-fetch-site", "same-origin")
+        .body(Body::from(format!("username={user}&password={password}&next={prefix}/")))
+        .unwrap();
+    let response = send(app, request).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[header::LOCATION], format!("{prefix}/").as_str());
+    let cookie = response.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+fn get_with(uri: &str, cookie: &str) -> Request<Body> {
+    Request::get(uri).header(header::COOKIE, cookie).body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn the_page_sends_strangers_to_the_login_form_and_serves_the_signed_in() {
+    for prefix in ["", "/services/dask-gateway"] {
+        let (app, _) = gateway_under(prefix, "[auth]\npassword = \"pw\"\n");
+        let response =
+            send(&app, Request::get(format!("{prefix}/")).body(Body::empty()).unwrap()).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        let login = response.headers()[header::LOCATION].to_str().unwrap().to_owned();
+        assert_eq!(login, format!("{prefix}/login?next={prefix}/"));
+
+        let form = send(&app, Request::get(&login).body(Body::empty()).unwrap()).await;
+        assert_eq!(form.status(), StatusCode::OK);
+        let csp = form.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap().to_owned();
+        assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"));
+        let html = text(form).await;
+        assert!(html.contains(&format!("action=\"{prefix}/login\"")), "{html}");
+
+        let cookie = sign_in(&app, prefix, "alice", "pw").await;
+        let page = send(&app, get_with(&format!("{prefix}/"), &cookie)).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        assert_eq!(page.headers()[header::X_FRAME_OPTIONS], "DENY");
+        let html = text(page).await;
+        assert!(html.contains(&format!("src=\"{prefix}/ui/app.js\"")), "{html}");
+        assert!(html.contains("content=\"alice\""));
+
+        let script =
+            send(&app, Request::get(format!("{prefix}/ui/app.js")).body(Body::empty()).unwrap())
+                .await;
+        assert_eq!(script.status(), StatusCode::OK);
+        assert!(
+            script.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/javascript")
+        );
+        let missing =
+            send(&app, Request::get(format!("{prefix}/ui/nope.js")).body(Body::empty()).unwrap())
+                .await;
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        if !prefix.is_empty() {
+            let bare = send(&app, Request::get(prefix).body(Body::empty()).unwrap()).await;
+            assert_eq!(bare.status(), StatusCode::PERMANENT_REDIRECT);
+            assert_eq!(bare.headers()[header::LOCATION], format!("{prefix}/").as_str());
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_login_form_checks_the_password_and_refuses_other_sites() {
+    let (app, _) = gateway("[auth]\npassword = \"pw\"\n");
+    let post = |body: &'static str, site: &'static str| {
+        Request::post("/login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header("sec-fetch-site", site)
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let wrong = send(&app, post("username=alice&password=nope", "same-origin")).await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(wrong.headers().get(header::SET_COOKIE).is_none());
+    assert!(text(wrong).await.contains("Wrong user name or password"));
+    let colon = send(&app, post("username=a%3Ab&password=pw", "same-origin")).await;
+    assert_eq!(colon.status(), StatusCode::BAD_REQUEST);
+    // Login CSRF: another site's form is refused before any check.
+    let forged = send(&app, post("username=alice&password=pw", "cross-site")).await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    // `next` never leads off the gateway.
+    let away =
+        send(&app, post("username=alice&password=pw&next=//evil.example/", "same-origin")).await;
+    assert_eq!(away.headers()[header::LOCATION], "/");
+
+    // Signing out: the browser forgets the (sealed, stateless) session.
+    let cookie = sign_in(&app, "", "alice", "pw").await;
+    let options = send(&app, get_with("/api/v1/options", &cookie)).await;
+    assert_eq!(options.status(), StatusCode::OK);
+    let out = Request::post("/logout")
+        .header(header::COOKIE, &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .body(Body::empty())
+        .unwrap();
+    let out = send(&app, out).await;
+    assert_eq!(out.status(), StatusCode::SEE_OTHER);
+    let cleared = out.headers()[header::SET_COOKIE].to_str().unwrap();
+    assert!(cleared.starts_with("dask-gateway=;") && cleared.contains("Max-Age=0"), "{cleared}");
+}
+
+#[tokio::test]
+async fn browsers_on_other_origins_cannot_change_state_api_clients_can() {
+    let (app, backend) = gateway("");
+    let create = |pairs: &[(&'static str, &'static str)]| {
+        let basic = base64::engine::general_purpose::STANDARD.encode("alice:");
+        let mut request = Request::post("/api/v1/clusters/")
+            .header(header::AUTHORIZATION, format!("Basic {basic}"))
+            .header(header::HOST, "gw:8000");
+        for (k, v) in pairs {
+            request = request.header(*k, *v);
+        }
+        request.body(Body::from("{}")).unwrap()
+    };
+    assert_eq!(send(&app, create(&[("origin", "https://evil.example")])).await.status(), 403);
+    assert_eq!(send(&app, create(&[("sec-fetch-site", "same-site")])).await.status(), 403);
+    assert_eq!(backend.count(), 0, "nothing was created");
+    assert_eq!(send(&app, create(&[])).await.status(), 201, "the Python client sends neither");
+    assert_eq!(send(&app, create(&[("sec-fetch-site", "same-origin")])).await.status(), 201);
+    assert_eq!(send(&app, create(&[("origin", "http://gw:8000")])).await.status(), 201);
+    // The page's calls get no Basic challenge (no browser password prompt).
+    let anonymous = Request::get("/api/v1/options")
+        .header("x-dask-gateway-page", "1")
+        .body(Body::empty())
+        .unwrap();
+    let answer = send(&app, anonymous).await;
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    assert!(answer.headers().get(header::WWW_AUTHENTICATE).is_none());
+}
+
+#[tokio::test]
+async fn only_admins_get_the_per_user_summary() {
+    let (app, backend) = gateway("[auth]\nadmins = [\"root\"]\n");
+    let a = create(&app, "alice").await;
+    create(&app, "alice").await;
+    create(&app, "bob").await;
+    backend.update(&a, |c| c.workers = 3).unwrap();
+    for (who, status) in [(As::Anonymous, 401), (As::User("alice"), 403)] {
+        let answer = call(&app, Method::GET, "/api/v1/admin/summary", who, "").await;
+        assert_eq!(answer.status, status, "{}", answer.body);
+    }
+    let answer = call(&app, Method::GET, "/api/v1/admin/summary", As::User("root"), "").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    let users = answer.body["users"].as_array().unwrap();
+    assert_eq!(users.len(), 2);
+    assert_eq!(
+        (users[0]["user"].as_str(), users[0]["clusters"].as_u64()),
+        (Some("alice"), Some(2))
+    );
+    assert_eq!(users[0]["workers"], 3);
+    assert_eq!(users[1]["user"], "bob");
+}
+
+/// The next server-sent event of `body` (`event` name, `data`), skipping
+/// keep-alive comments; `None` when the stream ends.
+async fn next_event(body: &mut Body) -> Option<(String, Value)> {
+    let mut buffer = String::new();
+    loop {
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+            .await
+            .expect("an event within 10 s")?
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            buffer.push_str(&String::from_utf8_lossy(&data));
+        }
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut name = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim());
+                }
+            }
+            if !name.is_empty() {
+                return Some((name, serde_json::from_str(&data).unwrap()));
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn live_events_show_the_users_own_clusters_and_end_with_the_session() {
+    let (app, backend) = gateway("[auth]\nadmins = [\"root\"]\n");
+    let bobs = create(&app, "bob").await;
+    let anonymous = send(&app, Request::get("/api/v1/events").body(Body::empty()).unwrap()).await;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    // A browser's stream: the session cookie, not API credentials.
+    let basic = call(&app, Method::GET, "/api/v1/events", As::User("alice"), "").await;
+    assert_eq!(basic.status, StatusCode::UNAUTHORIZED);
+
+    let cookie = sign_in(&app, "", "alice", "").await;
+    let response = send(&app, get_with("/api/v1/events", &cookie)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let mut body = response.into_body();
+    let (name, first) = next_event(&mut body).await.unwrap();
+    assert_eq!((name.as_str(), &first["user"]), ("clusters", &json!("alice")));
+    assert_eq!(first["clusters"], json!([]), "bob's cluster is not alice's to see");
+    assert!(first["summary"].is_null());
+
+    // A change is pushed: alice's new cluster, and still nothing of bob's.
+    let mine = create(&app, "alice").await;
+    backend.update(&bobs, |c| c.workers = 5).unwrap();
+    let (_, next) = next_event(&mut body).await.unwrap();
+    let names: Vec<&str> =
+        next["clusters"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, [mine.as_str()]);
+    assert_eq!(next["clusters"][0]["user"], "alice");
+    assert!(next["clusters"][0].get("tls_key").is_none(), "no secrets in the page's view");
+
+    // A failure is pushed with its reason.
+    backend.fail(&mine, "the scheduler did not start within 60 s").await;
+    let (_, failed) = next_event(&mut body).await.unwrap();
+    assert_eq!(failed["clusters"][0]["status"], "FAILED");
+    assert_eq!(failed["clusters"][0]["reason"], "the scheduler did not start within 60 s");
+
+    // An admin's stream has everyone's clusters and the summary.
+    let root = sign_in(&app, "", "root", "").await;
+    let mut admin = send(&app, get_with("/api/v1/events", &root)).await.into_body();
+    let (_, all) = next_event(&mut admin).await.unwrap();
+    assert_eq!(all["clusters"].as_array().unwrap().len(), 2, "bob's, and alice's failed one");
+    let summary = all["summary"].as_array().unwrap();
+    assert_eq!(summary.len(), 1, "active clusters only: {summary:?}");
+    assert_eq!((&summary[0]["user"], &summary[0]["workers"]), (&json!("bob"), &json!(5)));
+
+    // Signing out ends alice's stream (and only hers) at once.
+    let out = Request::post("/logout")
+        .header(header::COOKIE, &cookie)
+        .header("sec-fetch-site", "same-origin")
+        .body(Body::empty())
+        .unwrap();
+    send(&app, out).await;
+    let (name, _) = next_event(&mut body).await.unwrap();
+    assert_eq!(name, "signed-out");
+    assert!(next_event(&mut body).await.is_none(), "the stream ends");
+    backend.update(&mine, |c| c.workers = 1).unwrap();
+    let (name, _) = next_event(&mut admin).await.unwrap();
+    assert_eq!(name, "clusters", "root's stream goes on");
+}
+
+#[tokio::test]
+async fn live_streams_are_capped_per_user() {
+    let (app, _) = gateway("");
+    let cookie = sign_in(&app, "", "alice", "").await;
+    let mut open = Vec::new();
+    for _ in 0..dask_gateway::events::MAX_STREAMS_PER_USER {
+        let response = send(&app, get_with("/api/v1/events", &cookie)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        open.push(response);
+    }
+    let over = send(&app, get_with("/api/v1/events", &cookie)).await;
+    assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);
+    let bob = sign_in(&app, "", "bob", "").await;
+    assert_eq!(send(&app, get_with("/api/v1/events", &bob)).await.status(), StatusCode::OK);
+    open.pop();
+    let again = send(&app, get_with("/api/v1/events", &cookie)).await;
+    assert_eq!(again.status(), StatusCode::OK, "a closed stream gives its place back");
+}
+
+#[tokio::test]
+async fn under_jupyterhub_auth_the_page_sends_a_stranger_to_the_hub() {
+    let hub = fake_hub(json!({})).await;
+    let (app, _) = gateway(&format!(
+        "[auth]\ntype = \"jupyterhub\"\njupyterhub_api_url = \"{hub}\"\njupyterhub_authorize_url = \"https://hub.example/hub/api/oauth2/authorize\"\n"
+    ));
+    let page = Request::get("/").header(header::ACCEPT, "text/html").body(Body::empty()).unwrap();
+    let response = send(&app, page).await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let location = response.headers()[header::LOCATION].to_str().unwrap();
+    assert!(location.starts_with("https://hub.example/hub/api/oauth2/authorize?"), "{location}");
+    // No password form under JupyterHub auth.
+    let form = Request::post("/login")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("username=alice&password=x"))
+        .unwrap();
+    assert_eq!(send(&app, form).await.status(), StatusCode::NOT_FOUND);
+}

@@ -132,6 +132,9 @@ def api_rows(name):
          dict(anonymous=401, other=403, owner=200, admin=200)),
         ("POST /api/v1/clusters/{name}/heartbeat", "POST", f"/api/v1/clusters/{name}/heartbeat", beat,
          {r: 401 for r in ROLES}),
+        ("GET /api/v1/admin/summary", "GET", "/api/v1/admin/summary", None, dict(anonymous=401, other=403, owner=403, admin=200)),
+        # The page's live stream takes the session cookie only (a browser's).
+        ("GET /api/v1/events", "GET", "/api/v1/events", None, {r: 401 for r in ROLES}),
         ("GET /metrics", "GET", "/metrics", None, {r: 200 for r in ROLES}),
         # The end of the JupyterHub browser login: no such route with other auth.
         ("GET /oauth_callback", "GET", "/oauth_callback?code=x&state=y", None, {r: 404 for r in ROLES}),

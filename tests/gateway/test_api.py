@@ -182,7 +182,7 @@ def test_openapi_and_metrics(gateway):
     assert status == 200 and doc["openapi"].startswith("3.")
     assert {"/api/v1/clusters/", "/api/v1/clusters/{name}", "/api/v1/clusters/{name}/scale",
             "/api/v1/clusters/{name}/adapt", "/api/v1/clusters/{name}/heartbeat", "/api/v1/options",
-            "/api/v1/clusters/{name}/logs"} <= set(doc["paths"])
+            "/api/v1/clusters/{name}/logs", "/api/v1/admin/summary", "/api/v1/events"} <= set(doc["paths"])
     gateway.request("GET", "/api/v1/options", "alice")
     import urllib.request
     text = urllib.request.urlopen(gateway.address + "/metrics").read().decode()
