@@ -108,7 +108,8 @@ def test_sigterm_leaves_the_cluster_to_the_next_gateway_and_its_stop_removes_the
     assert gw.restart() == 0
     log = gw.log_path.read_text()
     assert "SIGTERM" in log and "stopped" in log
-    assert set(processes_in(cluster_dir)) == pids
+    # Every process survives (a nanny may have started its worker meanwhile).
+    assert pids <= set(processes_in(cluster_dir))
     # Stopped through the restarted gateway: processes and keys go.
     assert gw.request("DELETE", f"/api/v1/clusters/{name}", "alice")[0] == 204
     poll(lambda: processes_in(cluster_dir) == {}, 30, "the cluster's processes to exit")
