@@ -89,6 +89,12 @@ def test_a_scheduler_that_crashes_at_start_fails_the_cluster_with_its_exit(kubec
         kubectl("-n", ns, "delete", "daskcluster", name, "--wait=false")
 
 
+def found(kubectl, ns, kind, name):
+    """The object, or None while it does not exist (yet)."""
+    proc = kubectl.run("-n", ns, "get", kind, name, "-o", "json", check=False)
+    return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
 @pytest.mark.timeout(300)
 def test_a_worker_killed_by_its_memory_limit_is_told_on_its_group_and_cluster(kubectl, release, worker_image):
     ns, name = release, f"oom-{uuid.uuid4().hex[:6]}"
@@ -99,7 +105,8 @@ def test_a_worker_killed_by_its_memory_limit_is_told_on_its_group_and_cluster(ku
     start = time.monotonic()
     kubectl("-n", ns, "apply", "-f", "-", input=manifest(name, scheduler, hog, replicas=1))
     try:
-        group = poll(lambda: (g := kubectl.json("-n", ns, "get", "daskworkergroup", f"{name}-default"))
+        # The operator makes the group a moment after the cluster.
+        group = poll(lambda: (g := found(kubectl, ns, "daskworkergroup", f"{name}-default"))
                      and (c := condition(g, "WorkersReady")) and c["reason"] == "OOMKilled" and g,
                      180, "WorkersReady OOMKilled on the group")
         print(f"\nOOMKilled: told {time.monotonic() - start:.1f}s after the create")
