@@ -6,7 +6,7 @@
 # shellcheck source=../k8s/versions.env
 source "${root:?source tests/lib/env.sh first}/tests/k8s/versions.env"
 KIND_VERSION=v0.33.0            # sigs.k8s.io/kind, built from the Go module proxy
-CRICTL_VERSION=v1.35.0          # sigs.k8s.io/cri-tools: `kind load` asks the node's crictl
+CRICTL_VERSION=v1.34.0          # sigs.k8s.io/cri-tools (the proxy has no v1.35): `kind load` asks the node's crictl
 DEBIAN_SUITE=bookworm           # the node's root filesystem, from Debian's mirror
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
