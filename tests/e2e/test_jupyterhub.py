@@ -279,6 +279,12 @@ def test_a_pool_profile_lands_its_workers_on_the_pool_node_with_its_resources(ku
                           capture_output=True, text=True)
     assert proc.returncode == 0, f"helm upgrade failed: {proc.stderr}"
     kubectl("rollout", "status", "-n", NAMESPACE, f"deployment/{GATEWAY}", "--timeout=120s")
+    # Every old replica (without the pool profile) gone too, not only the new
+    # ones ready: a terminating one still answers for a few seconds.
+    replicas = kubectl.json("get", "deployment", GATEWAY, "-n", NAMESPACE)["spec"]["replicas"]
+    poll(lambda: len(pods := kubectl.json("get", "pods", "-n", NAMESPACE, "-l",
+                                          "app.kubernetes.io/component=gateway")["items"]) == replicas
+         and not any(p["metadata"].get("deletionTimestamp") for p in pods), 120, "the old gateway replicas to go")
     # kube-proxy follows the new pod's endpoint a moment later.
     poll(lambda: reachable(f"{gateway_url}{PREFIX}/api/health"), 60, "the new gateway pod behind its Service")
 
