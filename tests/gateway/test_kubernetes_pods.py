@@ -8,7 +8,7 @@ import base64
 
 import pytest
 
-from test_kubernetes import k8s_backend, operator, wait_for  # noqa: F401 (operator: a fixture)
+from test_kubernetes import k8s_backend, wait_for
 
 # Every pod key: global in [backend], the profile's over it. kwok nodes carry
 # type=kwok and their hostname, so the selector below has exactly one node.

@@ -6,29 +6,13 @@ an impossible request is refused by the real kube-scheduler."""
 
 import gc
 import json
-import os
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from dask_gateway import BasicAuth, Gateway, GatewayClusterError
 from testlib import poll
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def operator(kubectl, namespace, tmp_path):
-    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds/yaml"))
-    default = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/dask-rs/target")) / "debug/dask-operator"
-    log = open(tmp_path / "operator.log", "wb")
-    proc = subprocess.Popen([os.environ.get("DASK_OPERATOR_BIN", str(default)), "--namespace", namespace, "--metrics-addr", "127.0.0.1:0"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    yield proc
-    proc.terminate()
-    proc.wait(10)
 
 
 def k8s_gateway(start_gateway, namespace, image="dask-rs/worker:test", start_timeout=120, extra=""):
