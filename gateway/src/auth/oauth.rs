@@ -61,7 +61,7 @@ fn encode(value: &str) -> String {
 
 /// Where to go after the login: a path of this gateway, never another site
 /// (`//evil`, `/\evil`, `https://evil`), else the gateway's root.
-fn safe_next(next: &str, prefix: &str) -> String {
+pub(crate) fn safe_next(next: &str, prefix: &str) -> String {
     let root = format!("{prefix}/");
     let own = next.starts_with('/')
         && !next.starts_with("//")

@@ -26,6 +26,7 @@ use super::page::{self, html};
 use crate::Gateway;
 use crate::api::{ApiError, Login};
 use crate::auth::AuthError;
+use crate::auth::oauth::safe_next;
 use crate::config::AuthKind;
 
 /// Where a browser without a session goes to sign in.
@@ -45,18 +46,6 @@ pub fn sign_in(kind: AuthKind, prefix: &str, next: &str) -> SignIn {
         }
         AuthKind::Jupyterhub => SignIn::Hub,
     }
-}
-
-/// Where to go after signing in: a path of this gateway, never another
-/// site (`//evil`, `/\evil`, `https://evil`), else the page.
-pub fn safe_next(next: &str, prefix: &str) -> String {
-    let root = format!("{prefix}/");
-    let own = next.starts_with('/')
-        && !next.starts_with("//")
-        && !next.contains('\\')
-        && !next.chars().any(char::is_control)
-        && (prefix.is_empty() || next == prefix || next.starts_with(&root));
-    if own { next.to_string() } else { root }
 }
 
 /// Percent-encoding of a query value: everything but the unreserved characters.
