@@ -108,6 +108,15 @@ def test_dask_pods_are_reachable_only_from_the_gateway_and_their_own_cluster():
     assert "network_policy = true" in gateway_config(docs)
     role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "t-dask-rs-gateway")
     assert {"apiGroups": ["networking.k8s.io"], "resources": ["networkpolicies"], "verbs": ["create"]} in role["rules"]
+    # With the Dask monitors on, their scrapes (the dashboard port) come in from
+    # metricsFrom, the monitoring namespace by default.
+    for monitor in (["metrics.scheduler.enabled=true", "metrics.scheduler.serviceMonitor.enabled=true"],
+                    ["metrics.worker.enabled=true", "metrics.worker.podMonitor.enabled=true"]):
+        scraped = render(*[a for setting in monitor for a in ("--set", setting)])
+        policy = next(d for d in scraped if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "t-dask-rs-dask-clusters")
+        _, scrapes = policy["spec"]["ingress"]
+        assert scrapes == {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+                           "ports": [{"port": 8787, "protocol": "TCP"}]}
     off = render("--set", "networkPolicy.enabled=false")
     assert "network_policy = false" in gateway_config(off)
     assert not [d for d in off if d["kind"] == "NetworkPolicy"]
@@ -155,6 +164,8 @@ def test_every_rendered_object_passes_server_side_validation(kubectl):
 def release(kubectl):
     ns = f"chart-{uuid.uuid4().hex[:6]}"
     name = "dr"
+    # Server-side apply, as the other suites do: the CRDs stay shared.
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds/yaml"))
     helm("install", name, str(CHART), "--namespace", ns, "--create-namespace",
          "--set", "operator.nodeSelector.type=kwok", "--set", "gateway.nodeSelector.type=kwok",
          # The CRDs are shared with the other suites on this control plane; the
