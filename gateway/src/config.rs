@@ -42,7 +42,8 @@ pub struct AuthConfig {
     pub password: Option<String>,
     /// TOML file of users with argon2 password hashes, for `basic`.
     pub users_file: Option<PathBuf>,
-    /// The Hub's API, e.g. `http://hub:8081/hub/api`, for `jupyterhub`.
+    /// The Hub's API, e.g. `http://hub:8081/hub/api`, for `jupyterhub`;
+    /// default `$JUPYTERHUB_API_URL`, as the Hub sets it for its services.
     pub jupyterhub_api_url: Option<String>,
     /// Static API tokens, sent as `Authorization: Bearer|token <token>`;
     /// only their SHA-256 (hex) is stored here.
@@ -150,8 +151,15 @@ impl AuthConfig {
                 ),
             }
         });
+        let api_url = self.jupyterhub_api_url.clone().or_else(|| env("JUPYTERHUB_API_URL"));
+        let Some(api_url) = api_url else {
+            anyhow::bail!(
+                "auth.jupyterhub_api_url: required with auth.type = \"jupyterhub\" \
+                 (or $JUPYTERHUB_API_URL, as the Hub sets it for the services it runs)"
+            );
+        };
         Ok(HubSettings {
-            api_url: self.jupyterhub_api_url.clone().unwrap_or_default(),
+            api_url,
             api_token,
             client_id: self
                 .jupyterhub_client_id
@@ -675,12 +683,6 @@ impl Config {
             anyhow::ensure!(
                 self.auth.users_file.is_some(),
                 "auth.users_file: required with auth.type = \"basic\""
-            );
-        }
-        if self.auth.kind == AuthKind::Jupyterhub {
-            anyhow::ensure!(
-                self.auth.jupyterhub_api_url.is_some(),
-                "auth.jupyterhub_api_url: required with auth.type = \"jupyterhub\""
             );
         }
         if self.auth.stop_clusters_with_server {

@@ -4,9 +4,6 @@ cluster, scales it to two worker pods, computes, opens the dashboard, and
 shutdown removes every pod."""
 
 import base64
-import contextlib
-import re
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -175,49 +172,3 @@ def test_cluster_logs_through_the_gateway_on_real_pods(kubectl, release):
     assert status == 200 and logs["status"] == "STOPPED"
     assert any("Scheduler at" in line for line in logs["scheduler"]), "the captured scheduler log"
     gateway.close()
-
-
-@contextlib.contextmanager
-def port_forward(kubectl, ns, target):
-    """`kubectl port-forward` to `target` on a free local port: (process, address)."""
-    proc = subprocess.Popen(["kubectl", "--kubeconfig", kubectl.kubeconfig, "port-forward", "-n", ns, target,
-                             "--address", "127.0.0.1", ":80"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        line = proc.stdout.readline()
-        port = re.search(r"127\.0\.0\.1:(\d+) ->", line)
-        assert port, f"kubectl port-forward said: {line}{proc.stdout.read() if proc.poll() is not None else ''}"
-        yield proc, f"http://127.0.0.1:{port.group(1)}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-
-
-@pytest.mark.timeout(600)
-def test_notebook_flow_through_kubectl_port_forward(kubectl, release):
-    """The README's way in from a laptop: the whole notebook through one
-    `kubectl port-forward`, the scheduler's TLS included. kubectl ends the
-    forward at the first connection the pod resets, so the gateway must
-    close every connection it ends, the scheduler's too, without a reset."""
-    ns = release
-    password = chart_password(kubectl, ns)
-    with port_forward(kubectl, ns, "svc/dr-dask-rs-gateway") as (forward, address):
-        poll(lambda: answers(address + "/api/health"), 30, "the forwarded gateway")
-        gateway = Gateway(address, auth=BasicAuth("alice", password))
-        cluster = gateway.new_cluster(profile="small")
-        try:
-            cluster.scale(1)
-            with cluster.get_client() as client:
-                client.wait_for_workers(1, timeout=300)
-                assert da.arange(1_000_000, chunks=100_000).sum().compute() == 499_999_500_000
-                # New comms to the scheduler, each closed again: the relay's
-                # ends seen both ways through the forward.
-                for _ in range(5):
-                    with cluster.get_client(set_as_default=False) as other:
-                        assert other.submit(sum, [1, 2, 3]).result(timeout=60) == 6
-                assert da.ones(1000, chunks=10).sum().compute() == 1000
-        finally:
-            cluster.shutdown()
-        assert gateway.list_clusters() == []
-        gateway.close()
-        assert forward.poll() is None, f"kubectl port-forward ended: {forward.stdout.read()}"

@@ -52,6 +52,14 @@ def test_hub_tokens_identify_users_kinds_and_admins(start_gateway, hub):
     client.close()
 
 
+def test_a_hub_managed_gateway_takes_the_hub_api_from_its_environment(start_gateway, hub):
+    """Run by the Hub as a managed service, the gateway gets JUPYTERHUB_API_URL
+    and JUPYTERHUB_API_TOKEN and needs no Hub address in its config."""
+    gw = start_gateway('[auth]\ntype = "jupyterhub"\n',
+                       env={"JUPYTERHUB_API_URL": hub, "JUPYTERHUB_API_TOKEN": "svc-token"})
+    assert gw.request("GET", "/api/v1/clusters/", headers={"Authorization": "jupyterhub alice-token"})[:2] == (200, {})
+
+
 def test_hub_refusals_are_401_429_or_503_not_500(start_gateway, hub):
     gw = start_gateway(f'[auth]\ntype = "jupyterhub"\njupyterhub_api_url = "{hub}"\n')
     expected = {400: 401, 403: 401, 429: 429, 418: 503, 500: 502, 503: 502}

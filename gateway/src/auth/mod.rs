@@ -794,6 +794,11 @@ mod tests {
         let env = |vars: &'static [(&'static str, &'static str)]| {
             move |k: &str| vars.iter().find(|(key, _)| *key == k).map(|(_, v)| v.to_string())
         };
+        let unset = AuthConfig::default();
+        let missing = unset.hub_settings(env(&[])).unwrap_err().to_string();
+        assert!(missing.contains("auth.jupyterhub_api_url: required"), "{missing}");
+        let from_env = unset.hub_settings(env(&[("JUPYTERHUB_API_URL", "http://hub:8081/hub/api")]));
+        assert_eq!(from_env.unwrap().api_url, "http://hub:8081/hub/api");
         let config = AuthConfig {
             jupyterhub_api_url: Some("http://hub:8081/hub/api".into()),
             ..Default::default()
