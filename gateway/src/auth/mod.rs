@@ -797,7 +797,8 @@ mod tests {
         let unset = AuthConfig::default();
         let missing = unset.hub_settings(env(&[])).unwrap_err().to_string();
         assert!(missing.contains("auth.jupyterhub_api_url: required"), "{missing}");
-        let from_env = unset.hub_settings(env(&[("JUPYTERHUB_API_URL", "http://hub:8081/hub/api")]));
+        let from_env =
+            unset.hub_settings(env(&[("JUPYTERHUB_API_URL", "http://hub:8081/hub/api")]));
         assert_eq!(from_env.unwrap().api_url, "http://hub:8081/hub/api");
         let config = AuthConfig {
             jupyterhub_api_url: Some("http://hub:8081/hub/api".into()),
