@@ -118,6 +118,9 @@ pub struct Member {
     pub key: String,
     pub state: State,
     pub created_ms: i64,
+    /// The resourceVersion this view is of: a claim patches that version
+    /// alone (a newer one may be claimed already).
+    pub version: String,
 }
 
 /// What the refill does now.
@@ -220,6 +223,7 @@ impl KubernetesBackend {
                     key,
                     state,
                     created_ms: created.as_millisecond(),
+                    version: dc.resource_version().unwrap_or_default(),
                 };
                 Some((member, dc))
             })
@@ -230,14 +234,10 @@ impl KubernetesBackend {
     /// one; `None`: start cold.
     pub(super) async fn claim(&self, template: usize, request: &Cluster) -> Option<DaskCluster> {
         let key = &self.pool.templates.get(template)?.key;
-        let members = self.members(self.start_timeout);
-        let members: Vec<Member> = members.into_iter().map(|(m, _)| m).collect();
+        let members: Vec<Member> =
+            self.members(self.start_timeout).into_iter().map(|(m, _)| m).collect();
         for member in claimable(&members, key).into_iter().take(CLAIM_ATTEMPTS) {
-            let dc = self.clusters.get(
-                &kube::runtime::reflector::ObjectRef::new(&member.resource).within(&self.namespace),
-            )?;
-            let version = dc.resource_version()?;
-            let patch = claim_patch(&version, &request.username, &request.options, now_ms());
+            let patch = claim_patch(&member.version, &request.username, &request.options, now_ms());
             let params = PatchParams { field_manager: Some(MANAGER.into()), ..Default::default() };
             match self.api().patch(&member.resource, &params, &Patch::Merge(patch)).await {
                 Ok(claimed) => {
@@ -376,7 +376,7 @@ mod tests {
     }
 
     fn member(name: &str, key: &str, state: State, created_ms: i64) -> Member {
-        Member { resource: name.into(), key: key.into(), state, created_ms }
+        Member { resource: name.into(), key: key.into(), state, created_ms, version: "1".into() }
     }
 
     const LATER: i64 = 1_000_000;
