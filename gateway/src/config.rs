@@ -884,4 +884,22 @@ mod tests {
         assert_eq!(config.options.profiles[0].worker_memory.0, 512 << 20);
         assert!(matches!(config.backend, BackendConfig::Kubernetes(ref k) if k.image == "img:1"));
     }
+
+    #[test]
+    fn the_kubernetes_pool_is_off_by_default_and_checked_like_the_local_one() {
+        let k8s =
+            |extra: &str| Config::parse(&format!("[backend]\ntype = \"kubernetes\"\n{extra}"));
+        let BackendConfig::Kubernetes(default) = k8s("").unwrap().backend else { panic!() };
+        assert_eq!((default.pool_size, default.pool_profiles), (0, None));
+        let BackendConfig::Kubernetes(on) =
+            k8s("pool_size = 2\npool_profiles = [\"medium\"]").unwrap().backend
+        else {
+            panic!()
+        };
+        assert_eq!((on.pool_size, on.pool_profiles.unwrap()), (2, vec!["medium".to_string()]));
+        let error = k8s("pool_size = 17").unwrap_err().to_string();
+        assert!(error.contains("backend.pool_size"), "{error}");
+        let error = k8s("pool_profiles = [\"huge\"]").unwrap_err().to_string();
+        assert!(error.contains("backend.pool_profiles") && error.contains("huge"), "{error}");
+    }
 }
