@@ -158,3 +158,39 @@ def test_two_replicas_never_hand_out_the_same_pooled_cluster(kubectl, namespace,
     # The replicas refill the pool together (a small overshoot is allowed).
     poll(lambda: len(ready_members(kubectl, namespace)) >= 2, 120, "the pool refilled")
     assert len([dc for dc in daskclusters(kubectl, namespace) if POOL in dc["metadata"]["labels"]]) <= 4
+
+
+PULL_ERROR = 'rpc error: code = NotFound desc = failed to pull and unpack image "dask-rs/worker:test": not found'
+
+
+@pytest.mark.timeout(300)
+def test_a_failed_pooled_cluster_is_replaced_without_a_record_and_a_restart_reuses_the_pool(kubectl, namespace, operator, start_gateway):
+    gw = start_gateway('[auth]\nadmins = ["root"]\n[cluster]\nstart_timeout = 120\n', backend=backend(namespace, 1))
+    wait_for_members(kubectl, namespace, gw, 1)
+    [member] = ready_members(kubectl, namespace)
+    name = member["metadata"]["labels"]["gateway.dask.org/cluster"]
+
+    # A restarted gateway counts the pool in the API server: it makes no other member.
+    gw.stop()
+    gw.start()
+    wait_for_members(kubectl, namespace, gw, 1)
+    assert [m["metadata"]["name"] for m in daskclusters(kubectl, namespace)] == [f"dask-{name}"]
+
+    # kwok runs no containers: tell the API server, as a kubelet would, that
+    # the scheduler's image cannot be pulled. The operator says Failed.
+    [pod] = kubectl.json("get", "pods", "-n", namespace, "-l", f"dask.org/cluster-name=dask-{name},dask.org/component=scheduler")["items"]
+    status = {"status": {
+        "conditions": [{"type": "Ready", "status": "False"}, {"type": "ContainersReady", "status": "False"}],
+        "containerStatuses": [{"name": "scheduler", "imageID": "", "ready": False, "image": "dask-rs/worker:test",
+                               "restartCount": 0, "state": {"waiting": {"reason": "ErrImagePull", "message": PULL_ERROR}}}]}}
+    kubectl("patch", "pod", pod["metadata"]["name"], "-n", namespace, "--subresource=status", "--type=strategic",
+            "-p", json.dumps(status))
+    # The gateway deletes it, with its Secrets and no history record, and makes another.
+    poll(lambda: kubectl.run("get", "daskcluster", f"dask-{name}", "-n", namespace, check=False).returncode != 0,
+         120, "the failed pooled cluster to be deleted")
+    poll(lambda: kubectl.run("get", "secret", f"dask-{name}-gateway", "-n", namespace, check=False).returncode != 0,
+         60, "its Secret to go with it")
+    poll(lambda: [m for m in ready_members(kubectl, namespace) if m["metadata"]["name"] != f"dask-{name}"],
+         120, "a replacement")
+    assert gw.request("GET", "/api/v1/clusters/?status=PENDING,RUNNING,STOPPING,STOPPED,FAILED", "root")[1] == {}
+    assert "a pooled cluster failed; replacing it" in gw.log_path.read_text()
