@@ -7,6 +7,9 @@
 //! A cluster named `<hex>` by the gateway is the DaskCluster `dask-<hex>`
 //! (Service names must start with a letter); its scheduler runs the
 //! dask-gateway preload and reports to `api_url`.
+//!
+//! With `pool_size`, ready DaskClusters wait unclaimed for creates that
+//! match their profile (see `pool.rs`); users never see them.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -168,7 +168,10 @@ pub fn plan(
             plan.create.push((t, pool.size - count));
         }
         members.retain(|m| old(m));
-        members.sort_by_key(|m| (m.state == State::Ready, std::cmp::Reverse(m.created_ms)));
+        // Creation times have whole seconds: the name breaks ties alike everywhere.
+        members.sort_by_key(|m| {
+            (m.state == State::Ready, std::cmp::Reverse((m.created_ms, m.resource.clone())))
+        });
         let excess = count.saturating_sub(pool.size);
         plan.delete.extend(members.iter().take(excess).map(|m| m.resource.clone()));
     }
@@ -434,6 +437,9 @@ mod tests {
         let plan = plan(&pool, &members, &[], LATER, |_| true);
         assert_eq!(plan.delete, ["starting", "young-ready"]);
         assert!(plan.create.is_empty());
+        // Two as young as each other: every replica trims the same one.
+        let twins = [member("b", &key, State::Ready, 0), member("a", &key, State::Ready, 0)];
+        assert_eq!(self::plan(&pool, &twins, &[], LATER, |_| true).delete, ["b"]);
     }
 
     #[test]
