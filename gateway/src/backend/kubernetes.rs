@@ -813,6 +813,23 @@ mod tests {
     }
 
     #[test]
+    fn a_claimed_cluster_starts_at_its_claim_and_pool_members_are_told_apart() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let mut dc = DaskCluster::new("dask-x", Default::default());
+        let created = k8s_openapi::jiff::Timestamp::from_millisecond(1_000_000).unwrap();
+        dc.metadata.creation_timestamp = Some(Time(created));
+        assert_eq!(start_time(&dc), 1_000_000);
+        assert!(!is_pooled(&dc));
+        dc.metadata.labels = Some([(POOL.to_string(), "k".to_string())].into());
+        assert!(is_pooled(&dc));
+        dc.metadata.annotations = Some([(CLAIMED.to_string(), "1500000".to_string())].into());
+        assert_eq!(start_time(&dc), 1_500_000, "time in the pool is not the user's");
+        // A pinned empty value (the scheduler template's) is no claim time.
+        dc.metadata.annotations = Some([(CLAIMED.to_string(), String::new())].into());
+        assert_eq!(start_time(&dc), 1_000_000);
+    }
+
+    #[test]
     fn heartbeat_replicas_never_overflow_or_go_negative() {
         assert_eq!(worker_replicas(2, 1, 3), 3);
         assert_eq!(worker_replicas(-7, 0, 0), 0);
