@@ -2,7 +2,8 @@
 """Instant clusters on the local backend: new_cluster() until RUNNING, and
 scale(2) until two workers are connected, with and without the warm pool.
 
-    bench/pool.py [RUNS]        (default 20; loopback only, every wait bounded)
+    bench/pool.py [RUNS]                (default 20; loopback only, every wait bounded)
+    bench/pool.py --kubernetes [RUNS]   (the Kubernetes backend on a control plane)
 
 Starts the Rust gateway (DASK_GATEWAY_BIN, else the debug build in
 CARGO_TARGET_DIR) twice on a loopback port with the `dask` of this Python:
@@ -15,6 +16,15 @@ one task and shuts the cluster down. With the pool, a run starts once the
 pool has a ready scheduler again ("whenever capacity is ready"), and the
 /metrics counter shows where each cluster came from.
 Prints one line per mode with p50 and p99 in milliseconds, then one JSON line.
+
+With --kubernetes (KUBECONFIG set, e.g. the `sim` tier: eval "$(tests/k8s/cluster
+env)"), the gateway runs the Kubernetes backend in a scratch namespace with
+the operator of this checkout (DASK_OPERATOR_BIN, else the debug build),
+pool_size 1 and then 0, and times the API alone: POST a cluster, then GET
+`?wait` until it is RUNNING (kwok runs no Dask, so no client connection and
+no scale). Cold, that is the gateway's creates, the operator's reconcile and
+the scheduler pod becoming Ready (on kwok: its simulated start, not an image
+pull and Python's import); pooled, a conditional patch and a cache update.
 """
 
 import faulthandler
@@ -33,7 +43,9 @@ from pathlib import Path
 
 from dask_gateway import BasicAuth, Gateway
 
-RUNS = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+KUBERNETES = "--kubernetes" in sys.argv[1:]
+ARGS = [a for a in sys.argv[1:] if a != "--kubernetes"]
+RUNS = int(ARGS[0]) if ARGS else 20
 MODES = {
     "pool": "pool_size = 1\nfork_workers = true\n",
     "cold": "pool_size = 0\nfork_workers = false\n",
@@ -126,7 +138,87 @@ def run_mode(mode, local_options, tmp):
     return new_cluster, scale2, starts
 
 
+def kubectl(*args, **kwargs):
+    return subprocess.run(["kubectl", *args], check=True, capture_output=True, text=True, **kwargs)
+
+
+def api(address, method, path, body=None):
+    request = urllib.request.Request(address + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode())
+    request.add_header("Authorization", "Basic YmVuY2g6")  # bench, no password
+    request.add_header("Content-Type", "application/json")
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        text = answer.read()
+        return json.loads(text) if text else None
+
+
+def run_kubernetes_mode(mode, pool_size, tmp):
+    """POST → RUNNING through the API, on a namespace of its own."""
+    root = Path(__file__).resolve().parents[1]
+    namespace = f"bench-pool-{mode}-{os.getpid()}"
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(root / "crds/yaml"))
+    kubectl("create", "namespace", namespace)
+    target = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/dask-rs/target"))
+    operator_bin = os.environ.get("DASK_OPERATOR_BIN", str(target / "debug/dask-operator"))
+    port = free_port()
+    address = f"http://127.0.0.1:{port}"
+    config = tmp / f"k8s-{mode}.toml"
+    config.write_text(
+        f'listen = "127.0.0.1:{port}"\n[cluster]\nstart_timeout = 120\n[backend]\ntype = "kubernetes"\n'
+        f'namespace = "{namespace}"\nimage = "dask-rs/worker:test"\ninstance = "bench-{namespace}"\n'
+        f'api_url = "http://dask-gateway.{namespace}:8000/api"\npool_size = {pool_size}\n')
+    log = open(tmp / f"k8s-{mode}.log", "wb")
+    operator = subprocess.Popen([operator_bin, "--namespace", namespace, "--metrics-addr", "127.0.0.1:0"],
+                                stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen([gateway_bin(), "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    running = []
+    try:
+        def answers():
+            assert server.poll() is None, "the gateway exited"
+            try:
+                return urllib.request.urlopen(address + "/api/health", timeout=1).status == 200
+            except OSError:
+                return False
+        wait_for(answers, 30, "the gateway to answer")
+        for _ in range(RUNS):
+            if pool_size:
+                wait_for(lambda: metric(address, "dask_gateway_pool_schedulers").get('status="running"', 0) >= 1,
+                         120, "a ready pooled cluster")
+            time.sleep(0.5)
+            t = time.perf_counter()
+            name = api(address, "POST", "/api/v1/clusters/", {})["name"]
+            deadline = time.monotonic() + 120
+            while api(address, "GET", f"/api/v1/clusters/{name}?wait")["status"] != "RUNNING":
+                assert time.monotonic() < deadline, f"cluster {name} did not run"
+            running.append(time.perf_counter() - t)
+            api(address, "DELETE", f"/api/v1/clusters/{name}")
+        starts = metric(address, "dask_gateway_cluster_starts_total")
+    finally:
+        for proc in (server, operator):
+            proc.terminate()
+            proc.wait(30)
+        log.close()
+        kubectl("delete", "namespace", namespace, "--wait=false")
+    return running, starts
+
+
+def main_kubernetes():
+    figures = {}
+    with tempfile.TemporaryDirectory(prefix="dask-rs-pool-bench-") as tmp:
+        for mode, pool_size in (("pool", 1), ("cold", 0)):
+            running, starts = run_kubernetes_mode(mode, pool_size, Path(tmp))
+            row = {"runs": RUNS, "starts": starts,
+                   "running_p50_ms": round(statistics.median(running) * 1000, 1),
+                   "running_p99_ms": round(percentile(running, 99) * 1000, 1)}
+            figures[f"kubernetes-{mode}"] = row
+            print(f"kubernetes {mode}: POST → RUNNING p50 {row['running_p50_ms']} ms p99 {row['running_p99_ms']} ms; "
+                  f"starts {starts}", flush=True)
+    print(json.dumps(figures))
+
+
 def main():
+    if KUBERNETES:
+        return main_kubernetes()
     gc.disable()  # see run_mode: garbage is collected between runs, on this thread
     figures = {}
     with tempfile.TemporaryDirectory(prefix="dask-rs-pool-bench-") as tmp:

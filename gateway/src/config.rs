@@ -421,6 +421,12 @@ pub struct KubernetesConfig {
     /// Create, with each cluster, a NetworkPolicy that lets its own pods
     /// reach each other (for a namespace where a policy denies the rest).
     pub network_policy: bool,
+    /// Pooled DaskClusters kept ready per pooled profile (each a running
+    /// scheduler pod with its own name, token and TLS pair), claimed by a
+    /// create; 0 (the default): every start is cold.
+    pub pool_size: u32,
+    /// The profiles that get a pool (default: the first, the default one).
+    pub pool_profiles: Option<Vec<String>>,
     /// Pod keys of every cluster; a profile's override them (see `pods.rs`).
     #[serde(flatten)]
     pub pods: crate::pods::PodConfig,
@@ -528,6 +534,10 @@ impl Default for KubernetesConfig {
             api_url: "http://dask-gateway:8000/api".into(),
             cluster_domain: "cluster.local".into(),
             network_policy: false,
+            // Each pooled profile holds a scheduler pod's requests all the
+            // time, on a cluster shared with others: an administrator opts in.
+            pool_size: 0,
+            pool_profiles: None,
             pods: Default::default(),
         }
     }
@@ -656,17 +666,19 @@ impl Config {
         if let BackendConfig::Kubernetes(k8s) = &self.backend {
             crate::pods::resolve_all(&k8s.pods, &self.options.profiles)?;
         }
-        if let BackendConfig::Local(local) = &self.backend {
+        let (pool_size, pool_profiles) = match &self.backend {
+            BackendConfig::Local(local) => (local.pool_size, &local.pool_profiles),
+            BackendConfig::Kubernetes(k8s) => (k8s.pool_size, &k8s.pool_profiles),
+        };
+        anyhow::ensure!(
+            pool_size <= MAX_POOL_SIZE,
+            "backend.pool_size: at most {MAX_POOL_SIZE} ready schedulers per profile"
+        );
+        for name in pool_profiles.iter().flatten() {
             anyhow::ensure!(
-                local.pool_size <= MAX_POOL_SIZE,
-                "backend.pool_size: at most {MAX_POOL_SIZE} ready schedulers per profile"
+                self.options.profiles.iter().any(|p| &p.name == name),
+                "backend.pool_profiles: no profile named {name:?}"
             );
-            for name in local.pool_profiles.iter().flatten() {
-                anyhow::ensure!(
-                    self.options.profiles.iter().any(|p| &p.name == name),
-                    "backend.pool_profiles: no profile named {name:?}"
-                );
-            }
         }
         anyhow::ensure!(
             self.cluster.completed_cluster_max_age >= 0.0
@@ -873,5 +885,23 @@ mod tests {
         .unwrap();
         assert_eq!(config.options.profiles[0].worker_memory.0, 512 << 20);
         assert!(matches!(config.backend, BackendConfig::Kubernetes(ref k) if k.image == "img:1"));
+    }
+
+    #[test]
+    fn the_kubernetes_pool_is_off_by_default_and_checked_like_the_local_one() {
+        let k8s =
+            |extra: &str| Config::parse(&format!("[backend]\ntype = \"kubernetes\"\n{extra}"));
+        let BackendConfig::Kubernetes(default) = k8s("").unwrap().backend else { panic!() };
+        assert_eq!((default.pool_size, default.pool_profiles), (0, None));
+        let BackendConfig::Kubernetes(on) =
+            k8s("pool_size = 2\npool_profiles = [\"medium\"]").unwrap().backend
+        else {
+            panic!()
+        };
+        assert_eq!((on.pool_size, on.pool_profiles.unwrap()), (2, vec!["medium".to_string()]));
+        let error = k8s("pool_size = 17").unwrap_err().to_string();
+        assert!(error.contains("backend.pool_size"), "{error}");
+        let error = k8s("pool_profiles = [\"huge\"]").unwrap_err().to_string();
+        assert!(error.contains("backend.pool_profiles") && error.contains("huge"), "{error}");
     }
 }

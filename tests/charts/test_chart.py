@@ -42,18 +42,25 @@ def test_values_schema_rejects_bad_values():
     assert bad.returncode != 0 and "type" in bad.stderr
     bad = helm("template", "t", str(CHART), "--set", "gateway.profiles[0].workerCores=0", check=False)
     assert bad.returncode != 0 and "workerCores" in bad.stderr
+    bad = helm("template", "t", str(CHART), "--set", "gateway.pool.size=17", check=False)
+    assert bad.returncode != 0 and "size" in bad.stderr
 
 
 def test_rendered_gateway_config_is_accepted_by_the_gateway(tmp_path):
     from gatewaylib import gateway_bin
     for extra in [(), ("--set", "gateway.limits.userMaxClusters=2", "--set", "gateway.auth.admins={alice,bob}",
-                       "--set", "gateway.auth.type=basic", "--set", "gateway.auth.usersSecret=users")]:
+                       "--set", "gateway.auth.type=basic", "--set", "gateway.auth.usersSecret=users"),
+                  ("--set", "gateway.pool.size=2", "--set", "gateway.pool.profiles={small,medium}")]:
         config = next(d for d in render(*extra) if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-gateway"))
         path = tmp_path / "gateway.toml"
         path.write_text(config["data"]["gateway.toml"])
         proc = subprocess.run([gateway_bin(), "--config", str(path), "check-config"], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
         assert "config ok: 3 profile(s), kubernetes backend" in proc.stdout
+    # The pool is off by default (its idle cost is scheduler pods), on when set.
+    assert "pool_size = 0" in gateway_config(render())
+    pooled = gateway_config(render("--set", "gateway.pool.size=2", "--set", "gateway.pool.profiles={small,medium}"))
+    assert 'pool_size = 2\npool_profiles = ["small", "medium"]' in pooled, pooled
 
 
 def gateway_config(docs):

@@ -7,6 +7,9 @@
 //! A cluster named `<hex>` by the gateway is the DaskCluster `dask-<hex>`
 //! (Service names must start with a letter); its scheduler runs the
 //! dask-gateway preload and reports to `api_url`.
+//!
+//! With `pool_size`, ready DaskClusters wait unclaimed for creates that
+//! match their profile (see `pool.rs`); users never see them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,11 +39,12 @@ use crate::models::{Addresses, Cluster, ClusterStatus, Heartbeat, now_ms};
 
 mod build;
 mod pod_logs;
+mod pool;
 mod records;
 
 use self::build::{
-    API_PORT, CLUSTER, COMM_PORT, DASHBOARD_PORT, INSTANCE, OPTIONS, SETTINGS, Site, USER,
-    resource_name, secret_name,
+    API_PORT, CLAIMED, CLUSTER, COMM_PORT, DASHBOARD_PORT, INSTANCE, OPTIONS, POOL, SETTINGS, Site,
+    USER, resource_name, secret_name,
 };
 
 const MANAGER: &str = "dask-gateway";
@@ -89,6 +93,7 @@ fn api_error(e: kube::Error, doing: &str) -> BackendError {
     }
 }
 
+#[derive(Clone)]
 pub struct KubernetesBackend {
     client: Client,
     namespace: String,
@@ -101,6 +106,10 @@ pub struct KubernetesBackend {
     changed: Arc<watch::Sender<u64>>,
     /// How long stopped and failed clusters' records are kept.
     retention: Retention,
+    /// The warm pool's templates and size (size 0: every start is cold).
+    pool: Arc<pool::Pool>,
+    /// How long a cluster may take to become RUNNING.
+    start_timeout: Duration,
 }
 
 impl KubernetesBackend {
@@ -141,8 +150,11 @@ impl KubernetesBackend {
             secrets,
             changed,
             retention: Retention::from_seconds(config.cluster.completed_cluster_max_age),
+            pool: Arc::new(pool::Pool::new(config, settings)),
+            start_timeout: Duration::from_secs_f64(config.cluster.start_timeout),
         };
-        backend.spawn_start_timeout(Duration::from_secs_f64(config.cluster.start_timeout));
+        backend.spawn_start_timeout(backend.start_timeout);
+        tokio::spawn(pool::refill(backend.clone()));
         records::spawn_sweep(
             backend.secrets.clone(),
             Api::namespaced(backend.client.clone(), &backend.namespace),
@@ -167,13 +179,17 @@ impl KubernetesBackend {
         }
     }
 
+    /// The cluster's credentials Secret (or its record), from the cache.
+    fn secret_of(&self, dc: &DaskCluster) -> Option<Arc<Secret>> {
+        let name = dc.labels().get(CLUSTER)?;
+        self.secrets.get(&reflector::ObjectRef::new(&secret_name(name)).within(&self.namespace))
+    }
+
     /// The gateway's view of a DaskCluster and its Secret.
     fn to_cluster(&self, dc: &DaskCluster) -> Option<Cluster> {
         let name = dc.labels().get(CLUSTER)?.clone();
         let annotations = dc.annotations();
-        let secret = self
-            .secrets
-            .get(&reflector::ObjectRef::new(&secret_name(&name)).within(&self.namespace));
+        let secret = self.secret_of(dc);
         let data = |key: &str| {
             let bytes = secret.as_ref()?.data.as_ref()?.get(key)?;
             String::from_utf8(bytes.0.clone()).ok()
@@ -200,7 +216,7 @@ impl KubernetesBackend {
                 .unwrap_or_default(),
             config: annotations.get(SETTINGS).and_then(|c| serde_json::from_str(c).ok())?,
             status,
-            start_time: dc.creation_timestamp().map(|t| t.0.as_millisecond()).unwrap_or_default(),
+            start_time: start_time(dc),
             stop_time: None,
             reason: scheduler_problem(dc).or_else(|| annotations.get(FAILED).cloned()),
             tls_cert: data("dask.crt").unwrap_or_default(),
@@ -254,7 +270,8 @@ impl KubernetesBackend {
                 let clusters = store.state();
                 failed.retain(|uid| clusters.iter().any(|dc| dc.uid().as_ref() == Some(uid)));
                 for dc in clusters {
-                    if dc.meta().deletion_timestamp.is_some() {
+                    // The pool replaces its own failed members, without records.
+                    if dc.meta().deletion_timestamp.is_some() || is_pooled(&dc) {
                         continue;
                     }
                     if let Some(record) =
@@ -384,10 +401,15 @@ impl KubernetesBackend {
     }
 
     /// The slot goes with its cluster: owned by the DaskCluster, so that
-    /// deleting the cluster frees it.
+    /// deleting the cluster frees it. Its holder becomes the cluster's name
+    /// (a pooled cluster claimed has a name of its own).
     async fn bind_slot(&self, slot: &str, owner: &DaskCluster) {
-        let Some(owner) = owner_reference(owner) else { return };
-        let patch = json!({ "metadata": { "ownerReferences": [owner] } });
+        let Some(reference) = owner_reference(owner) else { return };
+        let holder = owner.labels().get(CLUSTER);
+        let patch = json!({
+            "metadata": { "ownerReferences": [reference] },
+            "spec": { "holderIdentity": holder },
+        });
         if let Err(e) =
             self.leases().patch(slot, &PatchParams::default(), &Patch::Merge(patch)).await
         {
@@ -448,9 +470,17 @@ impl KubernetesBackend {
         }))?)
     }
 
-    /// The DaskCluster and its Secret; never one without the other.
-    async fn create_resources(&self, cluster: &Cluster) -> Result<DaskCluster, BackendError> {
-        let dc = build::dask_cluster(&self.site(), cluster)?;
+    /// The DaskCluster and its Secret; never one without the other. With
+    /// `pool`: a warm-pool member of the template with that key.
+    async fn create_resources(
+        &self,
+        cluster: &Cluster,
+        pool: Option<&str>,
+    ) -> Result<DaskCluster, BackendError> {
+        let dc = match pool {
+            Some(key) => build::pooled_dask_cluster(&self.site(), cluster, key)?,
+            None => build::dask_cluster(&self.site(), cluster)?,
+        };
         let created = self
             .api()
             .create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &dc)
@@ -477,9 +507,27 @@ impl KubernetesBackend {
         Ok(created)
     }
 
+    /// The DaskCluster of cluster `name`, pool members included.
     fn find(&self, name: &str) -> Option<Arc<DaskCluster>> {
         self.clusters.get(&reflector::ObjectRef::new(&resource_name(name)).within(&self.namespace))
     }
+
+    /// The DaskCluster of a user's cluster `name` (not a pool member).
+    fn find_claimed(&self, name: &str) -> Option<Arc<DaskCluster>> {
+        self.find(name).filter(|dc| !is_pooled(dc))
+    }
+}
+
+/// A warm-pool member no user has claimed (unseen by users).
+fn is_pooled(dc: &DaskCluster) -> bool {
+    dc.labels().contains_key(POOL)
+}
+
+/// When the cluster became its user's: its claim, if it waited in the
+/// warm pool (that time does not count), else its creation.
+fn start_time(dc: &DaskCluster) -> i64 {
+    let claimed = dc.annotations().get(CLAIMED).and_then(|t| t.parse::<i64>().ok());
+    claimed.or_else(|| dc.creation_timestamp().map(|t| t.0.as_millisecond())).unwrap_or_default()
 }
 
 /// What holds a DaskCluster's scheduler up, as the operator says in its
@@ -576,30 +624,59 @@ impl Backend for KubernetesBackend {
         cluster: Cluster,
         max_clusters: Option<u32>,
     ) -> Result<Created, BackendError> {
+        // The slot first (held by the fresh name until bound): a claim
+        // counts against the limit as a cold start does.
         let slot = match max_clusters {
             Some(max) => Some(self.reserve_slot(&cluster.username, &cluster.name, max).await?),
             None => None,
         };
-        let created = self.create_resources(&cluster).await;
+        let claimed = match self.pool.template_for(&cluster.config) {
+            Some(template) => self.claim(template, &cluster).await,
+            None => None,
+        };
+        let (created, source) = match claimed {
+            Some(dc) => (Ok(dc), StartSource::Pool),
+            None => (self.create_resources(&cluster, None).await, StartSource::Cold),
+        };
         match (&slot, &created) {
             (Some(slot), Ok(dc)) => self.bind_slot(slot, dc).await,
             // A failed create gives its slot back at once.
             (Some(slot), Err(_)) => self.release_slot(slot).await,
             (None, _) => {}
         }
-        created.map(|_| Created { name: cluster.name.clone(), source: StartSource::Cold })
+        let dc = created?;
+        let name = dc.labels().get(CLUSTER).cloned().unwrap_or(cluster.name);
+        Ok(Created { name, source })
     }
 
     async fn get(&self, name: &str) -> Option<Cluster> {
         match self.find(name) {
+            Some(dc) if is_pooled(&dc) => None,
             Some(dc) => self.to_cluster(&dc),
             None => self.find_record(name).and_then(|s| self.record_to_cluster(&s)),
         }
     }
 
+    async fn for_scheduler(&self, name: &str) -> Option<Cluster> {
+        match self.find(name) {
+            Some(dc) => self.to_cluster(&dc),
+            None => self.get(name).await,
+        }
+    }
+
+    async fn pooled(&self) -> Vec<ClusterStatus> {
+        let members = self.clusters.state().into_iter().filter(|dc| is_pooled(dc));
+        members.filter_map(|dc| self.to_cluster(&dc)).map(|c| c.status).collect()
+    }
+
     async fn list(&self) -> Vec<Cluster> {
-        let mut clusters: Vec<Cluster> =
-            self.clusters.state().iter().filter_map(|dc| self.to_cluster(dc)).collect();
+        let mut clusters: Vec<Cluster> = self
+            .clusters
+            .state()
+            .iter()
+            .filter(|dc| !is_pooled(dc))
+            .filter_map(|dc| self.to_cluster(dc))
+            .collect();
         let live: std::collections::HashSet<String> =
             clusters.iter().map(|c| c.name.clone()).collect();
         clusters.extend(
@@ -630,6 +707,11 @@ impl Backend for KubernetesBackend {
         // client's DELETE after its failed start): that retirement ends it,
         // and its record keeps saying FAILED.
         if dc.meta().deletion_timestamp.is_some() || self.find_record(name).is_some() {
+            return Ok(());
+        }
+        // A pool member (its own scheduler asking): it leaves no record.
+        if is_pooled(&dc) {
+            self.delete_member(&dc).await;
             return Ok(());
         }
         // The record first, then the DaskCluster, whose owner references take
@@ -663,13 +745,13 @@ impl Backend for KubernetesBackend {
     }
 
     async fn fail(&self, name: &str, reason: &str) {
-        if let Some(dc) = self.find(name) {
+        if let Some(dc) = self.find_claimed(name) {
             self.failer().retire(&dc, Some(reason)).await;
         }
     }
 
     async fn logs(&self, cluster: &Cluster, bounds: LogBounds) -> Result<LogStream, BackendError> {
-        let read = match self.find(&cluster.name) {
+        let read = match self.find_claimed(&cluster.name) {
             Some(dc) => pod_logs::cluster_logs(self.pods(), &dc.name_any(), |_| bounds).await,
             None => {
                 let secrets = Api::namespaced(self.client.clone(), &self.namespace);
@@ -728,6 +810,23 @@ mod tests {
         );
         let running = dask_cluster(Some(Running), "Starting", "");
         assert_eq!(start_failure(&running, 1_000.0, timeout), None);
+    }
+
+    #[test]
+    fn a_claimed_cluster_starts_at_its_claim_and_pool_members_are_told_apart() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let mut dc = DaskCluster::new("dask-x", Default::default());
+        let created = k8s_openapi::jiff::Timestamp::from_millisecond(1_000_000).unwrap();
+        dc.metadata.creation_timestamp = Some(Time(created));
+        assert_eq!(start_time(&dc), 1_000_000);
+        assert!(!is_pooled(&dc));
+        dc.metadata.labels = Some([(POOL.to_string(), "k".to_string())].into());
+        assert!(is_pooled(&dc));
+        dc.metadata.annotations = Some([(CLAIMED.to_string(), "1500000".to_string())].into());
+        assert_eq!(start_time(&dc), 1_500_000, "time in the pool is not the user's");
+        // A pinned empty value (the scheduler template's) is no claim time.
+        dc.metadata.annotations = Some([(CLAIMED.to_string(), String::new())].into());
+        assert_eq!(start_time(&dc), 1_000_000);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod history;
 pub mod kubernetes;
 pub mod local;
 pub mod logs;
+pub mod templates;
 
 use std::sync::Arc;
 

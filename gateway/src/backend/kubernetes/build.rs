@@ -22,6 +22,11 @@ pub const CLUSTER: &str = "gateway.dask.org/cluster";
 pub const USER: &str = "gateway.dask.org/user";
 pub const OPTIONS: &str = "gateway.dask.org/options";
 pub const SETTINGS: &str = "gateway.dask.org/config";
+/// Label of a warm-pool member (a DaskCluster no user has claimed yet): its
+/// template's key ([`crate::backend::kubernetes::pool`]).
+pub const POOL: &str = "gateway.dask.org/pool";
+/// When a user claimed a pool member (ms since the epoch): its start time.
+pub const CLAIMED: &str = "gateway.dask.org/claimed";
 /// Where the pods mount their credentials Secret.
 const CREDENTIALS: &str = "/etc/dask-credentials";
 /// The scheduler preload's HTTP API (heartbeats, orders), beside the two
@@ -367,6 +372,32 @@ pub fn dask_cluster(site: &Site, cluster: &Cluster) -> anyhow::Result<DaskCluste
     })
 }
 
+/// A warm-pool member: the DaskCluster of `cluster` (its template's, with
+/// no user), labelled with its template's `key`. A claim changes the
+/// DaskCluster's metadata, which the operator passes on to its children;
+/// the scheduler's template pins each key a claim changes, so the
+/// Deployment's pod template stays the same and the ready scheduler pod is
+/// not rolled. That pod (and its Deployment and Service) keep the pool's
+/// metadata, without the user; the worker group and the worker pods, all
+/// made after the claim, carry the user's as a cold cluster's do.
+pub fn pooled_dask_cluster(
+    site: &Site,
+    cluster: &Cluster,
+    key: &str,
+) -> anyhow::Result<DaskCluster> {
+    let mut dc = dask_cluster(site, cluster)?;
+    dc.metadata.labels.get_or_insert_default().insert(POOL.into(), key.into());
+    let pinned = dc.metadata.annotations.clone().unwrap_or_default();
+    let meta = dc.spec.scheduler.metadata.get_or_insert_default();
+    meta.labels.get_or_insert_default().insert(POOL.into(), key.into());
+    let annotations = meta.annotations.get_or_insert_default();
+    for (k, v) in [(USER, pinned.get(USER)), (OPTIONS, pinned.get(OPTIONS))] {
+        annotations.insert(k.into(), v.cloned().unwrap_or_default());
+    }
+    annotations.insert(CLAIMED.into(), String::new());
+    Ok(dc)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -628,6 +659,34 @@ mod tests {
         assert!(worker.host_aliases.is_none());
         let labels = dc.spec.worker.metadata.as_ref().unwrap().labels.as_ref().unwrap();
         assert!(!labels.contains_key("tier"));
+    }
+
+    #[test]
+    fn a_claim_changes_no_metadata_the_scheduler_pod_inherits() {
+        let mut cluster = cluster();
+        cluster.username = String::new();
+        let dc = pooled_dask_cluster(&SITE, &cluster, "k1").unwrap();
+        assert_eq!(dc.metadata.labels.as_ref().unwrap()[POOL], "k1");
+        assert_eq!(dc.metadata.annotations.as_ref().unwrap()[USER], "");
+        // The operator gives the scheduler's Deployment the DaskCluster's
+        // metadata overridden by the scheduler template's: every key a
+        // claim writes is pinned there, so the Deployment does not roll.
+        let pinned = dc.spec.scheduler.metadata.as_ref().unwrap();
+        let patch = super::super::pool::claim_patch("1", "alice", &cluster.options, 5);
+        let changed = &patch["metadata"];
+        for key in changed["labels"].as_object().unwrap().keys() {
+            assert!(pinned.labels.as_ref().unwrap().contains_key(key), "label {key}");
+        }
+        for key in changed["annotations"].as_object().unwrap().keys() {
+            assert!(pinned.annotations.as_ref().unwrap().contains_key(key), "annotation {key}");
+        }
+        assert_eq!(pinned.annotations.as_ref().unwrap()[USER], "", "the pod never had a user");
+        // The workers' template pins nothing: pods made after the claim are the user's.
+        assert_eq!(
+            dc.spec.worker.metadata,
+            dask_cluster(&SITE, &cluster).unwrap().spec.worker.metadata
+        );
+        assert_eq!(dc.spec.worker.spec, dask_cluster(&SITE, &cluster).unwrap().spec.worker.spec);
     }
 
     #[test]

@@ -143,7 +143,8 @@ impl Retirer {
     ) -> Result<Secret, kube::Error> {
         let annotations = dc.annotations();
         let now = now_ms();
-        let created = dc.creation_timestamp().map(|t| t.0.as_millisecond()).unwrap_or(now);
+        // A pooled cluster's time in the pool is not its user's.
+        let created = Some(super::start_time(dc)).filter(|t| *t > 0).unwrap_or(now);
         let record = json!({
             "metadata": {
                 "ownerReferences": null,

@@ -9,22 +9,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
-use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::{Entry, Settings, Table, launch};
+use crate::backend::templates::{self, Backoff, Template};
 use crate::config::{Config, LocalConfig};
 use crate::models::{Cluster, ClusterStatus};
-use crate::options::{ClusterConfig, OptionsSpec};
-
-/// The cluster a pooled profile makes with its default options.
-#[derive(Debug, Clone)]
-struct Template {
-    profile: String,
-    options: Map<String, Value>,
-    config: ClusterConfig,
-}
+use crate::options::ClusterConfig;
 
 #[derive(Debug, Clone, Default)]
 pub struct Pool {
@@ -33,40 +24,13 @@ pub struct Pool {
     templates: Vec<Template>,
 }
 
-/// After a pooled scheduler fails, the next start of its template waits
-/// this long, doubling up to [`MAX_BACKOFF`]: a broken `dask` does not
-/// respawn in a loop.
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How often the pool looks at the table at most (and at least, idle).
 const REFILL_DEBOUNCE: Duration = Duration::from_millis(200);
 const REFILL_IDLE: Duration = Duration::from_secs(2);
 
 impl Pool {
     pub fn new(config: &Config, local: &LocalConfig) -> Self {
-        let spec = OptionsSpec::new(config.options.profiles.clone(), config.options.fields.clone());
-        let profiles: Vec<String> = match &local.pool_profiles {
-            Some(names) => names.clone(),
-            None => config.options.profiles.iter().take(1).map(|p| p.name.clone()).collect(),
-        };
-        let templates = profiles
-            .into_iter()
-            .filter_map(|profile| {
-                let requested = json!({ "profile": profile });
-                let requested = requested.as_object().expect("an object");
-                let (options, config) = spec
-                    .resolve(requested, &config.cluster)
-                    .inspect_err(|e| warn!(profile, error = %e, "profile not pooled"))
-                    .ok()?;
-                // A pooled scheduler's idle clock would start long before
-                // its cluster does.
-                if config.idle_timeout > 0.0 {
-                    warn!(profile, "profile not pooled: its clusters have an idle timeout");
-                    return None;
-                }
-                Some(Template { profile, options, config })
-            })
-            .collect();
+        let templates = templates::pooled(config, local.pool_profiles.as_deref());
         Self { size: local.pool_size as usize, templates }
     }
 
@@ -112,25 +76,6 @@ pub(super) fn claim(
     Some(entry.cluster.name.clone())
 }
 
-/// Per template: when it may start again after failures.
-#[derive(Default)]
-struct Backoff {
-    delay: Option<Duration>,
-    until: Option<Instant>,
-}
-
-impl Backoff {
-    fn failed(&mut self) {
-        let delay = self.delay.map_or(FIRST_BACKOFF, |d| (d * 2).min(MAX_BACKOFF));
-        self.delay = Some(delay);
-        self.until = Some(Instant::now() + delay);
-    }
-
-    fn ready(&self) -> bool {
-        self.until.is_none_or(|t| Instant::now() >= t)
-    }
-}
-
 /// Keeps the pool full for as long as the gateway runs; its schedulers
 /// stop with the gateway (or, after a crash, at the next start).
 pub(super) async fn refill(settings: Arc<Settings>, table: Table) {
@@ -160,7 +105,7 @@ pub(super) async fn refill(settings: Arc<Settings>, table: Table) {
                 if let Some(template) = entry.pooled {
                     live.push(template);
                     if entry.cluster.status == ClusterStatus::Running {
-                        backoff[template].delay = None;
+                        backoff[template].reset();
                     }
                 }
             }
@@ -189,6 +134,7 @@ pub(super) async fn refill(settings: Arc<Settings>, table: Table) {
 mod tests {
     use super::*;
     use crate::models::tests::sample;
+    use serde_json::Map;
 
     fn pool(size: usize) -> (Pool, ClusterConfig) {
         let config = sample("x", "", ClusterStatus::Pending).config;
@@ -245,15 +191,5 @@ mod tests {
         assert_eq!(claimed.cluster.start_time, 42);
         // Only a starting one is left: the next create starts cold.
         assert_eq!(claim(&pool, &mut clusters, &request), None);
-    }
-
-    #[test]
-    fn failures_back_off_doubling() {
-        let mut backoff = Backoff::default();
-        assert!(backoff.ready());
-        backoff.failed();
-        assert!(!backoff.ready());
-        backoff.failed();
-        assert_eq!(backoff.delay, Some(FIRST_BACKOFF * 2));
     }
 }
