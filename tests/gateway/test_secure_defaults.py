@@ -14,7 +14,7 @@ import pytest
 import requests
 from testlib import poll
 
-from gatewaylib import free_port, gateway_bin
+from gatewaylib import Gateway, gateway_bin
 
 
 def running(gw, user="alice"):
@@ -55,21 +55,16 @@ def test_open_simple_auth_off_loopback_refuses_to_start(tmp_path):
 
 
 def test_the_session_cookie_is_httponly_samesite_scoped_and_secure_behind_https(tmp_path):
-    port = free_port()
-    config = tmp_path / "prefixed.toml"
-    config.write_text(f'listen = "127.0.0.1:{port}"\nprefix = "/services/dask-gateway"\n')
-    proc = subprocess.Popen([gateway_bin(), "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}/services/dask-gateway"
+    gw = Gateway(tmp_path, "", prefix="/services/dask-gateway")
+    base = gw.address + gw.prefix
     try:
-        poll(lambda: ok(base + "/api/health"), 30, "the gateway to answer")
         cookie = requests.get(base + "/api/v1/options", auth=("alice", ""), timeout=10).headers["Set-Cookie"]
         assert "; Path=/services/dask-gateway;" in cookie and "; HttpOnly" in cookie and "; SameSite=Lax" in cookie, cookie
         assert "Secure" not in cookie, cookie
         behind_https = requests.get(base + "/api/v1/options", auth=("bob", ""), headers={"X-Forwarded-Proto": "https"}, timeout=10)
         assert behind_https.headers["Set-Cookie"].endswith("; Secure"), behind_https.headers["Set-Cookie"]
     finally:
-        proc.terminate()
-        proc.wait(10)
+        gw.stop()
 
 
 def ok(url):
