@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{Action, trigger_owners, trigger_with};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -22,10 +22,10 @@ use tracing::{info, instrument, warn};
 
 use crate::api::{cached, patch_status, strip_bookkeeping, trim_group};
 use crate::applied::Applied;
-use crate::config::controller_config;
+use crate::config::CONCURRENCY;
 use crate::problems::{Problem, new_problems, pod_problems};
 use crate::scheduler_api::SchedulerApi;
-use crate::{Context, Error, Result, build, report, validate};
+use crate::{Context, Error, Result, build, pace, report, validate};
 
 const KIND: &str = "DaskCluster";
 
@@ -89,18 +89,28 @@ pub async fn run(ctx: Arc<Context>) {
         ctx: ctx.clone(),
         children: Children { deployments, services, groups, pods, applied: Arc::default() },
     });
-    let results = Controller::for_stream(cluster_events.applied_objects(), clusters.clone())
-        .owns_stream(deployment_events.touched_objects())
-        .owns_stream(service_events.touched_objects())
-        .owns_stream(group_events.touched_objects())
-        // Scheduler pods belong to a ReplicaSet; their label names the cluster.
-        .watches_stream(pod_events.touched_objects(), |pod: Pod| {
-            let cluster = pod.labels().get(dask_crds::labels::CLUSTER_NAME)?;
-            Some(ObjectRef::new(cluster).within(&pod.namespace()?))
-        })
-        .with_config(controller_config())
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, state);
+    // Scheduler pods belong to a ReplicaSet; their label names the cluster.
+    let scheduler_pod_cluster = |pod: Pod| {
+        let cluster = pod.labels().get(dask_crds::labels::CLUSTER_NAME)?;
+        Some(ObjectRef::<DaskCluster>::new(cluster).within(&pod.namespace()?))
+    };
+    let triggers = vec![
+        // A cluster without a status is new: it has no scheduler or workers yet.
+        pace::own(cluster_events.applied_objects(), |c: &DaskCluster| c.status.is_none()),
+        pace::related(trigger_owners(deployment_events.touched_objects(), (), ())),
+        pace::related(trigger_owners(service_events.touched_objects(), (), ())),
+        pace::related(trigger_owners(group_events.touched_objects(), (), ())),
+        pace::related(trigger_with(pod_events.touched_objects(), scheduler_pod_cluster)),
+    ];
+    let results = pace::run(
+        clusters.clone(),
+        triggers,
+        ctx.config.debounce,
+        CONCURRENCY,
+        reconcile,
+        error_policy,
+        state,
+    );
     let ctx = &ctx;
     report::failures(results, clusters, KIND, |cluster, error| async move {
         report::warn_failed(ctx, &*cluster, &error).await;

@@ -53,6 +53,10 @@ struct Args {
     /// re-list) before /healthz fails.
     #[arg(long, env = "DASK_OPERATOR_WATCH_STALL_TIMEOUT", default_value = "120", value_parser = parse_seconds)]
     watch_stall_timeout: Duration,
+    /// Seconds each controller gathers an object's triggers (watch events of
+    /// it and its children) into one reconcile.
+    #[arg(long, env = "DASK_OPERATOR_DEBOUNCE", default_value = "0.5", value_parser = parse_seconds)]
+    debounce: Duration,
     /// Development and tests only: resolve every scheduler's Service name to
     /// this address (schedulers running on the host's loopback).
     #[arg(long)]
@@ -77,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
         instance: args.pod_name.clone(),
         autoscaling: Tuning { window: args.scale_down_window, step: args.scale_down_step },
         watch_stall: args.watch_stall_timeout,
+        debounce: args.debounce,
     };
     let scheduler = SchedulerApi::new(args.resolve_schedulers_to);
     let ctx = Arc::new(Context::new(client.clone(), config, metrics.clone(), scheduler));
