@@ -4,9 +4,16 @@
 # Knobs: BENCH_OPERATORS=rs,py  BENCH_TIMEOUT=1800 (s, per phase)  SIM_NODES=16
 #        BENCH_RATE=5 BENCH_DURATION=120 (steady load; 0 skips it)  BENCH_CONCURRENCY=64
 #        N=0 skips the burst.
+#        BENCH_OPERATOR_BIN=path: time that dask-operator binary (e.g. a saved
+#        build, for a before/after) instead of building this checkout's.
+#        BENCH_OPERATOR_ARGS="--debounce 0.1": extra flags for ours.
+#        BENCH_NAMESPACE=bench: prefix of the namespaces the runs use.
 source "$(dirname "${BASH_SOURCE[0]}")/../tests/lib/env.sh"
 cd "$root"
-cargo build --release --locked -p dask-operator -p dask-crds
+if [[ -z ${BENCH_OPERATOR_BIN:-} ]]; then
+  cargo build --release --locked -p dask-operator -p dask-crds
+fi
+operator_bin=${BENCH_OPERATOR_BIN:-$CARGO_TARGET_DIR/release/dask-operator}
 # A sim (or pods) tier that is already up is used as it is: it may be shared.
 # (The status goes to a variable first: `grep -q` in a pipeline under pipefail
 # would fail the test by SIGPIPE and run `up` on a live control plane.)
@@ -47,5 +54,5 @@ YAML
 VENV=$(tests/python/env)
 # The operator never contacts a simulated pod's fake address; the bench adds
 # `--namespace NS` (one namespace, as kopf does with --namespace).
-export DASK_OPERATOR_CMD="$CARGO_TARGET_DIR/release/dask-operator --resolve-schedulers-to 127.0.0.1 --metrics-addr 127.0.0.1:0"
+export DASK_OPERATOR_CMD="$operator_bin --resolve-schedulers-to 127.0.0.1 --metrics-addr 127.0.0.1:0 ${BENCH_OPERATOR_ARGS:-}"
 exec "$VENV/bin/python" bench/operator_bench.py "$@"

@@ -46,6 +46,7 @@ TIMEOUT = float(os.environ.get("BENCH_TIMEOUT", 1800))
 RATE = float(os.environ.get("BENCH_RATE", 5))
 DURATION = float(os.environ.get("BENCH_DURATION", 120))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", 64))
+NAMESPACE = os.environ.get("BENCH_NAMESPACE", "bench")
 CLUSTER_DIR = os.environ.get("DASK_RS_CLUSTER_DIR", "/tmp/dask-rs-cluster")
 GROUP = "/apis/kubernetes.dask.org/v1"
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"  # lists: as=...List
@@ -476,10 +477,10 @@ async def main():
             label, cmd = operators[key]
             kubeconfig, flow_schema = os.environ[f"BENCH_KUBECONFIG_{key.upper()}"], f"bench-operator-{key}"
             if N:
-                bursts.append(await burst(api, label, cmd, kubeconfig, flow_schema, f"bench-{key}"))
+                bursts.append(await burst(api, label, cmd, kubeconfig, flow_schema, f"{NAMESPACE}-{key}"))
                 print(json.dumps(bursts[-1]), file=sys.stderr)
             if RATE and DURATION:
-                steadies.append(await steady(api, label, cmd, kubeconfig, flow_schema, f"bench-{key}-steady"))
+                steadies.append(await steady(api, label, cmd, kubeconfig, flow_schema, f"{NAMESPACE}-{key}-steady"))
                 print(json.dumps(steadies[-1]), file=sys.stderr)
     finally:
         await api.close()

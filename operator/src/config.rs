@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
-use kube::runtime::{controller, watcher};
+use kube::runtime::watcher;
 
 use crate::autoscaler::Tuning;
+
+/// The default of [`Config::debounce`].
+pub const DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// What the operator is told at start.
 #[derive(Clone, Debug)]
@@ -20,6 +23,13 @@ pub struct Config {
     pub autoscaling: Tuning,
     /// `/healthz` fails when a watch has made no progress for this long.
     pub watch_stall: Duration,
+    /// How long the cluster and worker-group controllers gather an object's
+    /// triggers into one reconcile ([`crate::pace`]): a pod going Pending →
+    /// Running → Ready, or a Deployment's status settling, fires several
+    /// watch events within a second; one reconcile after they stop sees the
+    /// same end state at a fraction of the API server's work. An object at
+    /// rest is reconciled at once.
+    pub debounce: Duration,
 }
 
 impl Default for Config {
@@ -30,6 +40,7 @@ impl Default for Config {
             instance: None,
             autoscaling: Tuning::default(),
             watch_stall: Duration::from_secs(120),
+            debounce: DEBOUNCE,
         }
     }
 }
@@ -45,14 +56,8 @@ impl Config {
     }
 }
 
-/// How the cluster and worker-group controllers run their reconciles.
-///
-/// Triggers are batched: a pod going Pending → Running → Ready, or a
-/// Deployment's status settling, fires several watch events within a second;
-/// one reconcile after they stop sees the same end state at a fraction of the
-/// API server's work. Reconciles are bounded: each holds API connections, and
-/// past a few dozen at once the API server, not the operator, is the limit
-/// while the operator's memory grows with every connection.
-pub fn controller_config() -> controller::Config {
-    controller::Config::default().debounce(Duration::from_millis(500)).concurrency(16)
-}
+/// Reconciles at once of the cluster and worker-group controllers: each
+/// holds API connections, and past a few dozen at once the API server, not
+/// the operator, is the limit while the operator's memory grows with every
+/// connection.
+pub const CONCURRENCY: u16 = 16;

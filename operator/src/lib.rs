@@ -24,6 +24,7 @@ pub mod job;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
+pub mod pace;
 pub mod problems;
 pub mod progress;
 pub mod propagate;

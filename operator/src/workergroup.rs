@@ -12,9 +12,11 @@ use std::time::Duration;
 
 use dask_crds::labels::*;
 use dask_crds::{DaskCluster, DaskWorkerGroup};
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch};
-use kube::runtime::controller::{Action, Controller};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, trigger_owners, trigger_with};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Resource, ResourceExt};
@@ -24,11 +26,15 @@ pub use plan::{WORKERS_READY, WorkerPlan, WorkerPod, plan, retire_addresses, wor
 
 use crate::adopt::adopt;
 use crate::api::{apply_params, cached, ignore_not_found, patch_status, trim_group};
-use crate::config::controller_config;
+use crate::config::CONCURRENCY;
 use crate::scheduler_api::SchedulerApi;
-use crate::{Context, Error, Result, build, report, validate};
+use crate::{Context, Error, Result, build, pace, report, validate};
 
 const KIND: &str = "DaskWorkerGroup";
+
+/// Pod creates one reconcile has in flight (a group of up to this many is
+/// created in one round trip; each holds an API connection).
+const POD_CREATES_AT_ONCE: usize = 8;
 
 pub async fn run(ctx: Arc<Context>) {
     let worker_pods = ctx.config.watch_config().labels(&format!("{COMPONENT}={COMPONENT_WORKER}"));
@@ -44,13 +50,26 @@ pub async fn run(ctx: Arc<Context>) {
         .default_backoff()
         .touched_objects()
         .predicate_filter(predicates::labels.combine(predicates::annotations), Default::default());
+    // Pods are triggers only: their metadata (owner) is enough.
+    let worker_pods = watcher(ctx.watched::<PartialObjectMeta<Pod>>(), worker_pods)
+        .default_backoff()
+        .touched_objects();
     let store = groups.clone();
-    let results = Controller::for_stream(group_events.applied_objects(), groups.clone())
-        .owns(ctx.watched::<Pod>(), worker_pods)
-        .watches_stream(cluster_changes, move |cluster| groups_of(&store, &cluster))
-        .with_config(controller_config())
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx.clone());
+    let triggers = vec![
+        // A group without a status is new: it has no pods yet.
+        pace::own(group_events.applied_objects(), |g: &DaskWorkerGroup| g.status.is_none()),
+        pace::related(trigger_owners(worker_pods, (), ())),
+        pace::related(trigger_with(cluster_changes, move |c| groups_of(&store, &c))),
+    ];
+    let results = pace::run(
+        groups.clone(),
+        triggers,
+        ctx.config.debounce,
+        CONCURRENCY,
+        reconcile,
+        error_policy,
+        ctx.clone(),
+    );
     report::warn_failures(results, groups, KIND, &ctx).await;
 }
 
@@ -109,11 +128,17 @@ async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Ac
     for pod in &plan.finished {
         delete_pod(&pods, pod).await?;
     }
-    for _ in 0..plan.create {
+    // Side by side: a new group's pods cost one round trip, not one per pod.
+    let creates = (0..plan.create).map(|_| {
         let pod_name = build::new_worker_name(&name);
         let pod = build::worker_pod(&group, &inherited, &pod_name, &address, &hash);
-        pods.patch(&pod_name, &apply_params(), &Patch::Apply(pod)).await?;
-    }
+        let pods = &pods;
+        async move { pods.patch(&pod_name, &apply_params(), &Patch::Apply(pod)).await }
+    });
+    futures::stream::iter(creates)
+        .buffer_unordered(POD_CREATES_AT_ONCE)
+        .try_for_each(|_| async { Ok(()) })
+        .await?;
     if plan.create > 0 {
         info!(created = plan.create, "created worker pods");
         let note = format!("Created {} worker pod(s)", plan.create);
