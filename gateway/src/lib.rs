@@ -126,9 +126,27 @@ pub fn heartbeat_router(gateway: Arc<Gateway>) -> Router {
 /// its answer carries it back: a server fault is logged under it, and its
 /// 500 names it ([`api::opaque_faults`]).
 fn with_request_ids(routes: Router) -> Router {
-    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+    use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
     routes
         .layer(axum::middleware::from_fn(api::opaque_faults))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(SetRequestIdLayer::x_request_id(NewRequestId))
+}
+
+/// A random UUID (v4) per request, drawn from the thread's generator:
+/// `tower_http`'s `MakeRequestUuid` asks the kernel (getrandom(2)) for every
+/// request, a syscall on each API call for an id that is a log label, not a
+/// secret.
+#[derive(Clone, Copy)]
+struct NewRequestId;
+
+impl tower_http::request_id::MakeRequestId for NewRequestId {
+    fn make_request_id<B>(
+        &mut self,
+        _: &axum::http::Request<B>,
+    ) -> Option<tower_http::request_id::RequestId> {
+        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        let value = axum::http::HeaderValue::from_str(&id.to_string()).ok()?;
+        Some(tower_http::request_id::RequestId::new(value))
+    }
 }
