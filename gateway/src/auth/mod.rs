@@ -389,7 +389,6 @@ impl Authenticator {
     }
 
     fn session(&self, headers: &HeaderMap) -> Option<Found> {
-        let prefix = format!("{}=", self.cookie_name);
         let now = session::unix_now();
         // Several cookies of the name (another path's, a stale one): the
         // first that opens.
@@ -398,7 +397,7 @@ impl Authenticator {
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
-            .filter_map(|c| c.trim().strip_prefix(prefix.as_str()))
+            .filter_map(|c| c.trim().strip_prefix(self.cookie_name.as_str())?.strip_prefix('='))
             .find_map(|value| self.sealer.open(value, now))?;
         Some(match &data.hub {
             Some(check) if check.recheck <= now => Found::Recheck(data),
