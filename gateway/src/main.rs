@@ -11,12 +11,6 @@ use dask_gateway::listener::{Port, Timeouts};
 use dask_gateway::{Gateway, heartbeat_router, listener, router};
 use tracing::info;
 
-/// mimalloc rather than glibc's malloc: a request allocates and frees a few
-/// dozen small blocks (headers, routing, JSON), and glibc's malloc/free took
-/// about 14% of the gateway's CPU per request (bench/gateway.sh, perf).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// A dask-gateway compatible server. With no config file: loopback, any user
 /// name (simple auth), schedulers and workers as local processes.
 #[derive(Parser, Debug)]
