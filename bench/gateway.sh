@@ -20,6 +20,9 @@ fi
 VENV=$(tests/python/env)
 export PATH=$VENV/bin:$PATH
 out=$(mktemp -d)
+# Our servers' state (clusters' records) in the run's own directory: the
+# default one is taken while another gateway runs on this machine.
+export XDG_STATE_HOME=$out/state
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$out"' EXIT
 
 # bench NAME URL [--load-only] -- CMD...: start a server, wait until it answers,

@@ -44,6 +44,10 @@ pub struct Gateway {
     pub backend: Arc<dyn Backend>,
     pub auth: Authenticator,
     pub options: OptionsSpec,
+    /// `GET /api/v1/options` for a caller offered every profile (all
+    /// callers unless group policies restrict profiles), serialised once:
+    /// the same bytes for every request.
+    pub all_options_json: axum::body::Bytes,
     pub defaults: ClusterDefaults,
     pub limits: Limits,
     /// Per-group limits and profiles over `limits`.
@@ -61,13 +65,13 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(config: &Config, backend: Arc<dyn Backend>) -> anyhow::Result<Self> {
+        let options =
+            OptionsSpec::new(config.options.profiles.clone(), config.options.fields.clone());
         Ok(Self {
             backend,
             auth: Authenticator::new(&config.auth, &config.limits)?.under_prefix(&config.prefix),
-            options: OptionsSpec::new(
-                config.options.profiles.clone(),
-                config.options.fields.clone(),
-            ),
+            all_options_json: options.to_json().to_string().into(),
+            options,
             defaults: config.cluster.clone(),
             limits: config.limits.clone(),
             policies: config.policies(),
@@ -108,27 +112,52 @@ pub fn router(gateway: Arc<Gateway>, prefix: &str) -> Router {
     let routes = routes
         .route("/metrics", axum::routing::get(metrics::render))
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), metrics::track))
-        .layer(axum::extract::DefaultBodyLimit::max(API_BODY_LIMIT))
         .with_state(gateway);
-    with_request_ids(routes)
+    around_every_request(routes)
 }
 
 /// The heartbeat listener's side: the scheduler routes alone, no prefix.
 pub fn heartbeat_router(gateway: Arc<Gateway>) -> Router {
     let routes = api::scheduler_routes()
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), metrics::track))
-        .layer(axum::extract::DefaultBodyLimit::max(API_BODY_LIMIT))
         .with_state(gateway);
-    with_request_ids(routes)
+    around_every_request(routes)
 }
 
-/// Every request gets an `x-request-id` (the caller's, or a new UUID), and
-/// its answer carries it back: a server fault is logged under it, and its
-/// 500 names it ([`api::opaque_faults`]).
-fn with_request_ids(routes: Router) -> Router {
-    use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-    routes
-        .layer(axum::middleware::from_fn(api::opaque_faults))
+/// What every request passes through, routed or not: the body limit, and
+/// an `x-request-id` (the caller's, or a new UUID) that its answer carries
+/// back: a server fault is logged under it, and its 500 names it
+/// ([`api::opaque_faults`]).
+///
+/// These wrap the router once, as its fallback, rather than through
+/// `Router::layer`: that wraps every route in another boxed service, and
+/// axum clones a route's whole stack of boxes on each call, so every layer
+/// there cost each request allocations at every depth below it.
+fn around_every_request(routes: Router) -> Router {
+    use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+    let stack = tower::ServiceBuilder::new()
+        .layer(SetRequestIdLayer::x_request_id(NewRequestId))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(axum::middleware::from_fn(api::opaque_faults))
+        .layer(axum::extract::DefaultBodyLimit::max(API_BODY_LIMIT))
+        .service(routes);
+    Router::new().fallback_service(stack)
+}
+
+/// A random UUID (v4) per request, drawn from the thread's generator:
+/// `tower_http`'s `MakeRequestUuid` asks the kernel (getrandom(2)) for every
+/// request, a syscall on each API call for an id that is a log label, not a
+/// secret.
+#[derive(Clone, Copy)]
+struct NewRequestId;
+
+impl tower_http::request_id::MakeRequestId for NewRequestId {
+    fn make_request_id<B>(
+        &mut self,
+        _: &axum::http::Request<B>,
+    ) -> Option<tower_http::request_id::RequestId> {
+        let id = uuid::Builder::from_random_bytes(rand::random()).into_uuid();
+        let value = axum::http::HeaderValue::from_str(&id.to_string()).ok()?;
+        Some(tower_http::request_id::RequestId::new(value))
+    }
 }

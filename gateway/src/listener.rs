@@ -153,8 +153,11 @@ pub async fn serve(
         stream.set_nodelay(true).ok();
         let (app, gateway, timeouts) = (app.clone(), gateway.clone(), timeouts.clone());
         let drain = drain.clone();
+        // Counted from accept, not from the task's first poll: a request
+        // accepted after this one sees it in the gauge.
+        let open = metrics::OpenConnection::new(&gateway.metrics, port.label());
         tokio::spawn(async move {
-            let _open = metrics::OpenConnection::new(&gateway.metrics, port.label());
+            let _open = open;
             let mut first = [0u8; 1];
             match tokio::time::timeout(timeouts.first_byte, stream.peek(&mut first)).await {
                 Ok(Ok(1)) if first[0] == 0x16 && matches!(port, Port::Public) => {

@@ -202,13 +202,15 @@ pub async fn track(State(gw): State<Arc<Gateway>>, request: Request, next: Next)
     let method = method_label(request.method());
     let start = Instant::now();
     let response = next.run(request).await;
-    gw.metrics
-        .latency
-        .get_or_create(&RouteLabels { route: route.clone() })
-        .observe(start.elapsed().as_secs_f64());
+    let labels = RouteLabels { route };
+    gw.metrics.latency.get_or_create(&labels).observe(start.elapsed().as_secs_f64());
     gw.metrics
         .requests
-        .get_or_create(&RequestLabels { method, route, status: response.status().as_u16() })
+        .get_or_create(&RequestLabels {
+            method,
+            route: labels.route,
+            status: response.status().as_u16(),
+        })
         .inc();
     response
 }
