@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use dask_crds::{DaskCluster, DaskWorkerGroup};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, trigger_owners, trigger_with};
@@ -86,11 +85,6 @@ pub async fn run(ctx: Arc<Context>) {
             c.spec.worker.spec = Default::default();
         },
     );
-    // The user waits on a starting cluster to run: its scheduler becoming
-    // ready or its Service appearing is not gathered with the rest.
-    let (cached_clusters, cached_deployments) = (clusters.clone(), deployments.clone());
-    let may_start =
-        move |child: &ObjectMeta| may_start(&cached_clusters, &cached_deployments, child);
     let state = Arc::new(State {
         ctx: ctx.clone(),
         children: Children { deployments, services, groups, pods, applied: Arc::default() },
@@ -103,8 +97,8 @@ pub async fn run(ctx: Arc<Context>) {
     let triggers = vec![
         // A cluster without a status is new: it has no scheduler or workers yet.
         pace::own(cluster_events.applied_objects(), |c: &DaskCluster| c.status.is_none()),
-        pace::owners(deployment_events.touched_objects(), may_start.clone()),
-        pace::owners(service_events.touched_objects(), may_start),
+        pace::related(trigger_owners(deployment_events.touched_objects(), (), ())),
+        pace::related(trigger_owners(service_events.touched_objects(), (), ())),
         pace::related(trigger_owners(group_events.touched_objects(), (), ())),
         pace::related(trigger_with(pod_events.touched_objects(), scheduler_pod_cluster)),
     ];
@@ -198,29 +192,6 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
         return check_idle(&cluster, ctx).await;
     }
     Ok(Action::requeue(Duration::from_secs(if running { 300 } else { 15 })))
-}
-
-/// Whether a change to `child` (the scheduler's Deployment or Service) may
-/// make its cluster Running: the cluster is not Running yet and its
-/// scheduler has a ready pod.
-fn may_start(
-    clusters: &Store<DaskCluster>,
-    deployments: &Store<Deployment>,
-    child: &ObjectMeta,
-) -> bool {
-    let (Some(ns), Some(name)) = (
-        &child.namespace,
-        child.labels.as_ref().and_then(|l| l.get(dask_crds::labels::CLUSTER_NAME)),
-    ) else {
-        return false;
-    };
-    let running = clusters.get(&ObjectRef::new(name).within(ns)).is_some_and(|c| c.is_running());
-    let scheduler = ObjectRef::new(&dask_crds::scheduler::service_name(name)).within(ns);
-    let ready = deployments
-        .get(&scheduler)
-        .and_then(|d| d.status.as_ref()?.ready_replicas)
-        .is_some_and(|ready| ready >= 1);
-    !running && ready
 }
 
 /// The first thing wrong with the cluster's scheduler pods (one, but two

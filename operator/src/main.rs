@@ -53,9 +53,8 @@ struct Args {
     /// re-list) before /healthz fails.
     #[arg(long, env = "DASK_OPERATOR_WATCH_STALL_TIMEOUT", default_value = "120", value_parser = parse_seconds)]
     watch_stall_timeout: Duration,
-    /// Seconds the cluster and worker-group controllers gather an object's
-    /// triggers (watch events of it and its children) into one reconcile; a
-    /// new object's first reconcile does not wait. 0 reconciles on every one.
+    /// Seconds each controller gathers an object's triggers (watch events of
+    /// it and its children) into one reconcile.
     #[arg(long, env = "DASK_OPERATOR_DEBOUNCE", default_value = "0.5", value_parser = parse_seconds)]
     debounce: Duration,
     /// Development and tests only: resolve every scheduler's Service name to
@@ -151,14 +150,11 @@ mod tests {
             "50%",
             "--watch-stall-timeout",
             "6",
-            "--debounce",
-            "0.1",
         ])
         .unwrap();
         assert_eq!(tuned.scale_down_window, Duration::from_secs(2));
         assert_eq!(tuned.scale_down_step, Step::Percent(50));
         assert_eq!(tuned.watch_stall_timeout, Duration::from_secs(6));
-        assert_eq!(tuned.debounce, Duration::from_millis(100));
         assert!(Args::try_parse_from(["dask-operator", "--scale-down-step", "0"]).is_err());
     }
 }

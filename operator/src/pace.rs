@@ -6,13 +6,11 @@
 //! status settling, fires several watch events within a second), at a
 //! fraction of the API server's work.
 //!
-//! Except a trigger the user is waiting on, which goes at once (and restarts
-//! the window): a new object's first reconcile (one the controller has never
-//! given a status), so a new DaskCluster gets its scheduler and worker group,
-//! and the new group its pods, without two windows' wait; and, for the
-//! cluster controller, a change that may make a starting cluster Running.
-//! What follows within the window (the children it created, the echo of its
-//! own status write) is gathered as above.
+//! Except the first reconcile of a new object (one the controller has never
+//! given a status): it goes at once, so a new DaskCluster gets its scheduler
+//! and worker group, and the new group its pods, without two windows' wait.
+//! What follows it within the window (the children it created, the echo of
+//! its own status write) is gathered as above.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -22,7 +20,6 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 use kube::runtime::controller::{self, Action, ReconcileRequest, applier};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -53,32 +50,6 @@ where
             at_once: is_new(&obj),
             request: ObjectRef::from_obj(&obj).into(),
         })
-        .boxed()
-}
-
-/// Triggers of the owners of type `K` of `children`; a child whose metadata
-/// `at_once` holds for triggers its owners at once.
-pub fn owners<K, C, S>(
-    children: S,
-    at_once: impl Fn(&ObjectMeta) -> bool + Send + 'static,
-) -> Triggers<K>
-where
-    K: Resource<DynamicType = ()> + 'static,
-    C: Resource,
-    S: Stream<Item = Result<C, watcher::Error>> + Send + 'static,
-{
-    children
-        .map_ok(move |child| {
-            let meta = child.meta();
-            let at_once = at_once(meta);
-            let triggers: Vec<Result<Trigger<K>, watcher::Error>> = (meta.owner_references.iter())
-                .flatten()
-                .filter_map(|owner| ObjectRef::from_owner_ref(meta.namespace.as_deref(), owner, ()))
-                .map(|owner| Ok(Trigger { request: owner.into(), at_once }))
-                .collect();
-            futures::stream::iter(triggers)
-        })
-        .try_flatten()
         .boxed()
 }
 
@@ -150,21 +121,28 @@ impl<T: Hash + Eq + Clone> Pacer<T> {
         Self { window, busy: HashMap::new(), ends: BTreeMap::new(), sequence: 0 }
     }
 
-    /// A trigger for `key` at `now`: true when it goes now (`at_once`: its
-    /// reconcile also sees what the held ones would have); otherwise it is
-    /// held until `key` has been quiet for a window (see [`due`](Self::due)).
-    /// Either way the window restarts: what follows is gathered.
+    /// A trigger for `key` at `now`: true when it goes now (`at_once`, and
+    /// nothing of `key` in a window); otherwise it is held until `key` has
+    /// been quiet for a window (see [`due`](Self::due)).
     pub fn offer(&mut self, key: T, at_once: bool, now: Instant) -> bool {
         if self.window.is_zero() {
             return true;
         }
         let end = self.end_from(now);
-        if let Some(window) = self.busy.get(&key) {
-            self.ends.remove(&window.end);
+        match self.busy.get_mut(&key) {
+            None => {
+                self.ends.insert(end, key.clone());
+                self.busy.insert(key, Window { end, waiting: !at_once });
+                at_once
+            }
+            Some(window) => {
+                // Each trigger restarts the window: one reconcile after they stop.
+                self.ends.remove(&window.end);
+                self.ends.insert(end, key);
+                *window = Window { end, waiting: true };
+                false
+            }
         }
-        self.ends.insert(end, key.clone());
-        self.busy.insert(key, Window { end, waiting: !at_once });
-        at_once
     }
 
     /// The held triggers whose window ended by `now`; an object whose window
@@ -261,17 +239,12 @@ mod tests {
         assert!(pacer.offer("a", true, t));
         // The children it created, the echo of its status write...
         assert!(!pacer.offer("a", false, ms(t, 20)));
-        assert!(!pacer.offer("a", false, ms(t, 40)));
+        assert!(!pacer.offer("a", true, ms(t, 40)), "within the window, even a first is gathered");
         assert_eq!(pacer.due(ms(t, 539)), Vec::<&str>::new());
         assert_eq!(pacer.due(ms(t, 540)), vec!["a"]);
-        // A trigger that must not wait goes even within a window, and takes
-        // the held ones with it.
-        assert!(!pacer.offer("a", false, ms(t, 560)));
-        assert!(pacer.offer("a", true, ms(t, 600)));
-        assert_eq!(pacer.due(ms(t, 1100)), Vec::<&str>::new());
         // A first trigger with nothing after it holds nothing.
         assert!(pacer.offer("b", true, ms(t, 600)));
-        assert_eq!(pacer.due(ms(t, 1101)), Vec::<&str>::new());
+        assert_eq!(pacer.due(ms(t, 1100)), Vec::<&str>::new());
         assert_eq!(pacer.next_end(), None);
     }
 
