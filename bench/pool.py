@@ -77,6 +77,16 @@ def wait_for(predicate, timeout, what):
     raise TimeoutError(what)
 
 
+def wait_for_gateway(server, address):
+    def answers():
+        assert server.poll() is None, "the gateway exited"
+        try:
+            return urllib.request.urlopen(address + "/api/health", timeout=1).status == 200
+        except OSError:
+            return False
+    wait_for(answers, 30, "the gateway to answer")
+
+
 def percentile(values, p):
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -95,13 +105,7 @@ def run_mode(mode, local_options, tmp):
     pooled = mode == "pool"
     new_cluster, scale2 = [], []
     try:
-        def answers():
-            assert server.poll() is None, "the gateway exited"
-            try:
-                return urllib.request.urlopen(address + "/api/health", timeout=1).status == 200
-            except OSError:
-                return False
-        wait_for(answers, 30, "the gateway to answer")
+        wait_for_gateway(server, address)
         gateway = Gateway(address, auth=BasicAuth("bench", ""))
         for _ in range(RUNS):
             if pooled:
@@ -173,13 +177,7 @@ def run_kubernetes_mode(mode, pool_size, tmp):
     server = subprocess.Popen([gateway_bin(), "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
     running = []
     try:
-        def answers():
-            assert server.poll() is None, "the gateway exited"
-            try:
-                return urllib.request.urlopen(address + "/api/health", timeout=1).status == 200
-            except OSError:
-                return False
-        wait_for(answers, 30, "the gateway to answer")
+        wait_for_gateway(server, address)
         for _ in range(RUNS):
             if pool_size:
                 wait_for(lambda: metric(address, "dask_gateway_pool_schedulers").get('status="running"', 0) >= 1,

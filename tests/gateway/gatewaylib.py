@@ -4,6 +4,7 @@ processes from the test venv."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -135,3 +136,13 @@ class Gateway:
             return e.code, (json.loads(text) if text else None), e.headers
 
 
+def metric_values(gw):
+    """`/metrics` as {"name{labels}": value}."""
+    text = urllib.request.urlopen(gw.address + "/metrics", timeout=10).read().decode()
+    return {f"{name}{{{labels}}}": float(value)
+            for name, labels, value in re.findall(r"^(\w+)\{(.*)\} (\S+)$", text, re.M)}
+
+
+def cluster_starts(gw, source):
+    """How many clusters started from the warm pool (`pool`) or cold (`cold`)."""
+    return metric_values(gw)[f'dask_gateway_cluster_starts_total{{source="{source}"}}']

@@ -7,10 +7,9 @@ out the same pooled cluster."""
 import base64
 import concurrent.futures
 import json
-import re
-import urllib.request
 
 import pytest
+from gatewaylib import cluster_starts, metric_values
 from testlib import poll
 
 POOL = "gateway.dask.org/pool"
@@ -31,16 +30,6 @@ def backend(namespace, pool_size):
             f'pool_size = {pool_size}\n')
 
 
-def metrics(gw):
-    text = urllib.request.urlopen(gw.address + "/metrics", timeout=10).read().decode()
-    return {f"{name}{{{labels}}}": float(value)
-            for name, labels, value in re.findall(r"^(\w+)\{(.*)\} (\S+)$", text, re.M)}
-
-
-def starts(gw, source):
-    return metrics(gw)[f'dask_gateway_cluster_starts_total{{source="{source}"}}']
-
-
 def daskclusters(kubectl, namespace):
     return kubectl.json("get", "daskclusters", "-n", namespace)["items"]
 
@@ -54,7 +43,7 @@ def ready_members(kubectl, namespace):
 def wait_for_members(kubectl, namespace, gw, n):
     # Running in the API server, and in the gateway's cache (its metric).
     poll(lambda: len(ready_members(kubectl, namespace)) >= n
-         and metrics(gw)['dask_gateway_pool_schedulers{status="running"}'] >= n,
+         and metric_values(gw)['dask_gateway_pool_schedulers{status="running"}'] >= n,
          120, f"{n} ready pooled clusters")
 
 
@@ -81,7 +70,7 @@ def test_a_pooled_cluster_is_claimed_running_with_the_users_metadata_and_the_poo
     assert report["status"] == "RUNNING" and report["tls_cert"].startswith("-----BEGIN CERTIFICATE-----")
     assert list(gw.request("GET", "/api/v1/clusters/", "alice")[1]) == [name]
     assert gw.request("GET", f"/api/v1/clusters/{name}", "bob")[0] == 403
-    assert starts(gw, "pool") == 1 and starts(gw, "cold") == 0
+    assert cluster_starts(gw, "pool") == 1 and cluster_starts(gw, "cold") == 0
 
     # The claimed DaskCluster is alice's, out of the pool.
     dc = kubectl.json("get", "daskcluster", f"dask-{name}", "-n", namespace)
@@ -121,7 +110,7 @@ def test_a_pooled_cluster_is_claimed_running_with_the_users_metadata_and_the_poo
     assert POOL not in cold["metadata"]["labels"] and cold["metadata"]["annotations"][USER] == "alice"
     status, body2, _ = gw.request("POST", "/api/v1/clusters/", "alice", {"cluster_options": {"profile": "medium"}})
     assert status == 201 and POOL not in kubectl.json("get", "daskcluster", f"dask-{body2['name']}", "-n", namespace)["metadata"]["labels"]
-    assert starts(gw, "pool") == 1 and starts(gw, "cold") == 2
+    assert cluster_starts(gw, "pool") == 1 and cluster_starts(gw, "cold") == 2
     assert sorted(gw.request("GET", "/api/v1/clusters/", "root")[1]) == sorted([name, body["name"], body2["name"]])
 
     # A stopped claimed cluster is in alice's history; no pooled one ever is.
@@ -148,8 +137,8 @@ def test_two_replicas_never_hand_out_the_same_pooled_cluster(kubectl, namespace,
     for user, name in zip(users, names):
         dc = kubectl.json("get", "daskcluster", f"dask-{name}", "-n", namespace)
         assert dc["metadata"]["annotations"][USER] == user and POOL not in dc["metadata"]["labels"]
-    pooled = sum(starts(gw, "pool") for gw in replicas)
-    assert 1 <= pooled <= 10 and pooled + sum(starts(gw, "cold") for gw in replicas) == 10
+    pooled = sum(cluster_starts(gw, "pool") for gw in replicas)
+    assert 1 <= pooled <= 10 and pooled + sum(cluster_starts(gw, "cold") for gw in replicas) == 10
     # A claim takes a slot as a cold start does: held by the cluster, owned by it.
     slots = kubectl.json("get", "leases", "-n", namespace)["items"]
     assert sorted(s["spec"]["holderIdentity"] for s in slots) == sorted(names)

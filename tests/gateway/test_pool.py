@@ -3,14 +3,13 @@ with real Dask processes and the real dask-gateway client."""
 
 import contextlib
 import os
-import re
 import signal
-import urllib.request
 
 import psutil
 import pytest
 from dask_gateway import Gateway
 from dask_gateway.auth import BasicAuth
+from gatewaylib import cluster_starts, metric_values
 from testlib import poll
 
 ENVIRONMENT_OPTION = """
@@ -22,18 +21,8 @@ target = "environment"
 """
 
 
-def metrics(gw):
-    text = urllib.request.urlopen(gw.address + "/metrics", timeout=10).read().decode()
-    return {f"{name}{{{labels}}}": float(value)
-            for name, labels, value in re.findall(r"^(\w+)\{(.*)\} (\S+)$", text, re.M)}
-
-
-def starts(gw, source):
-    return metrics(gw)[f'dask_gateway_cluster_starts_total{{source="{source}"}}']
-
-
 def pool_ready(gw):
-    return metrics(gw)['dask_gateway_pool_schedulers{status="running"}'] >= 1
+    return metric_values(gw)['dask_gateway_pool_schedulers{status="running"}'] >= 1
 
 
 def wait_for_pool(gw):
@@ -88,7 +77,7 @@ def test_pooled_clusters_run_at_once_with_their_own_credentials_and_the_pool_ref
     gw, _, client = warm_gateway(start_gateway)
     first = client.new_cluster()
     try:
-        assert starts(gw, "pool") == 1 and starts(gw, "cold") == 0
+        assert cluster_starts(gw, "pool") == 1 and cluster_starts(gw, "cold") == 0
         assert gw.request("GET", f"/api/v1/clusters/{first.name}", "alice")[1]["status"] == "RUNNING"
         with first.get_client(set_as_default=False) as dask_client:
             first_env = scheduler_env(dask_client)
@@ -103,7 +92,7 @@ def test_pooled_clusters_run_at_once_with_their_own_credentials_and_the_pool_ref
             assert gw.request("GET", f"/api/v1/clusters/{name}", "alice")[0] == 404
         second = client.new_cluster()
         try:
-            assert starts(gw, "pool") == 2
+            assert cluster_starts(gw, "pool") == 2
             assert second.name in pooled
             with second.get_client(set_as_default=False) as dask_client:
                 second_env = scheduler_env(dask_client)
@@ -150,7 +139,7 @@ def test_scale_two_forks_workers_that_compute_and_stop_kills_every_process(start
 def test_an_environment_option_starts_cold_and_is_counted(start_gateway):
     gw, forkserver, client = warm_gateway(start_gateway, ENVIRONMENT_OPTION)
     with new_cluster(client, environment={"POOL_TEST": "cold"}) as cluster:
-        assert starts(gw, "cold") == 1 and starts(gw, "pool") == 0
+        assert cluster_starts(gw, "cold") == 1 and cluster_starts(gw, "pool") == 0
         with cluster.get_client(set_as_default=False) as dask_client:
             assert scheduler_env(dask_client)["POOL_TEST"] == "cold"
             cluster.scale(1)
@@ -188,7 +177,7 @@ def test_stopping_the_gateway_stops_the_pool_and_leaves_users_clusters(start_gat
 def test_pool_size_zero_starts_everything_cold(start_gateway):
     gw = start_gateway(local_options="pool_size = 0\nfork_workers = false")
     with new_cluster(Gateway(gw.address, auth=BasicAuth("alice", ""))):
-        assert starts(gw, "cold") == 1 and starts(gw, "pool") == 0
-        assert metrics(gw)['dask_gateway_pool_schedulers{status="running"}'] == 0
+        assert cluster_starts(gw, "cold") == 1 and cluster_starts(gw, "pool") == 0
+        assert metric_values(gw)['dask_gateway_pool_schedulers{status="running"}'] == 0
         assert not [p for p in psutil.Process(gw.proc.pid).children()
                     if any("dask_gateway_forkserver.py" in a for a in p.cmdline())]
