@@ -146,3 +146,13 @@ def metric_values(gw):
 def cluster_starts(gw, source):
     """How many clusters started from the warm pool (`pool`) or cold (`cold`)."""
     return metric_values(gw)[f'dask_gateway_cluster_starts_total{{source="{source}"}}']
+
+
+# An `environment` option field: options that no pooled profile can serve.
+ENVIRONMENT_OPTION = """
+[[options.fields]]
+field = "environment"
+type = "mapping"
+default = {}
+target = "environment"
+"""

@@ -9,19 +9,11 @@ import concurrent.futures
 import json
 
 import pytest
-from gatewaylib import cluster_starts, metric_values
+from gatewaylib import ENVIRONMENT_OPTION, cluster_starts, metric_values
 from testlib import poll
 
 POOL = "gateway.dask.org/pool"
 USER = "gateway.dask.org/user"
-
-ENVIRONMENT_OPTION = """
-[[options.fields]]
-field = "environment"
-type = "mapping"
-default = {}
-target = "environment"
-"""
 
 
 def backend(namespace, pool_size):

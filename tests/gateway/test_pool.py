@@ -9,16 +9,8 @@ import psutil
 import pytest
 from dask_gateway import Gateway
 from dask_gateway.auth import BasicAuth
-from gatewaylib import cluster_starts, metric_values
+from gatewaylib import ENVIRONMENT_OPTION, cluster_starts, metric_values
 from testlib import poll
-
-ENVIRONMENT_OPTION = """
-[[options.fields]]
-field = "environment"
-type = "mapping"
-default = {}
-target = "environment"
-"""
 
 
 def pool_ready(gw):
