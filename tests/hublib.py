@@ -11,11 +11,13 @@ loopback for the tests: dummy authenticator, in-memory database, a proxy
     token, token_id = hub.new_token("alice")             # the user's own scopes
     narrow, _ = hub.new_token("bob", scopes=["read:users:name!user=bob"])
     hub.revoke("alice", token_id)
+    hub.spawn("alice")                      # the Hub's spawner starts alice's server (see extra_config)
+    hub.stop_server("alice")
     hub.stop()
 
 Where the Hub and the proxy come from: $DASK_RS_HUB_VENV and $DASK_RS_HUB_PROXY,
 else tests/python/hub-env (which installs them once). An "admin-bot" service
-(admin:users, admin:groups, tokens) is always there for the calls above.
+(admin:users, admin:groups, admin:servers, tokens) is always there for the calls above.
 """
 
 import json
@@ -69,7 +71,8 @@ class Hub:
         venv, proxy = hub_install()
         services = [*services, self.service("admin-bot", self.admin_token)]
         roles = [
-            {"name": "admin-bot", "scopes": ["admin:users", "admin:groups", "tokens"], "services": ["admin-bot"]},
+            {"name": "admin-bot", "scopes": ["admin:users", "admin:groups", "admin:servers", "tokens"],
+             "services": ["admin-bot"]},
             {"name": "user", "scopes": list(user_scopes)},
             *roles,
         ]
@@ -138,6 +141,22 @@ c.JupyterHub.load_roles = {json.dumps(roles)}
 
     def revoke(self, user, token_id):
         self._ok("DELETE", f"/users/{user}/tokens/{token_id}")
+
+    def spawn(self, user, timeout=90):
+        """Starts `user`'s default server with the Hub's spawner; returns once the Hub calls it ready."""
+        status, answer = self.api("POST", f"/users/{user}/server")
+        assert status in (201, 202), f"spawn {user}: {status} {answer}"
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            server = (self.api("GET", f"/users/{user}")[1].get("servers") or {}).get("")
+            if server and server.get("ready"):
+                return server
+            time.sleep(0.5)
+        raise AssertionError(f"{user}'s server did not start: {self.log_path.read_text()[-3000:]}")
+
+    def stop_server(self, user):
+        status, answer = self.api("DELETE", f"/users/{user}/server")
+        assert status in (202, 204), f"stop {user}'s server: {status} {answer}"
 
     def stop(self):
         if self.proc and self.proc.poll() is None:

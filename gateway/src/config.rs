@@ -80,10 +80,18 @@ pub struct AuthConfig {
     pub jupyterhub_api_token: Option<String>,
     /// File holding that token (e.g. a mounted Secret).
     pub jupyterhub_api_token_file: Option<PathBuf>,
-    /// The service's name at the Hub: tokens need
+    /// The service's name at the Hub, in the scope
     /// `access:services!service=<name>`. Default `$JUPYTERHUB_SERVICE_NAME`,
     /// else `dask-gateway`.
     pub jupyterhub_service_name: Option<String>,
+    /// Users' tokens need `access:services!service=<name>` too. Off by
+    /// default, as in dask-gateway-server: any token the Hub resolves to a
+    /// user is accepted, the one a spawned notebook server has included
+    /// (its scopes are the Hub's `server` role, which lacks the scope).
+    /// Turned on, the Hub must grant the scope to servers' tokens
+    /// (`c.Spawner.server_token_scopes` or a `server` role). Other services'
+    /// tokens always need it.
+    pub jupyterhub_require_access_scope: bool,
     /// Seconds a Hub answer about a token is trusted: a token revoked at
     /// the Hub stops working within this time, sessions included.
     pub jupyterhub_cache_seconds: u64,
@@ -109,6 +117,7 @@ pub struct HubSettings {
     pub api_url: String,
     pub api_token: Option<String>,
     pub service_name: String,
+    pub require_access_scope: bool,
     pub client_id: String,
     pub authorize_url: String,
     /// `None`: `<prefix>/oauth_callback`, the Hub's default for a service.
@@ -167,6 +176,7 @@ impl AuthConfig {
                 .or_else(|| env("JUPYTERHUB_CLIENT_ID"))
                 .unwrap_or_else(|| format!("service-{service_name}")),
             service_name,
+            require_access_scope: self.jupyterhub_require_access_scope,
             authorize_url,
             callback_url: self
                 .jupyterhub_oauth_callback_url
@@ -217,15 +227,22 @@ pub struct OptionsConfig {
 /// Per-user and per-cluster limits, enforced wherever workers are started
 /// (scale, adapt, heartbeats) on both backends. Unset keys are unlimited;
 /// the worker, core and memory caps have defaults so that one request
-/// cannot ask a shared machine for four billion workers.
+/// cannot ask a shared machine for four billion workers. TOML has no null:
+/// `"unlimited"` lifts a limit, defaults included.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
+    #[serde(deserialize_with = "limit")]
     pub user_max_clusters: Option<u32>,
+    #[serde(deserialize_with = "limit")]
     pub user_max_cores: Option<f64>,
+    #[serde(deserialize_with = "limit")]
     pub user_max_memory: Option<crate::options::Memory>,
+    #[serde(deserialize_with = "limit")]
     pub cluster_max_workers: Option<u32>,
+    #[serde(deserialize_with = "limit")]
     pub cluster_max_cores: Option<f64>,
+    #[serde(deserialize_with = "limit")]
     pub cluster_max_memory: Option<crate::options::Memory>,
     /// Local backend: worker processes that may be starting at once, over
     /// all clusters (a big scale starts in batches of this size).
@@ -249,6 +266,32 @@ impl Default for Limits {
             max_sessions: 10_000,
             max_concurrent_password_checks: 4,
         }
+    }
+}
+
+/// A limit's value, or `"unlimited"` for none.
+fn limit<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw<T> {
+        Unlimited(Unlimited),
+        Value(T),
+    }
+    #[derive(Deserialize)]
+    enum Unlimited {
+        #[serde(rename = "unlimited")]
+        Unlimited,
+    }
+    match Raw::<T>::deserialize(deserializer) {
+        Ok(Raw::Unlimited(_)) => Ok(None),
+        Ok(Raw::Value(value)) => Ok(Some(value)),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected a number (memory: bytes or a string such as \"4 GiB\") or \"unlimited\"",
+        )),
     }
 }
 
@@ -468,6 +511,7 @@ impl Default for AuthConfig {
             jupyterhub_api_token: None,
             jupyterhub_api_token_file: None,
             jupyterhub_service_name: None,
+            jupyterhub_require_access_scope: false,
             jupyterhub_cache_seconds: 60,
             jupyterhub_authorize_url: None,
             jupyterhub_oauth_callback_url: None,
@@ -760,6 +804,27 @@ mod tests {
         assert!(ignored[0].starts_with("options.profiles[1] (b)"), "{ignored:?}");
         let kubernetes = format!("{text}[backend]\ntype = \"kubernetes\"\n");
         assert!(Config::parse(&kubernetes).unwrap().ignored_keys().is_empty());
+    }
+
+    #[test]
+    fn unlimited_lifts_a_limit_defaults_included() {
+        let config = Config::parse(
+            "[limits]\nuser_max_cores = \"unlimited\"\nuser_max_memory = \"unlimited\"\n\
+             cluster_max_workers = \"unlimited\"\nuser_max_clusters = 3\ncluster_max_memory = \"2 GiB\"\n",
+        )
+        .unwrap();
+        let limits = &config.limits;
+        assert_eq!(
+            (limits.user_max_cores, limits.user_max_memory, limits.cluster_max_workers),
+            (None, None, None)
+        );
+        assert_eq!(limits.user_max_clusters, Some(3));
+        assert_eq!(limits.cluster_max_memory, Some(crate::options::Memory(2 << 30)));
+        for bad in ["cluster_max_workers = \"lots\"", "user_max_clusters = -1"] {
+            let err = Config::parse(&format!("[limits]\n{bad}\n")).unwrap_err();
+            let err = format!("{err:#}");
+            assert!(err.contains("unlimited") && err.contains(bad.split(' ').next().unwrap()), "{err}");
+        }
     }
 
     #[test]

@@ -501,6 +501,27 @@ async fn fake_hub(tokens: Value) -> String {
     format!("http://{addr}/hub/api")
 }
 
+/// By default the Hub's word that a token is a user's is enough, as in
+/// dask-gateway-server: a notebook server's own token has only the Hub's
+/// `server` role scopes. Another service's token still needs the scope.
+#[tokio::test]
+async fn by_default_any_users_token_passes_and_a_service_needs_the_scope() {
+    let hub = fake_hub(json!({
+        "server": {"kind": "user", "name": "alice", "groups": [],
+                   "scopes": ["users:activity!user=alice", "access:servers!server=alice/"]},
+        "cron": {"kind": "service", "name": "cron", "scopes": ["read:users"]},
+    }))
+    .await;
+    let (app, _) = gateway(&format!("[auth]\ntype = \"jupyterhub\"\njupyterhub_api_url = \"{hub}\"\n"));
+    let server = call(&app, Method::GET, "/api/v1/clusters/", As::Token("server"), "").await;
+    assert_eq!(server.status, StatusCode::OK, "{}", server.body);
+    let cron = call(&app, Method::GET, "/api/v1/clusters/", As::Token("cron"), "").await;
+    assert_eq!(cron.status, StatusCode::FORBIDDEN);
+    assert!(cron.error().contains("access:services!service=dask-gateway"), "{}", cron.error());
+    let unknown = call(&app, Method::GET, "/api/v1/clusters/", As::Token("mallory"), "").await;
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn hub_groups_choose_profiles_and_limits_and_the_service_scope_is_required() {
     let hub = fake_hub(json!({
@@ -515,6 +536,7 @@ async fn hub_groups_choose_profiles_and_limits_and_the_service_scope_is_required
 [auth]
 type = "jupyterhub"
 jupyterhub_api_url = "{hub}"
+jupyterhub_require_access_scope = true
 default_profiles = ["small"]
 [auth.groups.staff]
 profiles = ["small", "medium"]

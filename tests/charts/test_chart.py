@@ -107,10 +107,15 @@ def test_dask_pods_are_reachable_only_from_the_gateway_and_their_own_cluster():
     docs = render()
     policy = next(d for d in docs if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "t-dask-rs-dask-clusters")
     assert policy["spec"]["podSelector"] == {"matchLabels": {"gateway.dask.org/instance": "t-dask-rs-gateway"}}
-    [rule] = policy["spec"]["ingress"]
+    rule, operator = policy["spec"]["ingress"]
     assert rule["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "dask-rs", "app.kubernetes.io/instance": "t",
                                                               "app.kubernetes.io/component": "gateway"}}}]
     assert sorted(p["port"] for p in rule["ports"]) == [8786, 8787, 8788]
+    # The operator retires workers through the scheduler (HTTP API, else RPC):
+    # without this rule a graceful scale-down waits out its timeout.
+    assert operator["from"] == [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "dask-rs", "app.kubernetes.io/instance": "t",
+                                                                  "app.kubernetes.io/component": "operator"}}}]
+    assert sorted(p["port"] for p in operator["ports"]) == [8786, 8787]
     # The gateway adds each cluster's own policy (pods of one cluster reach each other).
     assert "network_policy = true" in gateway_config(docs)
     role = next(d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "t-dask-rs-gateway")
@@ -121,7 +126,7 @@ def test_dask_pods_are_reachable_only_from_the_gateway_and_their_own_cluster():
                     ["metrics.worker.enabled=true", "metrics.worker.podMonitor.enabled=true"]):
         scraped = render(*[a for setting in monitor for a in ("--set", setting)])
         policy = next(d for d in scraped if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "t-dask-rs-dask-clusters")
-        _, scrapes = policy["spec"]["ingress"]
+        _, _, scrapes = policy["spec"]["ingress"]
         assert scrapes == {"from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
                            "ports": [{"port": 8787, "protocol": "TCP"}]}
     off = render("--set", "networkPolicy.enabled=false")
@@ -248,3 +253,106 @@ def test_replicas_share_a_generated_cookie_key_and_a_disruption_budget():
     assert not [d for d in own if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-cookie")]
     gateway = next(d for d in own if d["kind"] == "Deployment" and d["metadata"]["name"] == "t-dask-rs-gateway")
     assert {v["name"]: v for v in gateway["spec"]["template"]["spec"]["volumes"]}["cookie-secret"]["secret"]["secretName"] == "mine"
+
+
+def test_kube_version_admits_only_releases_with_the_prestop_sleep_action():
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["kubeVersion"] == ">=1.30.0-0"
+    deployments = [d for d in render() if d["kind"] == "Deployment" and d["metadata"]["name"] == "t-dask-rs-gateway"]
+    assert deployments[0]["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"] == {"sleep": {"seconds": 5}}
+    refused = helm("template", "t", str(CHART), "--kube-version", "1.29.9", check=False)
+    assert refused.returncode != 0 and "kubeVersion" in refused.stderr, refused.stderr
+
+
+def test_limits_render_as_documented_and_null_lifts_them(tmp_path):
+    import tomllib
+    limits = tomllib.loads(gateway_config(render()))["limits"]
+    assert limits == {"user_max_clusters": "unlimited", "user_max_cores": 64, "user_max_memory": "256 GiB",
+                      "cluster_max_workers": 32}
+    lifted = gateway_config(render(*[a for key in ("userMaxCores", "userMaxMemory", "clusterMaxWorkers")
+                                     for a in ("--set", f"gateway.limits.{key}=null")],
+                                   "--set", "gateway.limits.userMaxClusters=3"))
+    assert tomllib.loads(lifted)["limits"] == {"user_max_clusters": 3, "user_max_cores": "unlimited",
+                                               "user_max_memory": "unlimited", "cluster_max_workers": "unlimited"}
+    proc = check_config(tmp_path, lifted)
+    assert proc.returncode == 0, proc.stderr
+    # 0 was dropped (Helm's `with` skips it); now the schema refuses it, naming the key.
+    for key in ("userMaxClusters", "clusterMaxWorkers"):
+        refused = helm("template", "t", str(CHART), "--set", f"gateway.limits.{key}=0", check=False)
+        assert refused.returncode != 0 and key in refused.stderr, refused.stderr
+
+
+def test_pod_labels_reach_the_pods_and_idle_client_timeout_is_an_option_target():
+    docs = render("--set-string", "gateway.podLabels.hub\\.jupyter\\.org/network-access-hub=true",
+                  "--set", "operator.podLabels.team=dask",
+                  "--set", "gateway.options.fields[0].field=idle",
+                  "--set", "gateway.options.fields[0].type=float",
+                  "--set", "gateway.options.fields[0].default=600",
+                  "--set", "gateway.options.fields[0].target=idle_client_timeout")
+    pods = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["labels"] for d in docs if d["kind"] == "Deployment"}
+    assert pods["t-dask-rs-gateway"]["hub.jupyter.org/network-access-hub"] == "true"
+    assert pods["t-dask-rs-operator"]["team"] == "dask"
+    # The selector's labels stay: the Deployment still owns its pods.
+    assert pods["t-dask-rs-gateway"]["app.kubernetes.io/component"] == "gateway"
+    assert 'target = "idle_client_timeout"' in gateway_config(docs)
+
+
+def test_the_gateway_has_a_service_monitor_beside_the_operators():
+    docs = render("--set", "metrics.serviceMonitor.enabled=true")
+    monitors = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "ServiceMonitor"}
+    assert monitors["t-dask-rs-gateway"]["endpoints"][0] | {"interval": None} == {"port": "http", "path": "/metrics",
+                                                                                  "interval": None}
+    assert monitors["t-dask-rs-gateway"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "gateway"
+    assert monitors["t-dask-rs-operator"]["endpoints"][0]["port"] == "http-metrics"
+
+
+def test_clusters_in_a_namespace_of_their_own_render_every_rule_across_namespaces():
+    docs = render("--set", "gateway.clusterNamespace.name=dask-users")
+    namespace = [d for d in docs if d["kind"] == "Namespace"]
+    assert [n["metadata"]["name"] for n in namespace] == ["dask-users"]
+    assert namespace[0]["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    gateway_role = [d for d in docs if d["kind"] in ("Role", "RoleBinding") and d["metadata"]["name"] == "t-dask-rs-gateway"]
+    assert {d["metadata"]["namespace"] for d in gateway_role} == {"dask-users"}
+    assert 'namespace = "dask-users"' in gateway_config(docs)
+    policies = {d["metadata"]["name"]: d for d in docs if d["kind"] == "NetworkPolicy"}
+    clusters = policies["t-dask-rs-dask-clusters"]
+    assert clusters["metadata"]["namespace"] == "dask-users"
+    release_ns = {"matchLabels": {"kubernetes.io/metadata.name": "dask-system"}}
+    assert all(rule["from"][0]["namespaceSelector"] == release_ns for rule in clusters["spec"]["ingress"])
+    heartbeats = policies["t-dask-rs-gateway"]["spec"]["ingress"][1]["from"][0]
+    assert heartbeats["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "dask-users"}}
+    refused = helm("template", "t", str(CHART), "--set", "gateway.clusterNamespace.name=dask-users",
+                   "--set", "rbac.cluster=false", check=False)
+    assert refused.returncode != 0 and "gateway.clusterNamespace.name" in refused.stderr
+    bad = helm("template", "t", str(CHART), "--set", "gateway.clusterNamespace.name=Not_A_Name", check=False)
+    assert bad.returncode != 0 and "clusterNamespace" in bad.stderr
+
+
+def test_beside_a_hub_the_gateway_cannot_read_the_hubs_secret(kubectl):
+    """JupyterHub keeps its services' tokens in the Secret `hub` of its
+    namespace. With the gateway's clusters in a namespace of their own, the
+    gateway's account can read no Secret where the Hub lives, and does its
+    work in the clusters' namespace."""
+    ns = f"hub-{uuid.uuid4().hex[:6]}"
+    clusters = f"{ns}-dask"
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds/yaml"))
+    kubectl("create", "namespace", ns)
+    try:
+        kubectl("-n", ns, "create", "secret", "generic", "hub", "--from-literal=hub.services.dask-gateway.apiToken=x")
+        helm("install", "dr", str(CHART), "--namespace", ns, "--set", "crds.install=false",
+             "--set", "operator.enabled=false", "--set", "gateway.nodeSelector.type=kwok",
+             "--set", f"gateway.clusterNamespace.name={clusters}", "--set", "gateway.auth.type=jupyterhub",
+             "--set", "gateway.auth.jupyterhubApiUrl=http://hub:8081/hub/api",
+             "--set", "gateway.auth.jupyterhub.apiTokenSecret=hub",
+             "--set", "gateway.auth.jupyterhub.apiTokenSecretKey=hub\\.services\\.dask-gateway\\.apiToken",
+             "--wait", "--timeout", "120s")
+        gateway = "dr-dask-rs-gateway"
+        assert not can_i(kubectl, gateway, ns, "get", "secrets/hub", ns)
+        assert not can_i(kubectl, gateway, ns, "list", "secrets", ns)
+        assert not can_i(kubectl, gateway, ns, "create", "daskclusters.kubernetes.dask.org", ns)
+        assert can_i(kubectl, gateway, ns, "create", "daskclusters.kubernetes.dask.org", clusters)
+        assert can_i(kubectl, gateway, ns, "list", "secrets", clusters)
+        assert can_i(kubectl, gateway, ns, "create", "leases.coordination.k8s.io", clusters)
+    finally:
+        helm("uninstall", "dr", "--namespace", ns, check=False)
+        kubectl.run("delete", "namespace", ns, clusters, "--wait=false", check=False)

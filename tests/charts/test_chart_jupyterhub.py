@@ -163,6 +163,19 @@ def test_example_values_agree_with_what_the_chart_renders(examples, tmp_path):
     proc = check_config(tmp_path, config)
     assert proc.returncode == 0, proc.stderr
 
+    # z2jh's NetworkPolicies: the Hub admits the gateway's pods by their label,
+    # and the notebooks' egress rule selects the gateway's pods and port.
+    gateway = find(docs, "Deployment", "dask-dask-rs-gateway")["spec"]["template"]
+    assert gateway["metadata"]["labels"]["hub.jupyter.org/network-access-hub"] == "true"
+    [egress] = z2jh["singleuser"]["networkPolicy"]["egress"]
+    selector = egress["to"][0]["podSelector"]["matchLabels"]
+    assert selector.items() <= gateway["metadata"]["labels"].items()
+    container_ports = {p["containerPort"] for p in gateway["spec"]["containers"][0]["ports"] if p["name"] == "http"}
+    assert {p["port"] for p in egress["ports"]} == container_ports
+    # The gateway's rights are in the clusters' namespace, not the Hub's.
+    role = find(docs, "Role", "dask-dask-rs-gateway")
+    assert role["metadata"]["namespace"] == dask_rs["gateway"]["clusterNamespace"]["name"] != "jhub"
+
     # singleuser.extraEnv is the chart's client environment, and extraFiles its cluster options.
     env = find(docs, "ConfigMap", "dask-dask-rs-gateway-client")["data"]
     options_env = {k: v for k, v in env.items() if k.startswith("DASK_GATEWAY__CLUSTER__OPTIONS__")}

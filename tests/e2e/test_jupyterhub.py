@@ -156,7 +156,7 @@ def test_notebook_in_a_hub_user_pod_runs_with_gateway_and_no_arguments(kubectl, 
     token = user_token(hub, "alice")
     kubectl("create", "secret", "generic", "alice-hub-token", "-n", NAMESPACE, f"--from-literal=token={token}")
     kubectl("create", "configmap", "notebook", "-n", NAMESPACE,
-            f"--from-file=hub_notebook.py={Path(__file__).parent / 'hub_notebook.py'}")
+            f"--from-file=hub_notebook.py={ROOT / 'tests' / 'hub_notebook.py'}")
     kubectl("apply", "-n", NAMESPACE, "-f", "-", input=notebook_pod("jupyter-alice", worker_image, "alice-hub-token"))
     poll(lambda: finished(kubectl, "jupyter-alice"), 600, "the notebook pod to finish", interval=2)
     logs = kubectl("logs", "jupyter-alice", "-n", NAMESPACE).strip().splitlines()

@@ -46,10 +46,18 @@ def test_hub_tokens_identify_users_kinds_and_admins(start_gateway, hub):
         403, {"error": f"User alice lacks permissions to view cluster {name}"})
     assert name in gw.request("GET", "/api/v1/clusters/", headers={"Authorization": "jupyterhub root-token"})[1]
     gw.request("DELETE", f"/api/v1/clusters/{name}", headers={"Authorization": "jupyterhub svc-token"})
-    # A token without the service's access scope: 403 naming it, not 401.
+    # By default any user's token passes, as with dask-gateway-server: a
+    # notebook server's own token lacks the service's access scope.
+    assert gw.request("GET", "/api/v1/clusters/", headers={"Authorization": "jupyterhub narrow-token"})[:2] == (200, {})
+    client.close()
+
+
+def test_with_the_scope_required_a_token_without_it_gets_403_naming_it(start_gateway, hub):
+    gw = start_gateway(f'[auth]\ntype = "jupyterhub"\njupyterhub_api_url = "{hub}"\n'
+                       'jupyterhub_require_access_scope = true\n')
     status, body, _ = gw.request("GET", "/api/v1/clusters/", headers={"Authorization": "jupyterhub narrow-token"})
     assert status == 403 and "access:services!service=dask-gateway" in body["error"], body
-    client.close()
+    assert gw.request("GET", "/api/v1/clusters/", headers={"Authorization": "jupyterhub alice-token"})[:2] == (200, {})
 
 
 def test_a_hub_managed_gateway_takes_the_hub_api_from_its_environment(start_gateway, hub):

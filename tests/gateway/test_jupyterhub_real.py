@@ -5,15 +5,22 @@ proxy from npm; see tests/hublib.py), registered as a Hub deployment does:
 `/services/dask-gateway` and reached directly (the API client) or through
 the Hub's proxy (the browser), with the real dask-gateway client.
 
-- a user's token with the service scope creates, scales and computes;
-- a token without it gets 403, naming the scope;
+- the token the Hub gives a server it spawns (the `server` role's scopes,
+  no access:services) runs the seed notebook's cells with `Gateway()`;
+- any user's token is accepted by default, as by dask-gateway-server; with
+  `jupyterhub_require_access_scope` a token without the scope gets 403
+  naming it, and the documented recipe (`c.Spawner.server_token_scopes`)
+  grants it to servers' tokens;
 - groups set limits and the profiles offered and accepted;
 - a token revoked at the Hub stops working within the cache expiry, session cookie included;
 - a browser with no session logs in through the Hub's OAuth and lands on the dashboard.
 """
 
+import json
 import re
 import secrets
+import sys
+from pathlib import Path
 from urllib.parse import urljoin
 
 import dask.array as da
@@ -23,10 +30,43 @@ from dask_gateway import Gateway
 from dask_gateway.auth import JupyterHubAuth
 from gatewaylib import Gateway as GatewayProcess
 from hublib import Hub
+from hub_notebook import daily_temperatures, seed_cells
 from testlib import poll
 
 PREFIX = "/services/dask-gateway"
 CACHE_SECONDS = 2
+TESTS = Path(__file__).resolve().parents[1]
+# The Hub's default for the tokens of the servers it spawns (its `server` role).
+SERVER_ROLE_SCOPES = ["users:activity!user", "access:servers!server"]
+
+
+def stand_in_spawner(report_dir, gw, public_url, **env):
+    """Hub config: the Hub spawns tests/gateway/notebook_server.py as each
+    user's server (SimpleLocalProcessSpawner: this machine's user), with the
+    recipe's environment for the dask-gateway client."""
+    environment = {
+        "DASK_GATEWAY__ADDRESS": gw.address + PREFIX,
+        "DASK_GATEWAY__PROXY_ADDRESS": f"gateway://127.0.0.1:{gw.port}",
+        "DASK_GATEWAY__PUBLIC_ADDRESS": public_url + PREFIX,
+        "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
+        "PYTHONPATH": str(TESTS),
+        "NOTEBOOK_REPORT_DIR": str(report_dir),
+        **env,
+    }
+    return f"""
+c.JupyterHub.spawner_class = "simple"
+c.Spawner.cmd = [{sys.executable!r}, {str(TESTS / "gateway" / "notebook_server.py")!r}]
+c.Spawner.environment = {json.dumps(environment)}
+c.Spawner.start_timeout = 60
+c.Spawner.http_timeout = 60
+"""
+
+
+def notebook_report(hub, report_dir, user, timeout):
+    """What `user`'s spawned server reported, once it has."""
+    path = report_dir / f"{user}.json"
+    poll(path.exists, timeout, f"{user}'s notebook server to report; hub log: {hub.log_path}")
+    return json.loads(path.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +74,8 @@ def deployment(tmp_path_factory):
     """(hub, gateway process): the gateway configured as the Hub's service."""
     tmp = tmp_path_factory.mktemp("hub")
     hub = Hub(tmp)
+    reports = tmp / "reports"
+    reports.mkdir()
     service_token = secrets.token_hex(32)
     gw = GatewayProcess(tmp, f"""
 [auth]
@@ -57,9 +99,11 @@ cluster_max_workers = 1
         hub.start(
             services=[Hub.service("dask-gateway", service_token, url=gw.address)],
             user_scopes=["self", "access:services!service=dask-gateway"],
+            extra_config=stand_in_spawner(reports, gw, hub.public_url),
         )
         hub.add_user("alice", groups=["staff"])
         hub.add_user("bob")
+        hub.reports = reports
         yield hub, gw
     finally:
         hub.stop()
@@ -75,15 +119,79 @@ def client(gw, token):
                    auth=JupyterHubAuth(api_token=token))
 
 
+@pytest.mark.timeout(240)
+def test_the_token_of_a_server_the_hub_spawned_runs_the_notebook_cells(deployment):
+    hub, gw = deployment
+    hub.add_user("carol", groups=["staff"])
+    hub.spawn("carol")
+    try:
+        report = notebook_report(hub, hub.reports, "carol", 180)
+    finally:
+        hub.stop_server("carol")
+    assert "error" not in report, report.get("error")
+    # The server's own token: the `server` role's scopes, not the user's.
+    assert not any(s.startswith("access:services") for s in report["token_scopes"]), report["token_scopes"]
+    assert any(s.startswith("users:activity!user") for s in report["token_scopes"]), report["token_scopes"]
+    cells = report["cells"]
+    assert cells["profiles"] == ["small", "medium"] and len(cells["workers"]) == 2, cells
+    assert cells["dashboard"] == [200, True], cells
+    assert cells["cluster"] not in cells["clusters_after_shutdown"]
+    ds = daily_temperatures()
+    yearly, _, _ = seed_cells(ds)
+    assert cells["yearly"] == pytest.approx(yearly.values.tolist())
+    # carol's cluster was carol's: bob may not see even its record.
+    bob, _ = hub.new_token("bob")
+    status, body, _ = api(gw, "GET", f"/api/v1/clusters/{cells['cluster']}", bob)
+    assert status == 403, body
+
+
 @pytest.mark.timeout(180)
-def test_a_token_with_the_service_scope_runs_a_cluster_and_one_without_gets_403(deployment):
+def test_with_the_scope_required_the_recipe_grants_it_to_servers_tokens(tmp_path):
+    """`jupyterhub_require_access_scope = true`: a server's token with the
+    Hub's default scopes gets 403 naming the scope; a Hub with the documented
+    `c.Spawner.server_token_scopes` line gets through."""
+    results = {}
+    for recipe in ("default", "server_token_scopes"):
+        hub = Hub(tmp_path / recipe)
+        reports = tmp_path / recipe / "reports"
+        reports.mkdir(parents=True)
+        service_token = secrets.token_hex(32)
+        gw = GatewayProcess(tmp_path / recipe, f"""
+[auth]
+type = "jupyterhub"
+jupyterhub_api_url = "{hub.api_url}"
+jupyterhub_api_token = "{service_token}"
+jupyterhub_require_access_scope = true
+""", prefix=PREFIX)
+        grant = "" if recipe == "default" else (
+            "c.Spawner.server_token_scopes = "
+            + json.dumps([*SERVER_ROLE_SCOPES, "access:services!service=dask-gateway"]) + "\n")
+        try:
+            hub.start(services=[Hub.service("dask-gateway", service_token, url=gw.address)],
+                      user_scopes=["self", "access:services!service=dask-gateway"],
+                      extra_config=stand_in_spawner(reports, gw, hub.public_url, NOTEBOOK_CELLS="probe") + grant)
+            hub.add_user("dave")
+            hub.spawn("dave")
+            results[recipe] = notebook_report(hub, reports, "dave", 60)
+        finally:
+            hub.stop()
+            gw.stop()
+    status, body = results["default"]["options"]
+    assert status == 403 and "access:services!service=dask-gateway" in body["error"], body
+    assert "server_token_scopes" in body["error"], body
+    status, body = results["server_token_scopes"]["options"]
+    assert status == 200 and body["cluster_options"], body
+    assert "access:services!service=dask-gateway" in results["server_token_scopes"]["token_scopes"]
+
+
+@pytest.mark.timeout(180)
+def test_any_users_token_runs_a_cluster_and_unknown_tokens_get_401(deployment):
     hub, gw = deployment
     token, _ = hub.new_token("alice")
     narrow, _ = hub.new_token("alice", scopes=["read:users:name!user=alice"])
 
-    status, body, _ = api(gw, "GET", "/api/v1/clusters/", narrow)
-    assert status == 403, body
-    assert "access:services!service=dask-gateway" in body["error"]
+    # As with dask-gateway-server, the Hub's word that the token is alice's is enough.
+    assert api(gw, "GET", "/api/v1/clusters/", narrow)[0] == 200
     # A token the Hub does not know is a failed login, not a forbidden one.
     assert api(gw, "GET", "/api/v1/clusters/", "not-a-token")[0] == 401
 

@@ -25,6 +25,32 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s:%s" .image.repository (.image.tag | default .root.Chart.AppVersion) -}}
 {{- end -}}
 
+{{/* The namespace of the gateway's DaskClusters, Secrets and pods. */}}
+{{- define "dask-rs.clusterNamespace" -}}
+{{- .Values.gateway.clusterNamespace.name | default .Release.Namespace -}}
+{{- end -}}
+
+{{/* A NetworkPolicy peer: the pods of `component` of this release, with
+their namespace when the policy lives in another one (the clusters'). */}}
+{{- define "dask-rs.peer" -}}
+- podSelector:
+    matchLabels: {{- include "dask-rs.selector" . | nindent 6 }}
+  {{- if ne (include "dask-rs.clusterNamespace" .root) .root.Release.Namespace }}
+  namespaceSelector:
+    matchLabels: {kubernetes.io/metadata.name: {{ .root.Release.Namespace }}}
+  {{- end }}
+{{- end -}}
+
+{{/* A limit as TOML: a number or string as is, null (or absent) "unlimited". */}}
+{{- define "dask-rs.limit" -}}
+{{- $v := index .limits .key -}}
+{{- if kindIs "invalid" $v -}}"unlimited"
+{{- else if kindIs "string" $v -}}{{ $v | quote }}
+{{- else if .integer -}}{{ $v | int }}
+{{- else -}}{{ $v | float64 }}
+{{- end -}}
+{{- end -}}
+
 {{/* A restricted-profile container security context. */}}
 {{- define "dask-rs.containerSecurity" -}}
 allowPrivilegeEscalation: false

@@ -34,18 +34,36 @@ pub fn access_scopes(service: &str) -> [String; 2] {
     [format!("access:services!service={service}"), "access:services".to_string()]
 }
 
-/// A token reaches the gateway only with access to this service: the
-/// Hub's own rule for its services, whether the token is a user's or
-/// another service's.
-pub fn check_access(identity: &HubIdentity, service: &str) -> Result<(), AuthError> {
+/// Whether a token the Hub vouches for may use the gateway.
+///
+/// A user's token passes by default, whatever its scopes: the token a
+/// spawned notebook server has carries only the Hub's `server` role
+/// (`users:activity!user`, `access:servers!server`), and dask-gateway-server
+/// accepts any token that resolves to a user. With `require_scope` (or for
+/// another service's token, which belongs to no user) the token must carry
+/// `access:services!service=<service>` or `access:services`: the Hub's own
+/// rule for its services.
+pub fn check_access(
+    identity: &HubIdentity,
+    service: &str,
+    require_scope: bool,
+) -> Result<(), AuthError> {
+    let kind = identity.kind.as_deref().unwrap_or("user");
+    if kind == "user" && !require_scope {
+        return Ok(());
+    }
     let [one, all] = access_scopes(service);
     if identity.scopes.iter().any(|s| *s == one || *s == all) {
         return Ok(());
     }
-    let kind = identity.kind.as_deref().unwrap_or("user");
+    let grant = if kind == "user" {
+        "to the `user` role, and to notebook servers' tokens with          `c.Spawner.server_token_scopes` or a `server` role"
+    } else {
+        "to the service's role"
+    };
     Err(AuthError::Forbidden(format!(
         "The JupyterHub token of {kind} {} lacks the scope {one} (or {all}) that grants access \
-         to this gateway; ask the Hub's admin to grant it (e.g. to the `user` role)",
+         to this gateway; ask the Hub's admin to grant it {grant}",
         identity.name
     )))
 }
@@ -55,6 +73,8 @@ pub struct Hub {
     /// The service's own token: the OAuth client secret.
     service_token: Option<String>,
     pub service_name: String,
+    /// Users' tokens need the service's access scope too.
+    pub require_access_scope: bool,
     http: reqwest::Client,
     /// `/user` answers by SHA-256 of the token.
     cache: Mutex<ExpiringCache<[u8; 32], HubIdentity>>,
@@ -79,6 +99,7 @@ impl Hub {
             api_url: settings.api_url.trim_end_matches('/').to_string(),
             service_token: settings.api_token.clone(),
             service_name: settings.service_name.clone(),
+            require_access_scope: settings.require_access_scope,
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
             cache: Mutex::new(ExpiringCache::new(settings.cache_ttl, max_cached)),
         })
@@ -207,25 +228,46 @@ mod tests {
         }
     }
 
+    const NARROW: [&[&str]; 4] = [
+        &[],
+        &["self", "read:users:name!user=alice"],
+        &["access:services!service=other"],
+        // What a spawned notebook server's own token carries by default.
+        &["users:activity!user=alice", "access:servers!server=alice/"],
+    ];
+
     #[test]
-    fn access_needs_the_service_scope_or_all_services() {
+    fn a_users_token_passes_whatever_its_scopes_by_default() {
+        for scopes in NARROW {
+            assert!(check_access(&identity("user", scopes), "dask-gateway", false).is_ok());
+        }
+    }
+
+    #[test]
+    fn with_the_scope_required_every_token_needs_the_service_scope_or_all_services() {
         let gw = "dask-gateway";
-        assert!(
-            check_access(&identity("user", &["access:services!service=dask-gateway"]), gw).is_ok()
-        );
-        assert!(check_access(&identity("user", &["self", "access:services"]), gw).is_ok());
-        assert!(check_access(&identity("service", &["access:services"]), gw).is_ok());
-        for scopes in [
-            &[][..],
-            &["self", "read:users:name!user=alice"][..],
-            &["access:services!service=other"][..],
-            &["access:servers!user=alice"][..],
-        ] {
-            let err = check_access(&identity("user", scopes), gw).unwrap_err();
+        for require in [false, true] {
+            let with_scope = identity("user", &["access:services!service=dask-gateway"]);
+            assert!(check_access(&with_scope, gw, require).is_ok());
+            assert!(check_access(&identity("user", &["self", "access:services"]), gw, require).is_ok());
+            assert!(check_access(&identity("service", &["access:services"]), gw, require).is_ok());
+        }
+        for scopes in NARROW {
+            let err = check_access(&identity("user", scopes), gw, true).unwrap_err();
             assert!(
-                matches!(&err, AuthError::Forbidden(m) if m.contains("access:services!service=dask-gateway")),
+                matches!(&err, AuthError::Forbidden(m) if m.contains("access:services!service=dask-gateway")
+                    && m.contains("server_token_scopes")),
                 "{err}"
             );
+        }
+    }
+
+    #[test]
+    fn another_services_token_always_needs_the_scope() {
+        for require in [false, true] {
+            let err = check_access(&identity("service", &["read:users"]), "dask-gateway", require)
+                .unwrap_err();
+            assert!(matches!(&err, AuthError::Forbidden(m) if m.contains("service's role")), "{err}");
         }
     }
 

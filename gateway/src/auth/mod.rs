@@ -385,7 +385,7 @@ impl Authenticator {
     pub(crate) async fn hub_user(&self, token: &str) -> Result<User, AuthError> {
         let hub = self.hub.as_ref().ok_or(AuthError::Failed)?;
         let identity = hub.identify(token, sha256(token.as_bytes())).await?;
-        hub::check_access(&identity, &hub.service_name)?;
+        hub::check_access(&identity, &hub.service_name, hub.require_access_scope)?;
         let name = match identity.kind.as_deref() {
             None | Some("user") => identity.name,
             Some(kind) => format!("{kind}:{}", identity.name),

@@ -1,8 +1,9 @@
-"""A JupyterHub user's notebook, run as a script in a pod whose environment
-is the chart's recipe (DASK_GATEWAY__* from the ConfigMap, plus the
-JUPYTERHUB_API_TOKEN the Hub gives every single-user server). The cells are
-the seed notebook's, unchanged: `Gateway()` with no arguments. The last line
-printed is a JSON report for tests/e2e/test_jupyterhub.py."""
+"""A JupyterHub user's notebook, run as a script where a single-user server
+runs: in a pod whose environment is the chart's recipe (DASK_GATEWAY__* from
+the ConfigMap, plus the JUPYTERHUB_API_TOKEN the Hub gives every single-user
+server), or by tests/gateway/notebook_server.py, which the Hub itself spawns.
+The cells are the seed notebook's, unchanged: `Gateway()` with no arguments.
+Run as a script, the last line printed is a JSON report."""
 
 import json
 import socket
@@ -32,7 +33,8 @@ def seed_cells(ds):
     return yearly.mean(("lat", "lon")), warm.mean(("lat", "lon")), point
 
 
-def main():
+def run_cells():
+    """The notebook's cells; returns what the tests check."""
     report = {}
     started = time.monotonic()
 
@@ -68,8 +70,8 @@ def main():
     cluster.shutdown()
     # --- end of the cells ---
     report["clusters_after_shutdown"] = [c.name for c in gateway.list_clusters()]
-    print(json.dumps(report), flush=True)
+    return report
 
 
 if __name__ == "__main__":
-    main()
+    print(json.dumps(run_cells()), flush=True)
