@@ -64,7 +64,8 @@ pub struct AuthConfig {
     pub stop_clusters_with_server: bool,
     /// Seconds between those checks.
     pub server_check_period: f64,
-    // Secure defaults (issue 10).
+    // Secure defaults: no open access by accident (the shared password from
+    // a mounted Secret, open simple auth only on request, Secure cookies).
     /// File holding the shared password for `simple` (e.g. a mounted
     /// Secret), instead of `password` in the config file.
     pub password_file: Option<PathBuf>,
@@ -74,7 +75,8 @@ pub struct AuthConfig {
     /// The session cookie's `Secure` flag: `auto` (when the request came
     /// over HTTPS, by `X-Forwarded-Proto`), `always` or `never`.
     pub cookie_secure: CookieSecure,
-    // The gateway as a JupyterHub service (issue 11).
+    // The gateway as a JupyterHub service: its own token and name at the Hub,
+    // and the Hub's OAuth endpoints for browser logins.
     /// The service's own Hub API token (the OAuth client secret); default
     /// `$JUPYTERHUB_API_TOKEN`, as the Hub sets it for the services it runs.
     pub jupyterhub_api_token: Option<String>,
@@ -222,7 +224,8 @@ pub struct OptionsConfig {
     pub fields: Vec<FieldConfig>,
 }
 
-// --- Hardening: resource and connection limits (issue 10). ---
+// --- Hardening: resource and connection limits, so that one user or a
+// flood of connections cannot exhaust a shared gateway. ---
 
 /// Per-user and per-cluster limits, enforced wherever workers are started
 /// (scale, adapt, heartbeats) on both backends. Unset keys are unlimited;

@@ -16,7 +16,7 @@ use tracing::info;
 #[derive(Parser, Debug)]
 #[command(version)]
 struct Args {
-    /// TOML config file (see gateway/README.md for every key); several are
+    /// TOML config file (see docs/configuration.md for every key); several are
     /// merged in order, a later one's keys over an earlier one's.
     #[arg(long, short, env = "DASK_GATEWAY_CONFIG")]
     config: Vec<PathBuf>,

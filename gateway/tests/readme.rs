@@ -1,13 +1,13 @@
-//! The configuration example in gateway/README.md is a config the gateway
-//! accepts: every key in it exists (tables reject unknown keys) and every
-//! value passes the checks. A `# or` line in a block starts an alternative
+//! The configuration examples in docs/configuration.md are configs the
+//! gateway accepts: every key in them exists (tables reject unknown keys) and
+//! every value passes the checks. A `# or` line in a block starts an alternative
 //! for the tables it names, e.g. the Kubernetes `[backend]`.
 
 use dask_gateway::config::{AuthKind, BackendConfig, Config, LogFormat};
 
-const README: &str = include_str!("../README.md");
+const README: &str = include_str!("../../docs/configuration.md");
 
-/// The bodies of the README's ```toml blocks.
+/// The bodies of the page's ```toml blocks.
 fn toml_blocks(markdown: &str) -> Vec<String> {
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
@@ -61,7 +61,7 @@ fn configs(block: &str) -> Vec<String> {
 #[test]
 fn every_toml_example_in_the_readme_is_a_valid_config() {
     let blocks = toml_blocks(README);
-    assert!(!blocks.is_empty(), "the README has no ```toml block");
+    assert!(!blocks.is_empty(), "docs/configuration.md has no ```toml block");
     let mut parsed = Vec::new();
     for block in &blocks {
         for text in configs(block) {

@@ -197,8 +197,8 @@ def test_a_token_with_the_service_scope_is_served(hub_deployment):
     assert http("GET", f"{gateway_url}{PREFIX}/api/v1/clusters/", "not-a-token", scheme="jupyterhub")[0] == 401
 
 
-# The gateway side of this (the scope check) is helper hubauth's (issue 11
-# item 3); strict, so this marker must go when that lands.
+# A Hub token reaches the gateway only if it carries the service's scope
+# (access:services!service=<name>), JupyterHub's own rule for its services.
 def test_a_token_without_the_service_scope_is_refused(hub_deployment):
     hub, gateway_url = hub_deployment
     token = user_token(hub, "bob", scopes=["read:users:name!user=bob"])
@@ -208,8 +208,8 @@ def test_a_token_without_the_service_scope_is_refused(hub_deployment):
     assert status == 403, (status, body)
 
 
-# A profile for a dedicated node pool (helper podshape's chart keys, issue 11
-# item 4): requests apart from limits, a nodeSelector and a toleration.
+# A profile for a dedicated node pool (the chart's per-profile pod keys):
+# requests apart from limits, a nodeSelector and a toleration.
 POOL_LABEL = ("dask-rs.test/pool", "dask")
 POOL_TAINT = ("dask-rs.test/dedicated", "dask", "NoSchedule")
 POOL_PROFILE = {
@@ -260,7 +260,7 @@ def pool_node(kubectl):
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.skipif(not chart_has_pod_keys(), reason="the chart has no profile pod keys yet (helper podshape, issue 11 item 4)")
+@pytest.mark.skipif(not chart_has_pod_keys(), reason="the chart has no profile pod keys yet (nodeSelector, tolerations, limits per profile)")
 def test_a_pool_profile_lands_its_workers_on_the_pool_node_with_its_resources(kubectl, hub_deployment,
                                                                              chart_image_values, tmp_path):
     from dask_gateway import Gateway, JupyterHubAuth

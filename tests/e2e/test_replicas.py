@@ -1,7 +1,8 @@
 """Two gateway replicas behind one Service (the chart's default), no sticky
 sessions: the notebook flow goes on while one replica is deleted in the
 middle of it. The client's next call, a new `get_client()` and the
-computation all work through the replica left (issue 13)."""
+computation all work through the replica left (a node drain or an upgrade
+must not interrupt users)."""
 
 import time
 import urllib.request

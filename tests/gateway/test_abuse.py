@@ -1,4 +1,5 @@
-"""The gateway as a hostile user sees it (issue 10), on loopback and bounded
+"""The gateway as a hostile user sees it (it is the one port users reach,
+often from the internet), on loopback and bounded
 in count and time: every API route for every kind of caller, property-based
 fuzzing from the OpenAPI document, a flood of stalled connections, made-up
 methods and huge names, racing creates, and a four-billion-worker scale.

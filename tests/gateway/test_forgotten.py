@@ -1,4 +1,4 @@
-"""Forgotten clusters (issue 13): with `cluster.idle_client_timeout`, the
+"""Forgotten clusters: with `cluster.idle_client_timeout`, the
 gateway stops a cluster that has had no client connected for that long (its
 notebook went away), while a cluster whose client stays connected, idle or
 not, keeps running. The real client and real schedulers; the scheduler

@@ -1,4 +1,5 @@
-"""The local backend survives its own restart (issue 12, item 4), with real
+"""The local backend survives its own restart (an upgrade or a crash must
+not end users' clusters), with real
 Dask processes and the real dask-gateway client: a gateway stopped with
 SIGTERM, or killed with SIGKILL, in the middle of a client session is
 started again on the same state directory, and the client reconnects to

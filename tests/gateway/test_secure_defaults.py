@@ -1,4 +1,4 @@
-"""Secure defaults and the smaller findings of issue 10, against the real
+"""Secure defaults and the smaller hardening checks, against the real
 binary: open simple auth off loopback refuses to start, the session cookie's
 flags, SIGTERM leaves clusters to the next gateway and stopping them removes
 their keys, a private state dir,

@@ -1,4 +1,4 @@
-"""`auth.stop_clusters_with_server` (issue 13): with JupyterHub auth, the
+"""`auth.stop_clusters_with_server`: with JupyterHub auth, the
 gateway asks the Hub (with its service token) whether each cluster owner
 still has a single-user server, and stops the clusters of those who have
 none. The Hub here answers `GET /hub/api/user` and `GET /hub/api/users/<name>`

@@ -1,5 +1,5 @@
 {{/* What a JupyterHub and its notebooks need from the gateway: its Hub token's
-Secret and the client environment (README "Deploy with JupyterHub"). */}}
+Secret and the client environment (docs/jupyterhub.md). */}}
 
 {{/* The Secret holding the gateway's own Hub API token, or "" unless auth is jupyterhub. */}}
 {{- define "dask-rs.hubTokenSecret" -}}
