@@ -665,6 +665,13 @@ impl Config {
         )
     }
 
+    /// The most workers a backend lets any one cluster have: the widest
+    /// group's bound, not `[limits]` alone (the API clamps each request to
+    /// its owner's policy; a group may allow more than the base).
+    pub fn backend_max_workers(&self) -> Option<u32> {
+        self.policies().widest().limits.cluster_max_workers
+    }
+
     /// Keys the chosen backend ignores, in words for a start-up warning:
     /// the local backend has no pods to shape.
     pub fn ignored_keys(&self) -> Vec<String> {
@@ -810,6 +817,16 @@ mod tests {
     }
 
     #[test]
+    fn the_backends_worker_bound_is_the_widest_groups() {
+        let base = "[limits]\ncluster_max_workers = 1\n";
+        assert_eq!(Config::parse(base).unwrap().backend_max_workers(), Some(1));
+        let staff = format!("{base}[auth.groups.staff]\ncluster_max_workers = 2\n");
+        assert_eq!(Config::parse(&staff).unwrap().backend_max_workers(), Some(2));
+        let open = format!("{staff}[auth.groups.hpc]\nuser_max_cores = 1\n");
+        assert_eq!(Config::parse(&open).unwrap().backend_max_workers(), Some(2), "hpc inherits 1");
+    }
+
+    #[test]
     fn unlimited_lifts_a_limit_defaults_included() {
         let config = Config::parse(
             "[limits]\nuser_max_cores = \"unlimited\"\nuser_max_memory = \"unlimited\"\n\
@@ -826,7 +843,10 @@ mod tests {
         for bad in ["cluster_max_workers = \"lots\"", "user_max_clusters = -1"] {
             let err = Config::parse(&format!("[limits]\n{bad}\n")).unwrap_err();
             let err = format!("{err:#}");
-            assert!(err.contains("unlimited") && err.contains(bad.split(' ').next().unwrap()), "{err}");
+            assert!(
+                err.contains("unlimited") && err.contains(bad.split(' ').next().unwrap()),
+                "{err}"
+            );
         }
     }
 

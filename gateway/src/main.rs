@@ -153,7 +153,7 @@ async fn main() -> anyhow::Result<()> {
                         local,
                         &config.cluster,
                         api_url,
-                        config.limits.cluster_max_workers,
+                        config.backend_max_workers(),
                         config.limits.local_max_starting_workers,
                     )
                     .with_pool(&config, local),

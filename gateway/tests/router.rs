@@ -512,7 +512,8 @@ async fn by_default_any_users_token_passes_and_a_service_needs_the_scope() {
         "cron": {"kind": "service", "name": "cron", "scopes": ["read:users"]},
     }))
     .await;
-    let (app, _) = gateway(&format!("[auth]\ntype = \"jupyterhub\"\njupyterhub_api_url = \"{hub}\"\n"));
+    let (app, _) =
+        gateway(&format!("[auth]\ntype = \"jupyterhub\"\njupyterhub_api_url = \"{hub}\"\n"));
     let server = call(&app, Method::GET, "/api/v1/clusters/", As::Token("server"), "").await;
     assert_eq!(server.status, StatusCode::OK, "{}", server.body);
     let cron = call(&app, Method::GET, "/api/v1/clusters/", As::Token("cron"), "").await;

@@ -249,7 +249,9 @@ mod tests {
         for require in [false, true] {
             let with_scope = identity("user", &["access:services!service=dask-gateway"]);
             assert!(check_access(&with_scope, gw, require).is_ok());
-            assert!(check_access(&identity("user", &["self", "access:services"]), gw, require).is_ok());
+            assert!(
+                check_access(&identity("user", &["self", "access:services"]), gw, require).is_ok()
+            );
             assert!(check_access(&identity("service", &["access:services"]), gw, require).is_ok());
         }
         for scopes in NARROW {
@@ -267,7 +269,10 @@ mod tests {
         for require in [false, true] {
             let err = check_access(&identity("service", &["read:users"]), "dask-gateway", require)
                 .unwrap_err();
-            assert!(matches!(&err, AuthError::Forbidden(m) if m.contains("service's role")), "{err}");
+            assert!(
+                matches!(&err, AuthError::Forbidden(m) if m.contains("service's role")),
+                "{err}"
+            );
         }
     }
 
