@@ -626,7 +626,7 @@ fn readable_cache(
     let config = watcher::Config::default().labels(selector);
     let skip = |unreadable: Unreadable| {
         let name = unreadable.metadata.name.as_deref().unwrap_or_default().to_string();
-        warn!(daskcluster = name, error = %unreadable, "skipping a DaskCluster that cannot be read");
+        warn!(daskcluster = %name, error = %unreadable, "skipping a DaskCluster that cannot be read");
     };
     let (reader, stream) = cached_readable(api, config, |_| {}, skip);
     tokio::spawn(bump_on_change(stream, changed));
