@@ -9,6 +9,8 @@ use kube::runtime::reflector::{self, Store, reflector};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 
+use crate::readable::{Guarded, Unreadable, readable};
+
 /// `Ok(None)` for a 404: deleting or reading what is already gone is no error.
 pub fn ignore_not_found<T>(result: kube::Result<T>) -> kube::Result<Option<T>> {
     match result {
@@ -30,4 +32,29 @@ where
 {
     let (store, writer) = reflector::store();
     (store, reflector(writer, watcher(api, config).default_backoff().modify(trim)))
+}
+
+/// [`cached`] for a kind whose objects may not read as `K` (custom
+/// resources: their schema leaves embedded pod specs open). Those are left
+/// out of the cache and its stream, and each goes to `unreadable` once per
+/// version of its spec (see [`crate::readable`]).
+pub fn cached_readable<K>(
+    api: Api<Guarded<K>>,
+    config: watcher::Config,
+    trim: impl FnMut(&mut K) + Send + 'static,
+    unreadable: impl FnMut(Unreadable) + Send + 'static,
+) -> (Store<K>, impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + Debug
+        + Default
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let events = readable(watcher(api, config).default_backoff(), unreadable).modify(trim);
+    (store, reflector(writer, events))
 }

@@ -11,7 +11,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// Shared with the gateway.
-pub use dask_common::kube_api::{cached, ignore_not_found};
+pub use dask_common::kube_api::{cached, cached_readable, ignore_not_found};
+use dask_common::readable::Guarded;
 use dask_crds::DaskWorkerGroup;
 
 /// The field manager of every server-side apply this operator makes.
@@ -40,6 +41,23 @@ where
     });
     let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
     api.patch_status(&obj.name_any(), &apply_params(), &Patch::Apply(body)).await
+}
+
+/// A quorum read of `name`: `None` when it is gone, or when it does not read
+/// as `K` (its controller's watch reports that, once per version of its spec).
+pub async fn get_readable<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> kube::Result<Option<K>>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    let api: Api<Guarded<K>> = Api::namespaced(client.clone(), namespace);
+    Ok(api.get_opt(name).await?.and_then(|guarded| guarded.0.ok()))
 }
 
 /// Managed fields and `kubectl apply`'s copy of the whole manifest: read by

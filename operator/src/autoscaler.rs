@@ -15,6 +15,7 @@ use dask_crds::{DaskAutoscaler, DaskCluster};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
 use serde_json::json;
 use tracing::{info, instrument, warn};
@@ -24,18 +25,22 @@ pub use plan::{
 };
 
 use crate::adopt::adopt;
-use crate::api::patch_status;
+use crate::api::{cached_readable, patch_status};
 use crate::scheduler_api::SchedulerApi;
-use crate::{Context, Error, Result, report, validate};
+use crate::{Context, Error, Result, report, unreadable, validate};
 
 const KIND: &str = "DaskAutoscaler";
 const PERIOD: Duration = Duration::from_secs(5);
 
 pub async fn run(ctx: Arc<Context>) {
+    let (scalers, events) = cached_readable(
+        ctx.watched(),
+        ctx.config.watch_config().any_semantic(),
+        |_: &mut DaskAutoscaler| {},
+        unreadable::reporter::<DaskAutoscaler>(&ctx, KIND),
+    );
     let controller =
-        Controller::new(ctx.watched::<DaskAutoscaler>(), ctx.config.watch_config().any_semantic())
-            .shutdown_on_signal();
-    let scalers = controller.store();
+        Controller::for_stream(events.applied_objects(), scalers.clone()).shutdown_on_signal();
     let results = controller.run(reconcile, error_policy, ctx.clone());
     report::warn_failures(results, scalers, KIND, &ctx).await;
 }

@@ -6,6 +6,8 @@
 
 mod status;
 
+pub use status::invalid_workload;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,12 +22,14 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
-use crate::api::{cached, patch_status, strip_bookkeeping, trim_group};
+use crate::api::{
+    cached, cached_readable, get_readable, patch_status, strip_bookkeeping, trim_group,
+};
 use crate::applied::Applied;
 use crate::config::CONCURRENCY;
 use crate::problems::{Problem, new_problems, pod_problems};
 use crate::scheduler_api::SchedulerApi;
-use crate::{Context, Error, Result, build, pace, report, validate};
+use crate::{Context, Error, Result, build, pace, report, unreadable, validate};
 
 const KIND: &str = "DaskCluster";
 
@@ -61,8 +65,9 @@ pub async fn run(ctx: Arc<Context>) {
             strip_bookkeeping(s);
             s.spec = None;
         });
+    // Unreadable groups are the worker-group controller's to report.
     let (groups, group_events) =
-        cached(ctx.watched::<DaskWorkerGroup>(), ctx.config.watch_config(), trim_group);
+        cached_readable(ctx.watched(), ctx.config.watch_config(), trim_group, |_| {});
     // Only their status is read (why they do not run).
     let scheduler_pods = ctx.config.watch_config().labels(&format!(
         "{}={}",
@@ -75,8 +80,8 @@ pub async fn run(ctx: Arc<Context>) {
     });
     // Clusters are cached without their pod and Service templates; each
     // reconcile reads its cluster whole (see `reconcile`).
-    let (clusters, cluster_events) = cached(
-        ctx.watched::<DaskCluster>(),
+    let (clusters, cluster_events) = cached_readable(
+        ctx.watched(),
         ctx.config.watch_config().any_semantic(),
         |c: &mut DaskCluster| {
             strip_bookkeeping(c);
@@ -84,6 +89,7 @@ pub async fn run(ctx: Arc<Context>) {
             c.spec.scheduler.service = Default::default();
             c.spec.worker.spec = Default::default();
         },
+        unreadable::reporter::<DaskCluster>(&ctx, KIND),
     );
     let state = Arc::new(State {
         ctx: ctx.clone(),
@@ -133,7 +139,7 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
     let ns = cached.namespace().unwrap_or_default();
     let clusters = ctx.api::<DaskCluster>(&ns);
     // A quorum read: children are never built from a stale (or trimmed) spec.
-    let Some(cluster) = clusters.get_opt(&name).await? else {
+    let Some(cluster) = get_readable::<DaskCluster>(&ctx.client, &ns, &name).await? else {
         return Ok(Action::await_change());
     };
     if cluster.meta().deletion_timestamp.is_some() {

@@ -15,25 +15,36 @@ use dask_crds::{DaskCluster, DaskJob};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument};
 
 pub use transition::{JobStep, Names, Runner, job_transition};
 
-use crate::api::{apply_params, ignore_not_found, patch_status};
-use crate::{Context, Error, Result, build, report, validate};
+use crate::api::{apply_params, cached_readable, ignore_not_found, patch_status};
+use crate::{Context, Error, Result, build, report, unreadable, validate};
 
 const KIND: &str = "DaskJob";
 
 pub async fn run(ctx: Arc<Context>) {
     let runners = ctx.config.watch_config().labels(&format!("{COMPONENT}={COMPONENT_JOB_RUNNER}"));
-    let controller =
-        Controller::new(ctx.watched::<DaskJob>(), ctx.config.watch_config().any_semantic())
-            .owns(ctx.watched::<Pod>(), runners)
-            .owns(ctx.watched::<DaskCluster>(), ctx.config.watch_config())
-            .shutdown_on_signal();
-    let jobs = controller.store();
+    let (jobs, events) = cached_readable(
+        ctx.watched(),
+        ctx.config.watch_config().any_semantic(),
+        |_: &mut DaskJob| {},
+        unreadable::reporter::<DaskJob>(&ctx, KIND),
+    );
+    // The jobs' clusters by their metadata, which always reads.
+    let clusters =
+        watcher(ctx.watched::<PartialObjectMeta<DaskCluster>>(), ctx.config.watch_config())
+            .default_backoff()
+            .touched_objects();
+    let controller = Controller::for_stream(events.applied_objects(), jobs.clone())
+        .owns(ctx.watched::<Pod>(), runners)
+        .owns_stream(clusters)
+        .shutdown_on_signal();
     let results = controller.run(reconcile, error_policy, ctx.clone());
     report::warn_failures(results, jobs, KIND, &ctx).await;
 }

@@ -8,7 +8,8 @@
 //! apply under one field manager, and write a status computed from the real
 //! objects. Nothing is kept in memory that a restart would lose. A failed
 //! reconcile is retried by its error policy and reported as a Warning Event
-//! ([`report`]).
+//! ([`report`]). An object that does not even read as its kind is left out
+//! of the watches and reported on itself ([`unreadable`]).
 
 pub mod adopt;
 pub mod api;
@@ -31,6 +32,7 @@ pub mod propagate;
 pub mod report;
 pub mod scheduler_api;
 pub mod server;
+pub mod unreadable;
 pub mod validate;
 pub mod workergroup;
 

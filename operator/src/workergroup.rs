@@ -25,10 +25,12 @@ use tracing::{info, instrument, warn};
 pub use plan::{WORKERS_READY, WorkerPlan, WorkerPod, plan, retire_addresses, workers_condition};
 
 use crate::adopt::adopt;
-use crate::api::{apply_params, cached, ignore_not_found, patch_status, trim_group};
+use crate::api::{
+    apply_params, cached_readable, get_readable, ignore_not_found, patch_status, trim_group,
+};
 use crate::config::CONCURRENCY;
 use crate::scheduler_api::SchedulerApi;
-use crate::{Context, Error, Result, build, pace, report, validate};
+use crate::{Context, Error, Result, build, pace, report, unreadable, validate};
 
 const KIND: &str = "DaskWorkerGroup";
 
@@ -39,14 +41,17 @@ const POD_CREATES_AT_ONCE: usize = 8;
 pub async fn run(ctx: Arc<Context>) {
     let worker_pods = ctx.config.watch_config().labels(&format!("{COMPONENT}={COMPONENT_WORKER}"));
     // The cache only triggers reconciles; each reads its group whole.
-    let (groups, group_events) = cached(
-        ctx.watched::<DaskWorkerGroup>(),
+    let (groups, group_events) = cached_readable(
+        ctx.watched(),
         ctx.config.watch_config().any_semantic(),
         trim_group,
+        unreadable::reporter::<DaskWorkerGroup>(&ctx, KIND),
     );
     // A cluster that appears (its groups are adopted) or whose labels or
     // annotations change (its groups' pods inherit them) wakes its groups.
-    let cluster_changes = watcher(ctx.watched::<DaskCluster>(), ctx.config.watch_config())
+    // Their metadata is enough, and always reads.
+    let clusters = ctx.watched::<PartialObjectMeta<DaskCluster>>();
+    let cluster_changes = watcher(clusters, ctx.config.watch_config())
         .default_backoff()
         .touched_objects()
         .predicate_filter(predicates::labels.combine(predicates::annotations), Default::default());
@@ -76,7 +81,7 @@ pub async fn run(ctx: Arc<Context>) {
 /// The groups whose `spec.cluster` names `cluster`.
 fn groups_of(
     store: &Store<DaskWorkerGroup>,
-    cluster: &DaskCluster,
+    cluster: &PartialObjectMeta<DaskCluster>,
 ) -> Vec<ObjectRef<DaskWorkerGroup>> {
     let (name, ns) = (cluster.name_any(), cluster.namespace());
     store
@@ -93,7 +98,7 @@ async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Ac
     let name = cached.name_any();
     let ns = cached.namespace().unwrap_or_default();
     // A quorum read: pods are never built from a stale (or trimmed) template.
-    let Some(group) = ctx.api::<DaskWorkerGroup>(&ns).get_opt(&name).await? else {
+    let Some(group) = get_readable::<DaskWorkerGroup>(&ctx.client, &ns, &name).await? else {
         return Ok(Action::await_change());
     };
     if group.meta().deletion_timestamp.is_some() {

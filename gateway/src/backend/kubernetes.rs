@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dask_common::kube_api::cached;
+use dask_common::kube_api::{cached, cached_readable};
+use dask_common::readable::{Guarded, Unreadable};
 use dask_crds::DaskCluster;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -127,8 +128,8 @@ impl KubernetesBackend {
         let (changed, _) = watch::channel(0u64);
         let changed = Arc::new(changed);
         let selector = format!("{INSTANCE}={}", settings.instance);
-        let clusters = cache(
-            Api::<DaskCluster>::namespaced(client.clone(), &namespace),
+        let clusters = readable_cache(
+            Api::<Guarded<DaskCluster>>::namespaced(client.clone(), &namespace),
             &selector,
             changed.clone(),
         );
@@ -374,8 +375,11 @@ impl KubernetesBackend {
         };
         let holder =
             lease.spec.as_ref().and_then(|s| s.holder_identity.clone()).unwrap_or_default();
-        // A quorum read of the holder, not the cache, which may lag.
-        let dc = self.api().get_opt(&resource_name(&holder)).await.map_err(anyhow::Error::from)?;
+        // A quorum read of the holder, not the cache, which may lag. Its
+        // metadata is enough: a DaskCluster that does not read still counts.
+        let clusters: Api<Guarded<DaskCluster>> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let dc = clusters.get_opt(&resource_name(&holder)).await.map_err(anyhow::Error::from)?;
         let now = k8s_openapi::jiff::Timestamp::now();
         let young = lease
             .creation_timestamp()
@@ -607,14 +611,42 @@ where
         + 'static,
 {
     let (reader, stream) = cached(api, watcher::Config::default().labels(selector), |_| {});
-    tokio::spawn(stream.for_each(move |event| {
-        if let Err(e) = event {
-            warn!(error = %e, "watch error (retrying)");
-        }
-        changed.send_modify(|n| *n += 1);
-        futures::future::ready(())
-    }));
+    tokio::spawn(bump_on_change(stream, changed));
     reader
+}
+
+/// [`cache`] for DaskClusters, which may not read as such (their pod specs
+/// are open in the CRD): those are left out, and logged once per version of
+/// their spec, so one cannot stop the gateway seeing every other.
+fn readable_cache(
+    api: Api<Guarded<DaskCluster>>,
+    selector: &str,
+    changed: Arc<watch::Sender<u64>>,
+) -> Store<DaskCluster> {
+    let config = watcher::Config::default().labels(selector);
+    let skip = |unreadable: Unreadable| {
+        let name = unreadable.metadata.name.as_deref().unwrap_or_default().to_string();
+        warn!(daskcluster = %name, error = %unreadable, "skipping a DaskCluster that cannot be read");
+    };
+    let (reader, stream) = cached_readable(api, config, |_| {}, skip);
+    tokio::spawn(bump_on_change(stream, changed));
+    reader
+}
+
+/// Drives a cache's watch, bumping `changed` on every event.
+async fn bump_on_change<K>(
+    stream: impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+    changed: Arc<watch::Sender<u64>>,
+) {
+    stream
+        .for_each(move |event| {
+            if let Err(e) = event {
+                warn!(error = %e, "watch error (retrying)");
+            }
+            changed.send_modify(|n| *n += 1);
+            futures::future::ready(())
+        })
+        .await
 }
 
 #[async_trait]

@@ -135,12 +135,21 @@ pub fn grace_left(status: &WorkloadStatus, now: Timestamp) -> std::time::Duratio
 
 /// The status of a cluster whose spec is invalid: Error, and why.
 pub fn invalid(cluster: &DaskCluster, invalid: &Invalid) -> WorkloadStatus {
-    let generation = cluster.metadata.generation;
+    invalid_workload(cluster.metadata.generation, previous_conditions(cluster), invalid)
+}
+
+/// The status of a DaskCluster or DaskWorkerGroup whose spec at `generation`
+/// is invalid: Error, and a Degraded condition that says why.
+pub fn invalid_workload(
+    generation: Option<i64>,
+    previous: &[Condition],
+    invalid: &Invalid,
+) -> WorkloadStatus {
     let degraded = condition("Degraded", true, "InvalidSpec", invalid.to_string(), generation);
     WorkloadStatus {
         phase: Some(ClusterPhase::Error),
         observed_generation: generation,
-        conditions: keep_transition_times(vec![degraded], previous_conditions(cluster)),
+        conditions: keep_transition_times(vec![degraded], previous),
         ..Default::default()
     }
 }
