@@ -783,7 +783,8 @@ mod tests {
         ])));
         let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let url = fake_hub(tokens.clone(), calls.clone()).await;
-        let auth = Authenticator::new(&hub_config(url, 1), &Limits::default()).unwrap();
+        let auth_config = hub_config(url, 1);
+        let auth = Authenticator::new(&auth_config, &Limits::default()).unwrap();
 
         let (user, cookie) = auth.authenticate(&headers("jupyterhub alice-token")).await.unwrap();
         assert_eq!(user.groups, ["staff"]);
@@ -792,9 +793,14 @@ mod tests {
         auth.authenticate(&headers("token alice-token")).await.unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 1);
 
-        // A token without the service's scope: 403, not 401.
+        // A user's token without the service's scope passes by default; with
+        // the scope required it is a 403, not a 401.
+        let (bob, _) = auth.authenticate(&headers("token narrow-token")).await.unwrap();
+        assert_eq!(bob.name, "bob");
+        let strict = AuthConfig { jupyterhub_require_access_scope: true, ..auth_config.clone() };
+        let strict = Authenticator::new(&strict, &Limits::default()).unwrap();
         assert!(matches!(
-            auth.authenticate(&headers("token narrow-token")).await,
+            strict.authenticate(&headers("token narrow-token")).await,
             Err(AuthError::Forbidden(m)) if m.contains("access:services!service=dask-gateway")
         ));
 
