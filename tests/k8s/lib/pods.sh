@@ -162,6 +162,8 @@ EOF
   kctl -n kube-system create token kube-network-policies --duration 720h >"$sa/token" \
     || fail kube-network-policies "could not mint its service-account token"
   cp "$PKI/ca.crt" "$sa/ca.crt"
+  # A table left by an agent that was killed would pass the readiness probe.
+  nsrun nft delete table inet kube-network-policies 2>/dev/null || true
   # shellcheck disable=SC2016 # $0 and $@ belong to the inner shell
   spawn kube-network-policies env KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT="$API_PORT" \
     unshare --mount --propagation private sh -c 'mount --bind "$0" /run && exec "$@"' "$run" \
