@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{
     Affinity, Container, LocalObjectReference, PodSpec, Toleration, Volume, VolumeMount,
 };
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::options::{Memory, Profile};

@@ -15,9 +15,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tracing::{info, warn};
 
+use super::bodies::{AdaptRequest, Body, CreateRequest, ScaleRequest};
 use super::errors::{ApiError, ApiResult};
-use super::extract::{Caller, ClusterCaller, JsonBody, Login, owned_cluster};
+use super::extract::{Caller, ClusterCaller, JsonBody, Login};
 use super::logs;
+use super::owned::{active_clusters_of, may_act_on, owned_cluster};
 use crate::auth::User;
 use crate::backends::{BackendError, Created};
 use crate::domain::forgotten;
@@ -140,19 +142,9 @@ async fn list_clusters(
 async fn create_cluster(
     State(gw): State<Arc<Gateway>>,
     Login { user, .. }: Login,
-    body: Option<JsonBody<Map<String, Value>>>,
+    body: Option<Body<CreateRequest>>,
 ) -> ApiResult<Response> {
-    // An object or nothing, as the Python server: `"x"` or `[1, 2]` is no request.
-    let request = body.map(|JsonBody(request)| request).unwrap_or_default();
-    let requested = match request.get("cluster_options") {
-        None | Some(Value::Null) => Map::new(),
-        Some(Value::Object(options)) => options.clone(),
-        Some(other) => {
-            return Err(ApiError::Unprocessable(format!(
-                "cluster_options must be an object, got {other}"
-            )));
-        }
-    };
+    let requested = body.map(|Body(request)| request).unwrap_or_default().cluster_options;
     let policy = policy_of(&gw, &user);
     if let Some(Value::String(profile)) = requested.get("profile")
         && gw.options.has_profile(profile)
@@ -169,13 +161,7 @@ async fn create_cluster(
     }
     let (options, config) =
         spec.resolve(&requested, &gw.defaults).map_err(ApiError::Unprocessable)?;
-    let mine: Vec<Cluster> = gw
-        .backend
-        .list()
-        .await
-        .into_iter()
-        .filter(|c| c.username == user.name && c.status.is_active())
-        .collect();
+    let mine = active_clusters_of(&gw, &user.name).await;
     limits::check_new_cluster(&policy.limits, &user.name, &mine).map_err(ApiError::Conflict)?;
 
     let cluster = Cluster::fresh(&user.name, options, config).map_err(ApiError::Internal)?;
@@ -259,31 +245,13 @@ async fn delete_cluster(
     };
     if let Some(cluster) = gw.backend.get(&name).await {
         let user = &login.user;
-        if !user.may_access(&cluster.username) {
-            return Err(ApiError::Forbidden(format!(
-                "User {} lacks permissions to stop cluster {name}",
-                user.name
-            )));
-        }
+        may_act_on(user, &cluster, "stop")?;
         if cluster.status.is_active() {
             info!(cluster = %name, user = %user.name, "cluster stop requested");
         }
         gw.backend.stop(&name).await?;
     }
     Ok((login.cookie, StatusCode::NO_CONTENT).into_response())
-}
-
-/// A count in a request: a non-negative integer, or `None` for null.
-fn count(value: Option<&Value>, what: &str) -> ApiResult<Option<u32>> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => match v.as_u64() {
-            Some(n) if n <= u32::MAX as u64 => Ok(Some(n as u32)),
-            _ => Err(ApiError::Unprocessable(format!(
-                "{what} expects a non-negative integer, got {v}"
-            ))),
-        },
-    }
 }
 
 async fn running_cluster(gw: &Gateway, user: &User, name: &str) -> ApiResult<Cluster> {
@@ -309,11 +277,8 @@ async fn scale(
     State(gw): State<Arc<Gateway>>,
     Login { user, .. }: Login,
     Path(name): Path<String>,
-    JsonBody(request): JsonBody<Map<String, Value>>,
+    Body(ScaleRequest { count: n }): Body<ScaleRequest>,
 ) -> ApiResult<Json<Value>> {
-    let n = count(request.get("count"), "Scale")?.ok_or_else(|| {
-        ApiError::Unprocessable("Scale expects a non-negative integer, got null".into())
-    })?;
     let cluster = running_cluster(&gw, &user, &name).await?;
     let others = others_of(&gw, &cluster).await;
     let policy = owner_policy(&gw, Some(&user), &cluster.username);
@@ -327,24 +292,8 @@ async fn adapt(
     State(gw): State<Arc<Gateway>>,
     Login { user, .. }: Login,
     Path(name): Path<String>,
-    JsonBody(request): JsonBody<Map<String, Value>>,
+    Body(AdaptRequest { minimum, maximum, active }): Body<AdaptRequest>,
 ) -> ApiResult<Json<Value>> {
-    let minimum = count(request.get("minimum"), "Adapt minimum")?;
-    let maximum = count(request.get("maximum"), "Adapt maximum")?;
-    let active = match request.get("active") {
-        None | Some(Value::Null) => true,
-        Some(Value::Bool(b)) => *b,
-        Some(v) => {
-            return Err(ApiError::Unprocessable(format!("active must be a boolean, got {v}")));
-        }
-    };
-    if let (Some(min), Some(max)) = (minimum, maximum)
-        && min > max
-    {
-        return Err(ApiError::Unprocessable(format!(
-            "minimum ({min}) must be no more than maximum ({max})"
-        )));
-    }
     let cluster = running_cluster(&gw, &user, &name).await?;
     let others = others_of(&gw, &cluster).await;
     let policy = owner_policy(&gw, Some(&user), &cluster.username);
@@ -361,14 +310,9 @@ async fn adapt(
 
 /// The owner's other active clusters, for the per-user limits.
 async fn others_of(gw: &Gateway, cluster: &Cluster) -> Vec<Cluster> {
-    gw.backend
-        .list()
-        .await
-        .into_iter()
-        .filter(|c| {
-            c.username == cluster.username && c.name != cluster.name && c.status.is_active()
-        })
-        .collect()
+    let mut others = active_clusters_of(gw, &cluster.username).await;
+    others.retain(|c| c.name != cluster.name);
+    others
 }
 
 async fn heartbeat(

@@ -12,9 +12,8 @@ use axum::response::{IntoResponseParts, ResponseParts};
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
-use super::errors::{ApiError, ApiResult};
+use super::errors::ApiError;
 use crate::auth::User;
-use crate::backends::BackendError;
 use crate::domain::models::Cluster;
 use crate::http::state::Gateway;
 
@@ -141,21 +140,4 @@ impl FromRequestParts<Arc<Gateway>> for Caller {
         }
         Ok(Self::User(Login::from_request_parts(parts, gw).await?))
     }
-}
-
-/// The cluster, if the caller may act on it ("view" or "stop" in messages).
-pub async fn owned_cluster(
-    gw: &Gateway,
-    user: &User,
-    name: &str,
-    verb: &str,
-) -> ApiResult<Cluster> {
-    let cluster = gw.backend.get(name).await.ok_or_else(|| BackendError::NotFound(name.into()))?;
-    if !user.may_access(&cluster.username) {
-        return Err(ApiError::Forbidden(format!(
-            "User {} lacks permissions to {verb} cluster {name}",
-            user.name
-        )));
-    }
-    Ok(cluster)
 }

@@ -22,7 +22,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::errors::{ApiError, ApiResult};
-use super::extract::{Login, owned_cluster};
+use super::extract::Login;
+use super::owned::owned_cluster;
 use crate::backends::logs::{LogBounds, LogSection, LogStream, MAX_BYTES_PER_ANSWER, Source};
 use crate::domain::models::Cluster;
 use crate::http::state::Gateway;

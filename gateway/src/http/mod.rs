@@ -3,6 +3,7 @@
 //! directly, never through this file.
 
 pub mod api;
+pub mod bodies;
 pub mod dashboard;
 pub mod errors;
 pub mod events;
@@ -11,6 +12,7 @@ pub mod logs;
 pub mod metrics;
 pub mod oauth;
 pub mod openapi;
+pub mod owned;
 pub mod pages;
 pub mod router;
 pub mod state;
