@@ -10,11 +10,11 @@
 //! `auth.jupyterhub_cache_seconds`, cookie or not.
 
 mod cache;
+mod error;
 pub mod hub;
-pub mod oauth;
-pub mod policy;
 pub mod session;
 
+pub use self::error::AuthError;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -48,27 +48,6 @@ impl User {
     pub fn may_access(&self, owner: &str) -> bool {
         self.admin || self.name == owner
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    #[error("Authentication required")]
-    Required,
-    #[error("Authentication failed")]
-    Failed,
-    #[error("JupyterHub: {0}")]
-    Hub(String),
-    #[error("JupyterHub unreachable: {0}")]
-    HubUnreachable(String),
-    /// Credentials that can never be valid, e.g. a user name over [`MAX_USER_NAME`].
-    #[error("{0}")]
-    Invalid(String),
-    #[error("JupyterHub is rate-limiting logins; retry later")]
-    HubRateLimited,
-    /// A valid login that may not use the gateway (a Hub token without the
-    /// service's access scope).
-    #[error("{0}")]
-    Forbidden(String),
 }
 
 /// The users file: `[users.<name>]` with an argon2 `password` hash (PHC
