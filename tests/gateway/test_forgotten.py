@@ -74,3 +74,35 @@ def test_the_timeout_can_be_an_option_and_zero_keeps_clusters(start_gateway):
     forever.shutdown()
     short.close()
     gateway.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_cluster_past_its_profiles_lifetime_stops_even_with_a_client(start_gateway):
+    """`max_lifetime`, here per profile: the cluster stops at its age, its
+    connected client notwithstanding; another profile's cluster keeps running."""
+    lifetime = 4
+    gw = start_gateway(
+        "[cluster]\nheartbeat_period = 1\n"
+        f'[[options.profiles]]\nname = "short"\nworker_cores = 0.5\nworker_memory = "1 GiB"\nmax_lifetime = {lifetime}\n'
+        '[[options.profiles]]\nname = "long"\nworker_cores = 0.5\nworker_memory = "1 GiB"\n'
+    )
+    gateway = Gateway(gw.address, auth=BasicAuth("alice", ""))
+    options = gateway.cluster_options()
+    options.profile = "short"
+    started = time.monotonic()
+    short = gateway.new_cluster(options)
+    short_client = short.get_client()
+    options.profile = "long"
+    long = gateway.new_cluster(options)
+    poll(lambda: short.name in [c.name for c in gateway.list_clusters(status="STOPPED")], 60,
+         "the cluster past its lifetime to stop")
+    lived = time.monotonic() - started
+    assert lived >= lifetime, f"stopped after {lived:.1f} s, before its lifetime"
+    print(f"cluster with a {lifetime} s lifetime stopped {lived:.1f} s after its create")
+    assert [c.name for c in gateway.list_clusters()] == [long.name]
+    assert metric(gw, "dask_gateway_lifetime_cluster_stops_total") == ["dask_gateway_lifetime_cluster_stops_total 1"]
+    assert metric(gw, "dask_gateway_forgotten_cluster_stops_total") == ["dask_gateway_forgotten_cluster_stops_total 0"]
+    short_client.close()
+    long.shutdown()
+    short.close()
+    gateway.close()

@@ -355,6 +355,21 @@ pub struct LocalConfig {
     pub fork_workers: bool,
 }
 
+/// The longest timeout or lifetime a cluster may be given: a year. Past it
+/// a value is a typo (milliseconds for seconds), not a policy.
+pub const MAX_CLUSTER_SECONDS: f64 = 365.0 * 86_400.0;
+
+/// A cluster timeout: 0 (off) up to [`MAX_CLUSTER_SECONDS`].
+fn check_timeout(key: &str, value: Option<f64>) -> anyhow::Result<()> {
+    if let Some(v) = value {
+        anyhow::ensure!(
+            v.is_finite() && (0.0..=MAX_CLUSTER_SECONDS).contains(&v),
+            "{key}: must be between 0 (off) and {MAX_CLUSTER_SECONDS} seconds (a year), got {v}"
+        );
+    }
+    Ok(())
+}
+
 /// Ready schedulers per profile beyond which an idle pool costs more than it saves.
 pub const MAX_POOL_SIZE: u32 = 16;
 
@@ -622,6 +637,25 @@ impl Config {
                 && self.cluster.completed_cluster_max_age.is_finite(),
             "cluster.completed_cluster_max_age: must be a non-negative number of seconds"
         );
+        let c = &self.cluster;
+        let timeouts = [
+            ("idle_timeout", Some(c.idle_timeout)),
+            ("idle_client_timeout", Some(c.idle_client_timeout)),
+            ("max_lifetime", Some(c.max_lifetime)),
+        ];
+        for (key, value) in timeouts {
+            check_timeout(&format!("cluster.{key}"), value)?;
+        }
+        for (i, p) in self.options.profiles.iter().enumerate() {
+            let timeouts = [
+                ("idle_timeout", p.idle_timeout),
+                ("idle_client_timeout", p.idle_client_timeout),
+                ("max_lifetime", p.max_lifetime),
+            ];
+            for (key, value) in timeouts {
+                check_timeout(&format!("options.profiles[{i}].{key}"), value)?;
+            }
+        }
         self.limits.check()?;
         self.connections.check()?;
         anyhow::ensure!(
@@ -707,6 +741,43 @@ mod tests {
         assert_eq!(Config::parse(&staff).unwrap().backend_max_workers(), Some(2));
         let open = format!("{staff}[auth.groups.hpc]\nuser_max_cores = 1\n");
         assert_eq!(Config::parse(&open).unwrap().backend_max_workers(), Some(2), "hpc inherits 1");
+    }
+
+    #[test]
+    fn lifetimes_and_timeouts_per_profile_over_the_cluster_defaults() {
+        let text = "[cluster]\nmax_lifetime = 86400\nidle_client_timeout = 600\n\
+                    [[options.profiles]]\nname = \"short\"\nworker_cores = 1\nworker_memory = 1\n\
+                    max_lifetime = 3600\nidle_timeout = 300\n\
+                    [[options.profiles]]\nname = \"plain\"\nworker_cores = 1\nworker_memory = 1\n";
+        let config = Config::parse(text).unwrap();
+        let spec =
+            crate::domain::options::OptionsSpec::new(config.options.profiles.clone(), vec![]);
+        let resolve = |profile: &str| {
+            let mut requested = serde_json::Map::new();
+            requested.insert("profile".into(), profile.into());
+            spec.resolve(&requested, &config.cluster).unwrap().1
+        };
+        let short = resolve("short");
+        assert_eq!(
+            (short.max_lifetime, short.idle_timeout, short.idle_client_timeout),
+            (3600.0, 300.0, 600.0)
+        );
+        let plain = resolve("plain");
+        assert_eq!(
+            (plain.max_lifetime, plain.idle_timeout, plain.idle_client_timeout),
+            (86400.0, 0.0, 600.0)
+        );
+        for bad in [
+            "[cluster]\nmax_lifetime = -1\n",
+            "[cluster]\nmax_lifetime = 1e12\n",
+            "[cluster]\nidle_client_timeout = nan\n",
+        ] {
+            let err = format!("{:#}", Config::parse(bad).unwrap_err());
+            assert!(err.contains("cluster.") && err.contains("a year"), "{err}");
+        }
+        let bad_profile = text.replace("max_lifetime = 3600", "max_lifetime = -5");
+        let err = format!("{:#}", Config::parse(&bad_profile).unwrap_err());
+        assert!(err.contains("options.profiles[0].max_lifetime"), "{err}");
     }
 
     #[test]

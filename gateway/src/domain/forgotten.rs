@@ -1,6 +1,8 @@
 //! Forgotten clusters: a cluster that has had no connected client for
 //! `idle_client_timeout` is stopped, whatever its workers do. This is the
-//! notebook that was closed without `cluster.shutdown()`.
+//! notebook that was closed without `cluster.shutdown()`. And a cluster
+//! older than its `max_lifetime` is stopped, whatever it does: the bound on
+//! what any cluster can cost, even one whose client stays connected.
 //!
 //! The scheduler keeps the clock (its preload reports `clientless_seconds`
 //! in each heartbeat, see `backends/presence_preload.py`), so the decision
@@ -21,6 +23,17 @@ pub fn stop_reason(timeout: f64, beat: &Heartbeat, claimed_for: Duration) -> Opt
     let alone = alone.min(claimed_for.as_secs_f64());
     (beat.clients == Some(0) && alone >= timeout).then(|| {
         format!("no client connected for {alone:.0} s (cluster.idle_client_timeout = {timeout} s)")
+    })
+}
+
+/// Why the cluster should stop now because of its age, or `None`.
+/// `claimed_for` counts from the user's create (a warm pool's wait does
+/// not count); heartbeats check it, so a cluster stops within one
+/// heartbeat period of its lifetime.
+pub fn lifetime_reason(max_lifetime: f64, claimed_for: Duration) -> Option<String> {
+    let age = claimed_for.as_secs_f64();
+    (max_lifetime > 0.0 && age >= max_lifetime).then(|| {
+        format!("its lifetime is over: {age:.0} s since it started (cluster.max_lifetime = {max_lifetime} s)")
     })
 }
 
@@ -59,6 +72,14 @@ mod tests {
         assert_eq!(stop_reason(60.0, &beat(None, None), LONG), None);
         // Disabled.
         assert_eq!(stop_reason(0.0, &beat(Some(0), Some(1e6)), LONG), None);
+    }
+
+    #[test]
+    fn a_cluster_past_its_lifetime_stops_busy_or_not() {
+        let reason = lifetime_reason(600.0, Duration::from_secs(601)).unwrap();
+        assert!(reason.contains("601 s") && reason.contains("max_lifetime = 600 s"), "{reason}");
+        assert_eq!(lifetime_reason(600.0, Duration::from_secs(599)), None);
+        assert_eq!(lifetime_reason(0.0, Duration::from_secs(1 << 30)), None, "0: no lifetime");
     }
 
     #[test]

@@ -214,6 +214,7 @@ pub(crate) mod tests {
                 worker_threads: 1,
                 idle_timeout: 0.0,
                 idle_client_timeout: 0.0,
+                max_lifetime: 0.0,
                 environment: Default::default(),
                 image: None,
                 profile: "small".into(),

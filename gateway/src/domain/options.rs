@@ -70,6 +70,10 @@ pub struct Profile {
     /// Environment of its schedulers and workers, over `[cluster] environment`.
     #[serde(default)]
     pub environment: BTreeMap<String, String>,
+    /// Its clusters' `[cluster]` timeouts, in seconds, over those defaults.
+    pub idle_timeout: Option<f64>,
+    pub idle_client_timeout: Option<f64>,
+    pub max_lifetime: Option<f64>,
     /// Kubernetes: pod keys over `[backend]`'s (see `pods.rs`).
     #[serde(flatten)]
     pub pods: PodConfig,
@@ -87,6 +91,9 @@ impl Profile {
             worker_memory_limit: None,
             image: None,
             environment: BTreeMap::new(),
+            idle_timeout: None,
+            idle_client_timeout: None,
+            max_lifetime: None,
             pods: Default::default(),
         }
     }
@@ -223,6 +230,9 @@ pub struct ClusterConfig {
     pub idle_timeout: f64,
     #[serde(default)]
     pub idle_client_timeout: f64,
+    /// Seconds from its start after which it is stopped, busy or not; 0 never.
+    #[serde(default)]
+    pub max_lifetime: f64,
     pub environment: BTreeMap<String, String>,
     pub image: Option<String>,
     /// The profile it was made from (its pod shape on Kubernetes).
@@ -316,8 +326,9 @@ impl OptionsSpec {
             worker_threads: profile
                 .worker_threads
                 .unwrap_or((profile.worker_cores.floor() as u32).max(1)),
-            idle_timeout: base.idle_timeout,
-            idle_client_timeout: base.idle_client_timeout,
+            idle_timeout: profile.idle_timeout.unwrap_or(base.idle_timeout),
+            idle_client_timeout: profile.idle_client_timeout.unwrap_or(base.idle_client_timeout),
+            max_lifetime: profile.max_lifetime.unwrap_or(base.max_lifetime),
             environment: base.environment.clone(),
             image: profile.image.clone(),
             profile: profile.name.clone(),
@@ -367,6 +378,9 @@ pub struct ClusterDefaults {
     /// Seconds with no connected client after which a cluster is stopped,
     /// busy or not (the notebook that started it is gone); 0 disables.
     pub idle_client_timeout: f64,
+    /// Seconds from its start after which a cluster is stopped, busy or
+    /// not: a bound on what a forgotten one costs; 0 disables.
+    pub max_lifetime: f64,
     /// Environment of every scheduler and worker.
     pub environment: BTreeMap<String, String>,
     /// Seconds a stopped or failed cluster stays listed (with
@@ -382,6 +396,7 @@ impl Default for ClusterDefaults {
             adaptive_period: 3.0,
             idle_timeout: 0.0,
             idle_client_timeout: 0.0,
+            max_lifetime: 0.0,
             environment: BTreeMap::new(),
             completed_cluster_max_age: 86_400.0,
         }

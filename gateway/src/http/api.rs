@@ -315,6 +315,12 @@ async fn others_of(gw: &Gateway, cluster: &Cluster) -> Vec<Cluster> {
     others
 }
 
+/// Why a heartbeat ends its cluster.
+enum Expiry {
+    NoClient,
+    Lifetime,
+}
+
 async fn heartbeat(
     State(gw): State<Arc<Gateway>>,
     ClusterCaller(cluster): ClusterCaller,
@@ -339,17 +345,28 @@ async fn heartbeat(
     let claimed_for =
         Duration::from_millis(now_ms().saturating_sub(cluster.start_time).max(0) as u64);
     // Once: a stopping cluster's scheduler may still beat.
-    let forgotten = (cluster.status == ClusterStatus::Running)
-        .then(|| forgotten::stop_reason(cluster.config.idle_client_timeout, &beat, claimed_for))
+    let expired = (cluster.status == ClusterStatus::Running)
+        .then(|| {
+            let config = &cluster.config;
+            forgotten::stop_reason(config.idle_client_timeout, &beat, claimed_for)
+                .map(|reason| (reason, Expiry::NoClient))
+                .or_else(|| {
+                    forgotten::lifetime_reason(config.max_lifetime, claimed_for)
+                        .map(|reason| (reason, Expiry::Lifetime))
+                })
+        })
         .flatten();
     // Unclaimed warm-pool schedulers (which users cannot get) wait alone by design.
-    let forgotten = match forgotten {
-        Some(reason) if gw.backend.get(name).await.is_some() => Some(reason),
+    let expired = match expired {
+        Some(found) if gw.backend.get(name).await.is_some() => Some(found),
         _ => None,
     };
-    if let Some(reason) = forgotten {
-        info!(cluster = %name, user = %cluster.username, %reason, "stopping a forgotten cluster");
-        gw.metrics.forgotten_cluster_stopped();
+    if let Some((reason, expiry)) = expired {
+        info!(cluster = %name, user = %cluster.username, %reason, "stopping a cluster");
+        match expiry {
+            Expiry::NoClient => gw.metrics.forgotten_cluster_stopped(),
+            Expiry::Lifetime => gw.metrics.lifetime_cluster_stopped(),
+        }
         gw.backend.stop(name).await?;
         return Ok(StatusCode::OK);
     }

@@ -68,6 +68,7 @@ pub struct Metrics {
     refused_connections: Family<ListenerLabels, Counter>,
     cluster_starts: Family<SourceLabels, Counter>,
     forgotten_stops: Counter,
+    lifetime_stops: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -137,6 +138,12 @@ impl Default for Metrics {
             "Clusters stopped because no client was connected for cluster.idle_client_timeout",
             Counter::default(),
         );
+        let lifetime_stops = registered(
+            r,
+            "lifetime_cluster_stops",
+            "Clusters stopped because they reached cluster.max_lifetime (or their profile's)",
+            Counter::default(),
+        );
         for source in [StartSource::Pool, StartSource::Cold] {
             let _ = cluster_starts.get_or_create(&SourceLabels { source: source.label() });
         }
@@ -151,6 +158,7 @@ impl Default for Metrics {
             refused_connections,
             cluster_starts,
             forgotten_stops,
+            lifetime_stops,
         }
     }
 }
@@ -183,6 +191,10 @@ impl Metrics {
 
     pub fn forgotten_cluster_stopped(&self) {
         self.forgotten_stops.inc();
+    }
+
+    pub fn lifetime_cluster_stopped(&self) {
+        self.lifetime_stops.inc();
     }
 
     pub fn scheduler_connection(&self, route: &str) {
