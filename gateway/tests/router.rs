@@ -90,7 +90,7 @@ impl Backend for FakeBackend {
     async fn list(&self) -> Vec<Cluster> {
         self.clusters.lock().unwrap().values().cloned().collect()
     }
-    async fn stop(&self, name: &str) -> Result<(), BackendError> {
+    async fn stop(&self, name: &str, _why: Option<&str>) -> Result<(), BackendError> {
         // Stopping an unknown cluster is no error (the trait's contract).
         let _ = self.update(name, |c| c.status = ClusterStatus::Stopped);
         Ok(())

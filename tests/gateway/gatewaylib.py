@@ -156,3 +156,17 @@ type = "mapping"
 default = {}
 target = "environment"
 """
+
+
+def live_view(gw, user):
+    """The web page's first snapshot (`GET /api/v1/events`) for `user` (simple
+    auth): each cluster the user may see, by name, as the page shows it."""
+    import requests  # the test venv's; the other helpers need only the stdlib
+    session = requests.get(gw.address + "/api/v1/options", auth=(user, ""), timeout=10).cookies["dask-gateway"]
+    with requests.get(gw.address + "/api/v1/events", cookies={"dask-gateway": session},
+                      stream=True, timeout=(5, 30)) as stream:
+        lines = stream.iter_lines(decode_unicode=True)
+        assert next(lines) == "event: clusters"
+        data = next(lines)
+    snapshot = json.loads(data.removeprefix("data:").strip())
+    return {row["name"]: row for row in snapshot["clusters"]}

@@ -91,7 +91,10 @@ pub trait Backend: Send + Sync + 'static {
         Vec::new()
     }
     /// Stops a cluster; stopping a stopped or unknown one is no error.
-    async fn stop(&self, name: &str) -> Result<(), BackendError>;
+    /// `why`, when the gateway stops it on its own (idle, lifetime, the
+    /// owner's server gone), is kept with the stopped cluster; `None`: its
+    /// user (or an admin) asked.
+    async fn stop(&self, name: &str, why: Option<&str>) -> Result<(), BackendError>;
     /// A heartbeat from the cluster's scheduler (already authenticated).
     async fn heartbeat(&self, name: &str, beat: Heartbeat) -> Result<(), BackendError>;
     /// Marks the cluster FAILED and stops it, e.g. when its scheduler stopped answering.

@@ -230,7 +230,8 @@ async fn stop_by_scheduler(
     ClusterCaller(cluster): ClusterCaller,
 ) -> ApiResult<Response> {
     info!(cluster = %cluster.name, "cluster stopped by its scheduler (idle timeout)");
-    gw.backend.stop(&cluster.name).await?;
+    let why = format!("idle for cluster.idle_timeout = {} s", cluster.config.idle_timeout);
+    gw.backend.stop(&cluster.name, Some(&why)).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -249,7 +250,9 @@ async fn delete_cluster(
         if cluster.status.is_active() {
             info!(cluster = %name, user = %user.name, "cluster stop requested");
         }
-        gw.backend.stop(&name).await?;
+        // An admin stopping another's cluster says so on it.
+        let by_admin = (user.name != cluster.username).then(|| format!("stopped by {}", user.name));
+        gw.backend.stop(&name, by_admin.as_deref()).await?;
     }
     Ok((login.cookie, StatusCode::NO_CONTENT).into_response())
 }
@@ -367,7 +370,7 @@ async fn heartbeat(
             Expiry::NoClient => gw.metrics.forgotten_cluster_stopped(),
             Expiry::Lifetime => gw.metrics.lifetime_cluster_stopped(),
         }
-        gw.backend.stop(name).await?;
+        gw.backend.stop(name, Some(&reason)).await?;
         return Ok(StatusCode::OK);
     }
     gw.backend.heartbeat(name, beat).await?;

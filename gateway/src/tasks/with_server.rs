@@ -50,7 +50,8 @@ async fn sweep(gw: &Gateway, warned: &AtomicBool) {
             Ok(Some(false)) => {
                 for name in clusters_of(&clusters, &owner) {
                     info!(cluster = %name, user = %owner, "stopping: the user's JupyterHub server is gone (auth.stop_clusters_with_server)");
-                    if let Err(e) = gw.backend.stop(name).await {
+                    let why = "its owner's JupyterHub server stopped";
+                    if let Err(e) = gw.backend.stop(name, Some(why)).await {
                         warn!(cluster = %name, error = %e, "could not stop the cluster");
                     }
                 }

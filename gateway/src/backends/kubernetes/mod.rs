@@ -31,7 +31,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use self::records::{Retirer, record_of};
+use self::records::{Ending, Retirer, record_of};
 use super::history::Retention;
 use super::logs::{LogBounds, LogStream};
 use super::{Backend, BackendError, Created, StartSource};
@@ -282,8 +282,7 @@ impl KubernetesBackend {
                         // unless it may still be under way (capturing logs).
                         let retired = record_of(&record).map(|r| r.stop_time).unwrap_or_default();
                         if now_ms().saturating_sub(retired) > RETIRE_GRACE_MS {
-                            let reason = record.annotations().get(FAILED).cloned();
-                            failer.retire(&dc, reason.as_deref()).await;
+                            failer.retire(&dc, Ending::of(record.annotations())).await;
                         }
                         continue;
                     }
@@ -294,7 +293,7 @@ impl KubernetesBackend {
                     let started = dc.creation_timestamp().map(|t| t.0).unwrap_or(now);
                     let age = now.duration_since(started).as_secs_f64();
                     if let Some(reason) = start_failure(&dc, age, timeout) {
-                        failer.retire(&dc, Some(&reason)).await;
+                        failer.retire(&dc, Ending::Failed(&reason)).await;
                         failed.extend(dc.uid());
                     }
                 }
@@ -721,7 +720,7 @@ impl Backend for KubernetesBackend {
         clusters
     }
 
-    async fn stop(&self, name: &str) -> Result<(), BackendError> {
+    async fn stop(&self, name: &str, why: Option<&str>) -> Result<(), BackendError> {
         let dc = match self.find(name) {
             Some(dc) => dc,
             // A finished cluster's record stays for its history period.
@@ -754,7 +753,8 @@ impl Backend for KubernetesBackend {
                 scheduler_problem(&dc).unwrap_or_else(|| "the scheduler cannot start".into())
             })
         });
-        self.failer().retire(&dc, reason.as_deref()).await;
+        let ending = reason.as_deref().map_or(Ending::Stopped(why), Ending::Failed);
+        self.failer().retire(&dc, ending).await;
         Ok(())
     }
 
@@ -778,7 +778,7 @@ impl Backend for KubernetesBackend {
 
     async fn fail(&self, name: &str, reason: &str) {
         if let Some(dc) = self.find_claimed(name) {
-            self.failer().retire(&dc, Some(reason)).await;
+            self.failer().retire(&dc, Ending::Failed(reason)).await;
         }
     }
 

@@ -28,6 +28,26 @@ use crate::domain::models::{ClusterStatus, now_ms};
 
 /// Label of a record Secret: `stopped` or `failed`.
 pub const RECORD: &str = "gateway.dask.org/record";
+/// Why the gateway stopped a cluster on its own (idle, lifetime, …).
+pub const STOP_REASON: &str = "gateway.dask.org/stop-reason";
+
+/// How a cluster ends, as its record tells.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending<'a> {
+    /// Stopped by its user (`None`) or by the gateway, saying why.
+    Stopped(Option<&'a str>),
+    Failed(&'a str),
+}
+
+impl<'a> Ending<'a> {
+    /// The ending a record (or a retirement cut short) already tells.
+    pub fn of(annotations: &'a std::collections::BTreeMap<String, String>) -> Self {
+        match annotations.get(FAILED) {
+            Some(reason) => Ending::Failed(reason),
+            None => Ending::Stopped(annotations.get(STOP_REASON).map(String::as_str)),
+        }
+    }
+}
 /// The logs Secret's key holding [`CapturedLogs`] as JSON.
 const LOGS_KEY: &str = "logs.json";
 /// Captured per container at most, and per cluster: a Secret holds 1 MiB.
@@ -62,7 +82,7 @@ pub fn record_of(secret: &Secret) -> Option<Record> {
         name: secret.labels().get(CLUSTER)?.clone(),
         username: annotations.get(USER).cloned().unwrap_or_default(),
         status,
-        reason: annotations.get(FAILED).cloned(),
+        reason: annotations.get(FAILED).or_else(|| annotations.get(STOP_REASON)).cloned(),
         start_time,
         stop_time: millis(STOPPED).unwrap_or(start_time),
         options: annotations
@@ -82,18 +102,25 @@ pub struct Retirer {
 }
 
 impl Retirer {
-    /// Records the cluster (STOPPED, or FAILED with `reason`), captures its
-    /// pods' logs beside the record, then deletes the DaskCluster: user code of a finished
-    /// cluster keeps no resources and gets no heartbeats.
-    pub async fn retire(&self, dc: &DaskCluster, reason: Option<&str>) {
+    /// Records the cluster (STOPPED, with why if the gateway stopped it, or
+    /// FAILED with its reason), captures its pods' logs beside the record,
+    /// then deletes the DaskCluster: user code of a finished cluster keeps
+    /// no resources and gets no heartbeats.
+    pub async fn retire(&self, dc: &DaskCluster, ending: Ending<'_>) {
         let Some(name) = dc.labels().get(CLUSTER) else { return };
-        match reason {
-            Some(reason) => warn!(cluster = %name, reason, "cluster failed; removing its pods"),
-            None => info!(cluster = %name, "cluster stopping; removing its pods"),
-        }
+        let reason = match ending {
+            Ending::Failed(reason) => {
+                warn!(cluster = %name, reason, "cluster failed; removing its pods");
+                Some(reason)
+            }
+            Ending::Stopped(why) => {
+                info!(cluster = %name, why, "cluster stopping; removing its pods");
+                None
+            }
+        };
         // The record first: the cluster is STOPPING from now on, and its
         // token is gone, so its scheduler gets no more say.
-        match self.write_record(dc, name, reason).await {
+        match self.write_record(dc, name, ending).await {
             Ok(record) => {
                 let logs = self.capture(&dc.name_any()).await;
                 self.keep_logs(name, &record, logs).await
@@ -139,8 +166,12 @@ impl Retirer {
         &self,
         dc: &DaskCluster,
         name: &str,
-        reason: Option<&str>,
+        ending: Ending<'_>,
     ) -> Result<Secret, kube::Error> {
+        let (failed, stopped_because) = match ending {
+            Ending::Failed(reason) => (Some(reason), None),
+            Ending::Stopped(why) => (None, why),
+        };
         let annotations = dc.annotations();
         let now = now_ms();
         // A pooled cluster's time in the pool is not its user's.
@@ -148,9 +179,10 @@ impl Retirer {
         let record = json!({
             "metadata": {
                 "ownerReferences": null,
-                "labels": { RECORD: if reason.is_some() { "failed" } else { "stopped" } },
+                "labels": { RECORD: if failed.is_some() { "failed" } else { "stopped" } },
                 "annotations": {
-                    FAILED: reason,
+                    FAILED: failed,
+                    STOP_REASON: stopped_because,
                     USER: annotations.get(USER),
                     OPTIONS: annotations.get(OPTIONS),
                     SETTINGS: annotations.get(SETTINGS),
@@ -325,8 +357,25 @@ mod tests {
             (record.status, record.reason.as_deref()),
             (ClusterStatus::Failed, Some("no scheduler"))
         );
+        let mut stopped_by_gateway = secret.clone();
+        stopped_by_gateway.annotations_mut().insert(STOP_REASON.into(), "idle".into());
+        let record = record_of(&stopped_by_gateway).unwrap();
+        assert_eq!(
+            (record.status, record.reason.as_deref()),
+            (ClusterStatus::Stopped, Some("idle"))
+        );
         let mut live = secret;
         live.labels_mut().remove(RECORD);
         assert!(record_of(&live).is_none() && !is_record(&live));
+    }
+
+    #[test]
+    fn an_ending_is_read_back_from_the_record_it_wrote() {
+        use std::collections::BTreeMap;
+        let failed = BTreeMap::from([(FAILED.to_string(), "no scheduler".to_string())]);
+        assert_eq!(Ending::of(&failed), Ending::Failed("no scheduler"));
+        let why = BTreeMap::from([(STOP_REASON.to_string(), "lifetime".to_string())]);
+        assert_eq!(Ending::of(&why), Ending::Stopped(Some("lifetime")));
+        assert_eq!(Ending::of(&BTreeMap::new()), Ending::Stopped(None));
     }
 }

@@ -133,7 +133,8 @@ fn lifeline(heartbeat_period: f64) -> Duration {
 enum Order {
     Heartbeat(Heartbeat),
     Fail(String),
-    Stop,
+    /// With why, when the gateway stops it on its own.
+    Stop(Option<String>),
 }
 
 struct Entry {
@@ -336,8 +337,8 @@ impl Backend for LocalBackend {
         clusters.values().filter(|e| e.pooled.is_some()).map(|e| e.cluster.status).collect()
     }
 
-    async fn stop(&self, name: &str) -> Result<(), BackendError> {
-        match self.send(name, Order::Stop).await {
+    async fn stop(&self, name: &str, why: Option<&str>) -> Result<(), BackendError> {
+        match self.send(name, Order::Stop(why.map(String::from))).await {
             Err(BackendError::NotFound(_)) => return Ok(()),
             other => other?,
         }
@@ -421,7 +422,7 @@ impl Backend for LocalBackend {
             .collect();
         let mut changes = self.changes();
         for name in &pooled {
-            self.send(name, Order::Stop).await.ok();
+            self.send(name, Order::Stop(None)).await.ok();
         }
         let deadline = Instant::now() + within;
         loop {
@@ -596,12 +597,13 @@ impl Supervisor {
         for secret in ["dask.pem", "dask.crt"] {
             tokio::fs::remove_file(self.dir.join(secret)).await.ok();
         }
-        match &reason {
-            Some(reason) => {
+        match (&reason, status) {
+            (Some(reason), ClusterStatus::Failed) => {
                 let log = tail(&self.dir.join("scheduler.log"), 20).await;
                 error!(reason, scheduler_log = %log, "cluster failed");
             }
-            None => info!("cluster stopped"),
+            (Some(why), _) => info!(why, "cluster stopped"),
+            (None, _) => info!("cluster stopped"),
         }
         self.table
             .update(&self.cluster.name, |c| {
@@ -673,7 +675,7 @@ impl Supervisor {
                         self.apply(&beat).await;
                     }
                     Some(Order::Fail(reason)) => break (ClusterStatus::Failed, Some(reason)),
-                    Some(Order::Stop) => break (ClusterStatus::Stopped, None),
+                    Some(Order::Stop(why)) => break (ClusterStatus::Stopped, why),
                     // The table is gone: the gateway is exiting. The
                     // cluster is left running for the next one to adopt.
                     None => return None,

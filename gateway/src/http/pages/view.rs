@@ -38,7 +38,8 @@ pub struct Row {
     pub memory: u64,
     /// Below the prefix, as in the cluster JSON: `/clusters/<name>/~<capability>/status`.
     pub dashboard_route: Option<String>,
-    /// Why a cluster failed, when the backend records it.
+    /// Why a cluster failed, or why the gateway stopped it on its own
+    /// (idle, lifetime, its owner's server gone, an admin).
     pub reason: Option<String>,
 }
 
