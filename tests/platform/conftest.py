@@ -42,7 +42,7 @@ def platform(kubectl, chart_image_values, timings, tmp_path_factory):  # noqa: F
     tokens = deploy.generated_secrets(values)
     kubectl("create", "namespace", deploy.NAMESPACE)
     try:
-        objects = deploy.manifests(values, tokens, image("DASK_RS_HUB_IMAGE"))
+        objects = deploy.manifests(values, tokens, image("DASK_RS_HUB_IMAGE"), image("DASK_RS_PROXY_IMAGE"))
         kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(o) for o in objects))
 
         # The chart with the documented values; only the images (and, on a tier

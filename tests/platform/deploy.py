@@ -4,9 +4,10 @@ the objects z2jh's chart renders for charts/dask-rs/examples/jupyterhub/z2jh-val
 no storage), written here because z2jh's chart and images are not available
 offline. Stand-ins, named as such in docs/platform-test.md:
 
-- the Hub and proxy images are tests/images/build's `hub` (JupyterHub 6.1.1,
-  jupyterhub-kubespawner and configurable-http-proxy 5.3.0 from PyPI and
-  npm), not quay.io/jupyterhub/k8s-hub and k8s-network-tools/chp;
+- the Hub and proxy images are tests/images/build's `hub` (JupyterHub 6.1.1
+  and jupyterhub-kubespawner from PyPI) and `proxy` (configurable-http-proxy
+  5.3.0 from npm), not quay.io/jupyterhub/k8s-hub and
+  quay.io/jupyterhub/configurable-http-proxy;
 - the Hub's jupyterhub_config.py is tests/platform/jupyterhub_config.py, z2jh's
   own reduced to the values this recipe uses;
 - the objects below are z2jh's templates (hub, proxy, singleuser) reduced the
@@ -163,7 +164,7 @@ def network_policies(values):
     ]
 
 
-def manifests(values, secret_values, hub_image):
+def manifests(values, secret_values, hub_image, proxy_image):
     """Every object of the z2jh-like deployment, in apply order."""
     config = (Path(__file__).parent / "jupyterhub_config.py").read_text()
     secret = {**secret_values, "values.json": json.dumps(values)}
@@ -174,6 +175,7 @@ def manifests(values, secret_values, hub_image):
     proxy_labels = {**labels("proxy"), "hub.jupyter.org/network-access-hub": "true",
                     "hub.jupyter.org/network-access-singleuser": "true"}
     restricted = {"runAsUser": 1000, "runAsGroup": 1000, "allowPrivilegeEscalation": False}
+    proxy_user = {"runAsUser": 65534, "runAsGroup": 65534, "allowPrivilegeEscalation": False}
     objects = [
         {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta("hub")},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": meta("hub"),
@@ -226,7 +228,7 @@ def manifests(values, secret_values, hub_image):
                   "template": {"metadata": {"labels": proxy_labels}, "spec": {
                       "automountServiceAccountToken": False,
                       "containers": [{
-                          "name": "chp", "image": hub_image, "imagePullPolicy": "IfNotPresent",
+                          "name": "chp", "image": proxy_image, "imagePullPolicy": "IfNotPresent",
                           # z2jh's proxy container, as it runs configurable-http-proxy.
                           "args": ["configurable-http-proxy", "--ip=", "--api-ip=", "--api-port=8001",
                                    "--default-target=http://hub:8081", "--error-target=http://hub:8081/hub/error",
@@ -234,7 +236,7 @@ def manifests(values, secret_values, hub_image):
                           "env": [{"name": "CONFIGPROXY_AUTH_TOKEN", "valueFrom": {"secretKeyRef": {
                               "name": "hub", "key": "hub.config.ConfigurableHTTPProxy.auth_token"}}}],
                           "ports": [{"name": "http", "containerPort": 8000}, {"name": "api", "containerPort": 8001}],
-                          "securityContext": restricted,
+                          "securityContext": proxy_user,
                           "readinessProbe": {"httpGet": {"path": "/_chp_healthz", "port": "http"}, "periodSeconds": 2},
                       }],
                   }}}},

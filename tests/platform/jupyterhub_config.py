@@ -50,8 +50,7 @@ c.Authenticator.allow_all = True
 
 c.KubeSpawner.namespace = os.environ["POD_NAMESPACE"]
 # z2jh's common labels: its singleuser NetworkPolicy selects app, release and component.
-c.KubeSpawner.common_labels = {"app": "jupyterhub", "heritage": "jupyterhub", "release": release,
-                               "chart": "jupyterhub-stand-in"}
+c.KubeSpawner.common_labels = {"app": "jupyterhub", "heritage": "jupyterhub", "release": release}
 c.KubeSpawner.start_timeout = 300
 c.KubeSpawner.http_timeout = 30
 c.KubeSpawner.port = 8888
