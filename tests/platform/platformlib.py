@@ -121,7 +121,7 @@ class Platform:
         """`kubectl exec` in a single-user pod: the process inherits the
         container's environment (the server's JUPYTERHUB_API_TOKEN included)."""
         proc = subprocess.run(["kubectl", "exec", "-i", "-n", deploy.NAMESPACE, pod, "-c", "notebook", "--", *command],
-                              input=input, capture_output=True, text=True, timeout=timeout)
+                              input=input or "", capture_output=True, text=True, timeout=timeout)
         return proc
 
     def env(self, pod):

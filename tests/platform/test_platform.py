@@ -34,6 +34,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 from platformlib import CLUSTER_NAMESPACE, GATEWAY, OPERATOR, ROOT, http
+from e2e.test_network_policy import agent_running, drops
 from testlib import poll
 
 import deploy
@@ -158,32 +159,50 @@ def message(line):
     return line.get("fields", {}).get("message") or line.get("message", "")
 
 
+def rfc3339_now():
+    return (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def retirement_failures(platform, name, since):
+    """The operator's fallbacks (deleting without retirement) since `since`, in its log and events."""
+    lines = [line for line in operator_log(platform, since) if "could not retire" in message(line)]
+    events = platform.kubectl.json("get", "events", "-n", CLUSTER_NAMESPACE)["items"]
+    return lines + [e["message"] for e in events
+                    if e["reason"] == "RetireFailed" and e["involvedObject"]["name"].startswith(f"dask-{name}")]
+
+
 @pytest.mark.timeout(600)
 def test_scale_down_retires_the_worker_through_the_scheduler(platform, alice):
-    since = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    before = {p["metadata"]["name"] for p in cluster_pods(platform, alice.name, "worker")}
-    assert len(before) == 2, before
-    started = time.monotonic()
-    alice.cluster.scale(1)
-    poll(lambda: len(alice.client.scheduler_info()["workers"]) == 1, 120, "one worker left", interval=0.5)
-    platform.timings["scale 2 -> 1 (worker retired)"] = time.monotonic() - started
-    # The operator retired it through the scheduler's HTTP API (the
-    # operator -> scheduler rule of the chart's policy): its log says so,
-    # and it never fell back to deleting without retirement.
+    """Both ways a gateway cluster scales down. The operator's: the
+    DaskCluster's scale subresource lowered (kubectl scale, an HPA,
+    dask-kubernetes' KubeCluster), the operator retires the surplus worker
+    through the scheduler's HTTP API (the chart's operator -> scheduler
+    rule) before deleting its pod. The gateway's: cluster.scale(1), the
+    scheduler retires a worker itself and the gateway lowers the count."""
+    kubectl, name = platform.kubectl, alice.name
+    scheduler = cluster_pods(platform, name, "scheduler")[0]["metadata"]["name"]
+    assert len(cluster_pods(platform, name, "worker")) == 2
+
+    since, started = rfc3339_now(), time.monotonic()
+    kubectl("scale", "daskcluster", f"dask-{name}", "-n", CLUSTER_NAMESPACE, "--replicas=1")
     retired = poll(lambda: [line for line in operator_log(platform, since)
                             if message(line) == "retired workers through the scheduler"], 60,
                    "the operator's retirement log line")
-    lines = operator_log(platform, since)
-    assert not [line for line in lines if "could not retire" in message(line)], lines
+    platform.timings["operator retirement (scale subresource 2 -> 1 to retired)"] = time.monotonic() - started
     assert retired[0]["fields"]["retired"] == 1, retired
-    poll(lambda: len(cluster_pods(platform, alice.name, "worker")) == 1, 120, "the retired worker's pod to go")
-    events = platform.kubectl.json("get", "events", "-n", CLUSTER_NAMESPACE)["items"]
-    reasons = {e["reason"] for e in events if e["involvedObject"]["name"].startswith(f"dask-{alice.name}")}
-    assert "ScaledDown" in reasons and "RetireFailed" not in reasons, reasons
-    # The scheduler's side of it.
-    scheduler = cluster_pods(platform, alice.name, "scheduler")[0]["metadata"]["name"]
-    log = platform.kubectl("logs", scheduler, "-n", CLUSTER_NAMESPACE)
+    log = kubectl("logs", scheduler, "-n", CLUSTER_NAMESPACE)
     assert "Retire worker" in log, log[-3000:]
+    # The gateway puts back the scheduler's count (its heartbeat): two workers again.
+    poll(lambda: len(alice.client.scheduler_info()["workers"]) == 2, 180, "the gateway's count restored", interval=1)
+
+    started = time.monotonic()
+    alice.cluster.scale(1)
+    poll(lambda: len(alice.client.scheduler_info()["workers"]) == 1, 120, "one worker left", interval=0.5)
+    poll(lambda: len([p for p in cluster_pods(platform, name, "worker")
+                      if not p["metadata"].get("deletionTimestamp")]) == 1, 120, "one worker pod left")
+    platform.timings["gateway scale 2 -> 1"] = time.monotonic() - started
+    # No fallback after a timeout, on either path.
+    assert not retirement_failures(platform, name, since)
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +233,8 @@ def connect(platform, pod, targets):
 @pytest.mark.timeout(300)
 def test_the_network_policies_forbid_what_they_should_and_allow_what_the_platform_needs(platform, servers, alice,
                                                                                         probes):
+    if not agent_running():
+        pytest.fail("no NetworkPolicy agent runs in the pods tier (tests/k8s/cluster starts kube-network-policies)")
     k = platform.kubectl
 
     def ip(kind, name, ns=deploy.NAMESPACE):
@@ -258,7 +279,7 @@ def test_the_network_policies_forbid_what_they_should_and_allow_what_the_platfor
         ("probe-plain", f"{sched_pod}:8786"), ("probe-hub-access", f"{sched_pod}:8786"),
         ("probe-plain", f"{sched_pod}:8787"),
     }
-    started = time.monotonic()
+    started, dropped = time.monotonic(), drops()
     results = {}
     for pod in {p for p, _ in allowed | forbidden}:
         targets = sorted(t for p, t in allowed | forbidden if p == pod)
@@ -276,6 +297,8 @@ def test_the_network_policies_forbid_what_they_should_and_allow_what_the_platfor
                            f"them on this tier?):\n{table}")
     not_dropped = [key for key in forbidden if not results[key].startswith("TimeoutError")]
     assert not not_dropped, f"forbidden connections that were not dropped by a policy:\n{table}"
+    # The agent's own count: at least one dropped packet per forbidden connection.
+    assert drops() - dropped >= len(forbidden)
 
 
 
