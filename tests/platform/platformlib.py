@@ -107,7 +107,10 @@ class Platform:
         assert status in (201, 202), (status, body)
 
         def ready():
-            _, model = self.hub_api("GET", f"/users/{user}")
+            try:
+                _, model = self.hub_api("GET", f"/users/{user}")
+            except OSError:  # the proxy between two routes, a Hub restart
+                return False
             server = model.get("servers", {}).get("", {})
             return server.get("ready") and server
         poll(ready, 300, f"{user}'s server to be ready", interval=2)
