@@ -120,11 +120,15 @@ def test_the_seed_notebook_runs_in_alices_server(platform, servers):
 @pytest.fixture(scope="module")
 def alice(platform, servers):
     """A cluster of alice's with two workers, made with her server's token
-    (the dask-gateway client here, in the tier's network namespace)."""
+    (the dask-gateway client here, in the tier's network namespace, with the
+    recipe's public address: dashboard links are relative to the Hub, as in
+    the notebook)."""
     from dask_gateway import Gateway, JupyterHubAuth
 
     token = server_token(platform, servers["alice"])
-    gateway = Gateway(platform.gateway_url, proxy_address=platform.proxy_address, auth=JupyterHubAuth(token))
+    public = platform.values["singleuser"]["extraEnv"]["DASK_GATEWAY__PUBLIC_ADDRESS"]
+    gateway = Gateway(platform.gateway_url, proxy_address=platform.proxy_address, public_address=public,
+                      auth=JupyterHubAuth(token))
     started = time.monotonic()
     cluster = gateway.new_cluster(profile="small")
     cluster.scale(2)
