@@ -187,12 +187,24 @@ def test_scale_down_retires_the_worker_through_the_scheduler(platform, alice):
     scheduler = cluster_pods(platform, name, "scheduler")[0]["metadata"]["name"]
     assert len(cluster_pods(platform, name, "worker")) == 2
 
-    since, started = rfc3339_now(), time.monotonic()
-    kubectl("scale", "daskcluster", f"dask-{name}", "-n", CLUSTER_NAMESPACE, "--replicas=1")
-    retired = poll(lambda: [line for line in operator_log(platform, since)
-                            if message(line) == "retired workers through the scheduler"], 60,
-                   "the operator's retirement log line")
-    platform.timings["operator retirement (scale subresource 2 -> 1 to retired)"] = time.monotonic() - started
+    first = since = rfc3339_now()
+    retired = None
+    # The gateway's heartbeat (every 5 s) puts back the scheduler's count; if
+    # it lands within the operator's debounce (0.5 s) the operator has
+    # nothing to do, so the scale-down is tried again (a few times at most).
+    for attempt in range(1, 6):
+        since, started = rfc3339_now(), time.monotonic()
+        kubectl("scale", "daskcluster", f"dask-{name}", "-n", CLUSTER_NAMESPACE, "--replicas=1")
+        try:
+            retired = poll(lambda: [line for line in operator_log(platform, since)
+                                    if message(line) == "retired workers through the scheduler"], 15,
+                           "the operator's retirement log line")
+            break
+        except AssertionError:
+            poll(lambda: len(alice.client.scheduler_info()["workers"]) == 2, 180, "two workers again", interval=1)
+    assert retired, f"the operator never retired a worker in {attempt} scale-downs:\n{operator_log(platform, first)}"
+    platform.timings[f"operator retirement (scale subresource 2 -> 1 to retired; attempt {attempt})"] = \
+        time.monotonic() - started
     assert retired[0]["fields"]["retired"] == 1, retired
     log = kubectl("logs", scheduler, "-n", CLUSTER_NAMESPACE)
     assert "Retire worker" in log, log[-3000:]
@@ -206,7 +218,7 @@ def test_scale_down_retires_the_worker_through_the_scheduler(platform, alice):
                       if not p["metadata"].get("deletionTimestamp")]) == 1, 120, "one worker pod left")
     platform.timings["gateway scale 2 -> 1"] = time.monotonic() - started
     # No fallback after a timeout, on either path.
-    assert not retirement_failures(platform, name, since)
+    assert not retirement_failures(platform, name, first)
 
 
 @pytest.fixture(scope="module")
@@ -394,7 +406,11 @@ def hub_login(driver, platform, user):
     from selenium.webdriver.common.by import By
 
     driver.get(f"{platform.public_url}/hub/login?next=%2Fhub%2Fhome")
-    wait(driver, lambda d: d.find_elements(By.ID, "username_input"), 30, "the Hub's login form")
+    try:
+        wait(driver, lambda d: d.find_elements(By.ID, "username_input"), 30, "the Hub's login form")
+    except Exception:
+        shot(driver, f"{user}-login")
+        raise AssertionError(f"no login form at {driver.current_url}: {driver.page_source[:2000]}")
     driver.find_element(By.ID, "username_input").send_keys(user)
     driver.find_element(By.ID, "password_input").send_keys("any password")
     driver.find_element(By.ID, "login_submit").click()
@@ -415,6 +431,13 @@ def through_oauth(driver):
     wait(driver, settled, 60, "the OAuth round trip")
 
 
+def rendered(driver, what):
+    """The dashboard's Bokeh document arrived (over its websocket through the proxy and the gateway)."""
+    wait(driver, lambda d: d.execute_script("return !!(window.Bokeh && Bokeh.documents && Bokeh.documents.length)"),
+         60, what)
+    time.sleep(2)  # the plots draw
+
+
 def shot(driver, name):
     ARTIFACTS.mkdir(exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / f"platform-{name}.png"))
@@ -430,15 +453,16 @@ def test_the_dashboard_opens_in_a_browser_for_its_owner_through_the_hub_and_not_
     a = browser()
     try:
         hub_login(a, platform, "alice")
-        # The link as JupyterLab shows it, relative to the Hub.
+        # The link as JupyterLab shows it, relative to the Hub: its capability
+        # opens it (no gateway session is made).
         a.get(platform.public_url + link)
-        wait(a, lambda d: "bokeh" in d.page_source.lower(), 60, "alice's dashboard (the link)")
+        rendered(a, "alice's dashboard (the link)")
         shot(a, "alice-dashboard-link")
-        a.delete_all_cookies()
-        hub_login(a, platform, "alice")
+        # Without the capability: the gateway has no session for this
+        # browser, sends it to the Hub's OAuth (alice is signed in there), and on.
         a.get(plain)
         through_oauth(a)
-        wait(a, lambda d: "bokeh" in d.page_source.lower(), 60, "alice's dashboard through OAuth")
+        rendered(a, "alice's dashboard through OAuth")
         assert f"/clusters/{alice.name}/~" in a.current_url, a.current_url
         shot(a, "alice-dashboard-oauth")
     finally:
