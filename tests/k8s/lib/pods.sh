@@ -133,7 +133,8 @@ start_kube_proxy() {
 # private mount namespace where $STATE/kube-network-policies/run is mounted on
 # /run (= /var/run) and holds those two files. It learns pod IPs from the API
 # (containerd 1.6 has no NRI socket for it). Fails closed: while it is down,
-# new connections of the pods a policy selects are dropped.
+# new connections of the pods a policy selects are dropped. KNP_VERBOSITY=2
+# logs each verdict (source and destination pods, accept or drop).
 KNP_METRICS_PORT=${KNP_METRICS_PORT:-20246}
 start_kube_network_policies() {
   [ "${KUBE_NETWORK_POLICIES:-1}" = 0 ] && { log "kube-network-policies: off (KUBE_NETWORK_POLICIES=0)"; return 0; }
@@ -168,7 +169,7 @@ EOF
   spawn kube-network-policies env KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT="$API_PORT" \
     unshare --mount --propagation private sh -c 'mount --bind "$0" /run && exec "$@"' "$run" \
     "$KNP_BIN/kube-network-policies" --hostname-override "$NODE_NAME" \
-    --metrics-bind-address "127.0.0.1:$KNP_METRICS_PORT" --v 1
+    --metrics-bind-address "127.0.0.1:$KNP_METRICS_PORT" --v "${KNP_VERBOSITY:-1}"
   # Ready once its informers have synced and its table is in place.
   wait_for kube-network-policies 60 nsrun nft list table inet kube-network-policies
 }
