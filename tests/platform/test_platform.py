@@ -425,17 +425,31 @@ def hub_login(driver, platform, user):
 
 
 def through_oauth(driver):
-    """Follows the gateway's Hub OAuth: approves the Hub's confirmation page if it shows one."""
+    """Follows the gateway's Hub OAuth, approving the Hub's "Authorize
+    access" page as the user would (JupyterHub shows it for a service
+    without oauth_no_confirm); returns whether it was shown."""
     from selenium.webdriver.common.by import By
+
+    confirmed = []
 
     def settled(d):
         if "/hub/api/oauth2/authorize" in d.current_url:
             buttons = d.find_elements(By.CSS_SELECTOR, "form button[type=submit], form input[type=submit]")
-            if buttons:
+            if buttons and not confirmed:
+                confirmed.append(True)
                 buttons[0].click()
             return False
         return "/oauth_callback" not in d.current_url and d.execute_script("return document.readyState") == "complete"
     wait(driver, settled, 60, "the OAuth round trip")
+    return bool(confirmed)
+
+
+def oauth_tokens(platform, user):
+    """The user's tokens that the Hub issued to the gateway's OAuth client."""
+    status, body = platform.hub_api("GET", f"/users/{user}/tokens")
+    assert status == 200, body
+    # (The server's own token's client is "JupyterHub".)
+    return [t for t in body["api_tokens"] if "dask-gateway" in (t.get("oauth_client") or "")]
 
 
 def rendered(driver, what):
@@ -467,11 +481,14 @@ def test_the_dashboard_opens_in_a_browser_for_its_owner_through_the_hub_and_not_
         shot(a, "alice-dashboard-link")
         # Without the capability: the gateway has no session for this
         # browser, sends it to the Hub's OAuth (alice is signed in there), and on.
+        assert not oauth_tokens(platform, "alice")
         a.get(plain)
-        through_oauth(a)
+        print(f"\nthe Hub asked alice to authorize the gateway: {through_oauth(a)}")
         rendered(a, "alice's dashboard through OAuth")
         assert f"/clusters/{alice.name}/~" in a.current_url, a.current_url
         shot(a, "alice-dashboard-oauth")
+        # The Hub issued the gateway an OAuth token for alice on the way.
+        assert oauth_tokens(platform, "alice")
     finally:
         a.quit()
     b = browser()
@@ -482,6 +499,8 @@ def test_the_dashboard_opens_in_a_browser_for_its_owner_through_the_hub_and_not_
         wait(b, lambda d: "lacks permissions" in d.page_source, 30, "bob refused")
         assert "bokeh" not in b.page_source.lower()
         shot(b, "bob-refused")
+        # Signed in through the same OAuth, and refused as bob.
+        assert oauth_tokens(platform, "bob")
     finally:
         b.quit()
     platform.timings["browser checks"] = time.monotonic() - started
