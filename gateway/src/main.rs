@@ -173,7 +173,8 @@ async fn main() -> anyhow::Result<()> {
     let app = router(gateway.clone(), &config.prefix);
     if config.auth.stop_clusters_with_server {
         let period = std::time::Duration::from_secs_f64(config.auth.server_check_period);
-        tokio::spawn(dask_gateway::tasks::with_server::run(gateway.clone(), period));
+        let grace = std::time::Duration::from_secs_f64(config.auth.server_stop_grace);
+        tokio::spawn(dask_gateway::tasks::with_server::run(gateway.clone(), period, grace));
     }
     info!(%address, prefix = %config.prefix, "dask gateway listening (API, dashboards and scheduler TLS on one port)");
     let timeouts = Timeouts::from(&config.connections);

@@ -5,12 +5,14 @@ none. The Hub here answers `GET /hub/api/user` and `GET /hub/api/users/<name>`
 as JupyterHub 6 does; the client is the real dask-gateway client."""
 
 import secrets
+import time
 from urllib.parse import unquote
 
 import pytest
 from dask_gateway import Gateway
 from dask_gateway.auth import JupyterHubAuth
 from gatewaylib import Gateway as GatewayProcess
+from gatewaylib import live_view
 from hublib import Hub, stand_in_spawner
 from testlib import fake_hub, poll
 
@@ -74,7 +76,9 @@ def test_the_option_needs_jupyterhub_auth(start_gateway):
 def test_with_a_real_hub_a_cluster_stops_when_its_owners_spawned_server_stops(tmp_path):
     """The same with a real JupyterHub whose spawner starts and stops the
     user's server (tests/gateway/notebook_server.py, a stand-in process),
-    the gateway's service granted `read:servers` as the docs say."""
+    the gateway's service granted `read:servers` as the docs say, after
+    `server_stop_grace`, and the page says why."""
+    grace = 3
     hub = Hub(tmp_path)
     reports = tmp_path / "reports"
     reports.mkdir()
@@ -86,6 +90,7 @@ jupyterhub_api_url = "{hub.api_url}"
 jupyterhub_api_token = "{service_token}"
 stop_clusters_with_server = true
 server_check_period = 1
+server_stop_grace = {grace}
 """)
     try:
         hub.start(services=[Hub.service("dask-gateway", service_token, url=gw.address)],
@@ -96,12 +101,16 @@ server_check_period = 1
         for user in ("erin", "frank"):
             hub.add_user(user)
             hub.spawn(user)
-        clients = {user: Gateway(gw.address, auth=JupyterHubAuth(api_token=hub.new_token(user)[0]))
-                   for user in ("erin", "frank")}
+        tokens = {user: hub.new_token(user)[0] for user in ("erin", "frank")}
+        clients = {user: Gateway(gw.address, auth=JupyterHubAuth(api_token=token)) for user, token in tokens.items()}
         clusters = {user: client.new_cluster() for user, client in clients.items()}
         hub.stop_server("erin")
+        gone_at = time.monotonic()
         poll(lambda: clusters["erin"].name in [c.name for c in clients["erin"].list_clusters(status="STOPPED")], 30,
              "erin's cluster to stop with her server")
+        assert time.monotonic() - gone_at >= grace, "stopped within the grace"
+        assert live_view(gw, token=tokens["erin"])[clusters["erin"].name]["reason"] == \
+            "its owner's JupyterHub server stopped"
         # frank's server still runs: his cluster too, several checks later.
         assert [c.name for c in clients["frank"].list_clusters()] == [clusters["frank"].name]
         clusters["frank"].shutdown()

@@ -68,6 +68,9 @@ pub struct AuthConfig {
     pub stop_clusters_with_server: bool,
     /// Seconds between those checks.
     pub server_check_period: f64,
+    /// Seconds the owner's server must stay gone before the clusters stop
+    /// (a server restarting keeps them); 0: at the first check that sees it gone.
+    pub server_stop_grace: f64,
     // Secure defaults: no open access by accident (the shared password from
     // a mounted Secret, open simple auth only on request, Secure cookies).
     /// File holding the shared password for `simple` (e.g. a mounted
@@ -430,6 +433,7 @@ impl Default for AuthConfig {
             cookie_secret_file: None,
             stop_clusters_with_server: false,
             server_check_period: 60.0,
+            server_stop_grace: 0.0,
             password_file: None,
             allow_insecure: false,
             cookie_secure: CookieSecure::Auto,
@@ -678,6 +682,11 @@ impl Config {
         anyhow::ensure!(
             period.is_finite() && (1.0..=86_400.0).contains(&period),
             "auth.server_check_period: must be between 1 and 86400 seconds"
+        );
+        let grace = self.auth.server_stop_grace;
+        anyhow::ensure!(
+            grace.is_finite() && (0.0..=86_400.0).contains(&grace),
+            "auth.server_stop_grace: must be between 0 and 86400 seconds"
         );
         anyhow::ensure!(
             self.auth.jupyterhub_api_token.is_none()
