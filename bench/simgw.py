@@ -197,7 +197,10 @@ class Client:
 async def scheduler_token(api, ns, name):
     """The API token the gateway gave cluster `name`'s scheduler (its Secret)."""
     secret = await api.request("GET", f"/api/v1/namespaces/{ns}/secrets/dask-{name}-gateway")
-    return b64decode(secret["data"]["api-token"]).decode()
+    data = secret.get("data") or {}
+    if "api-token" not in data:
+        raise RuntimeError(f"secret dask-{name}-gateway has no api-token (keys: {sorted(data)})")
+    return b64decode(data["api-token"]).decode()
 
 
 async def count_objects(api, ns):
