@@ -230,6 +230,7 @@ async def main():
     finally:
         await ob.clean_namespace(api, NS)
         await api.close()
+    print(ob.json.dumps({k: v for k, v in result.items() if k != "op_samples"}), file=sys.stderr)
     report(result)
 
 
