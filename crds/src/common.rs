@@ -8,6 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
+pub use crate::phases::ClusterPhase;
+
 /// Embedded PodSpecs and ServiceSpecs are typed in Rust but opaque in the CRD:
 /// dask-kubernetes inlines the whole 1.21 PodSpec (a 471 KB DaskJob CRD, too big
 /// for client-side `kubectl apply`, and silently pruning any newer pod field).
@@ -71,24 +73,6 @@ fn conditions_schema(_: &mut SchemaGenerator) -> Schema {
             }
         }
     })
-}
-
-// A DaskCluster's `status.phase`, spelled as dask-kubernetes spells it (its
-// `KubeCluster` and the gateway wait for `Running`). Not a doc comment: the
-// CRD keeps the field's description.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum ClusterPhase {
-    Created,
-    /// Its scheduler is not ready yet, or its Service does not exist yet.
-    Pending,
-    /// Its scheduler is ready and reachable through its Service.
-    Running,
-    /// Its spec is invalid (the Degraded condition says why).
-    Error,
-    /// Its scheduler cannot start and waiting will not help: an image that
-    /// cannot be pulled, a crash or a kill at start, a failed init container
-    /// (the SchedulerReady condition says why). Not dask-kubernetes'.
-    Failed,
 }
 
 /// Status common to DaskCluster and DaskWorkerGroup: what exists, computed by
@@ -174,19 +158,5 @@ mod tests {
         assert_eq!(time("Degraded").as_second(), 100, "Degraded stayed False");
         assert_eq!(time("Progressing").as_second(), 200, "a new condition starts now");
         assert_eq!(merged[1].message, "other message", "only the time is carried over");
-    }
-
-    #[test]
-    fn phases_keep_the_dask_kubernetes_spelling() {
-        for (phase, text) in [
-            (ClusterPhase::Created, "Created"),
-            (ClusterPhase::Pending, "Pending"),
-            (ClusterPhase::Running, "Running"),
-            (ClusterPhase::Error, "Error"),
-            (ClusterPhase::Failed, "Failed"),
-        ] {
-            assert_eq!(serde_json::to_value(phase).unwrap(), text);
-            assert_eq!(serde_json::from_value::<ClusterPhase>(text.into()).unwrap(), phase);
-        }
     }
 }

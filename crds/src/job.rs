@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::DaskClusterSpec;
 use crate::common::{SimpleObjectMeta, preserve_unknown_object};
+pub use crate::phases::JobPhase;
 
 dask_kind! {
     #[kube(kind = "DaskJob", plural = "daskjobs", shortname = "djb", status = "DaskJobStatus")]
@@ -40,29 +41,6 @@ pub struct DaskJobCluster {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<SimpleObjectMeta>,
     pub spec: DaskClusterSpec,
-}
-
-// A DaskJob's `status.jobStatus`, spelled as dask-kubernetes spells it. Not a
-// doc comment: the CRD keeps the field's description.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum JobPhase {
-    /// Written by dask-kubernetes only; this operator goes to ClusterCreated at once.
-    JobCreated,
-    /// The job's DaskCluster exists; the runner starts once it is Running.
-    ClusterCreated,
-    /// The runner pod runs.
-    Running,
-    /// The runner pod succeeded (and the cluster was deleted).
-    Successful,
-    /// The runner pod failed (and the cluster was deleted).
-    Failed,
-}
-
-impl JobPhase {
-    /// The runner finished: nothing more happens to the job.
-    pub fn is_finished(self) -> bool {
-        matches!(self, JobPhase::Successful | JobPhase::Failed)
-    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

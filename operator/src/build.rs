@@ -26,7 +26,7 @@ pub use dask_crds::env::SCHEDULER_HTTP_ROUTES;
 /// last written to it. A group whose replicas differ from it was scaled
 /// directly (dask-kubernetes' `KubeCluster.scale` does that), and the cluster
 /// takes the new count over instead of undoing it.
-pub const PROPAGATED_REPLICAS: &str = "kubernetes.dask.org/cluster-replicas";
+pub const PROPAGATED_REPLICAS: &str = dask_crds::annotations::CLUSTER_REPLICAS;
 
 pub fn default_group_name(cluster: &str) -> String {
     format!("{cluster}-default")

@@ -32,7 +32,7 @@ impl Error {
     /// administrator's (permissions, quota) or nobody's (it is retried).
     pub fn reason(&self) -> &'static str {
         match self {
-            Error::Invalid(_) => "InvalidSpec",
+            Error::Invalid(_) => dask_crds::conditions::reason::INVALID_SPEC,
             Error::Kube(kube::Error::Api(status)) if status.is_forbidden() => {
                 if status.message.contains("exceeded quota") {
                     "QuotaExceeded"

@@ -1,6 +1,7 @@
 //! A DaskCluster's status, computed from what exists; no I/O.
 
 use dask_crds::common::{condition, keep_transition_times};
+use dask_crds::conditions::{DEGRADED, PROGRESSING, READY, reason};
 use dask_crds::{ClusterPhase, DaskCluster, DaskWorkerGroup, WorkloadStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
@@ -29,8 +30,7 @@ pub struct Observed {
     pub now: Timestamp,
 }
 
-pub const SCHEDULER_READY: &str = "SchedulerReady";
-pub const WORKERS_READY: &str = "WorkersReady";
+pub use dask_crds::conditions::{SCHEDULER_READY, WORKERS_READY};
 
 /// Running only when the scheduler really is ready and its Service exists;
 /// worker counts from the default group's status.
@@ -39,7 +39,7 @@ pub fn status(cluster: &DaskCluster, group: &DaskWorkerGroup, seen: Observed) ->
     let previous = previous_conditions(cluster);
     // Ready wins: a restarted scheduler that runs again has recovered.
     let problem = scheduler_problem.filter(|_| !scheduler_ready);
-    let starting = (false, "Starting", "the scheduler pod is starting".to_string());
+    let starting = (false, reason::STARTING, "the scheduler pod is starting".to_string());
     let ok =
         if scheduler_ready { (true, "Ready", "the scheduler is ready".into()) } else { starting };
     let scheduler = problem_condition(
@@ -80,13 +80,13 @@ pub fn status(cluster: &DaskCluster, group: &DaskWorkerGroup, seen: Observed) ->
         "WorkersNotReady"
     };
     let degraded = if failed {
-        condition("Degraded", true, &scheduler.reason, scheduler.message.clone(), generation)
+        condition(DEGRADED, true, &scheduler.reason, scheduler.message.clone(), generation)
     } else {
-        condition("Degraded", false, "Valid", "", generation)
+        condition(DEGRADED, false, reason::VALID, "", generation)
     };
     let conditions = vec![
         condition(
-            "Ready",
+            READY,
             settled,
             ready_reason,
             format!(
@@ -95,7 +95,7 @@ pub fn status(cluster: &DaskCluster, group: &DaskWorkerGroup, seen: Observed) ->
             generation,
         ),
         condition(
-            "Progressing",
+            PROGRESSING,
             !settled,
             if settled { "Settled" } else { "Reconciling" },
             format!("{replicas} worker pods for {desired} wanted"),
@@ -145,7 +145,7 @@ pub fn invalid_workload(
     previous: &[Condition],
     invalid: &Invalid,
 ) -> WorkloadStatus {
-    let degraded = condition("Degraded", true, "InvalidSpec", invalid.to_string(), generation);
+    let degraded = condition(DEGRADED, true, reason::INVALID_SPEC, invalid.to_string(), generation);
     WorkloadStatus {
         phase: Some(ClusterPhase::Error),
         observed_generation: generation,

@@ -14,9 +14,9 @@ use kube::ResourceExt;
 use crate::build;
 use crate::problems::{Problem, pod_problems, problem_condition};
 
-/// The condition on a group (and its cluster) telling why workers do not run.
-pub const WORKERS_READY: &str = "WorkersReady";
 use crate::scheduler_api::WorkerInfo;
+/// The condition on a group (and its cluster) telling why workers do not run.
+pub use dask_crds::conditions::WORKERS_READY;
 
 /// A worker pod the plan acts on: its name, and its IP for finding its
 /// worker in the scheduler when the names do not match.
@@ -143,7 +143,7 @@ pub fn workers_condition(
     let ok = if ready >= desired {
         (true, "AllReady", format!("{ready}/{desired} workers ready"))
     } else {
-        (false, "Starting", format!("{ready}/{desired} workers ready"))
+        (false, dask_crds::conditions::reason::STARTING, format!("{ready}/{desired} workers ready"))
     };
     let old = group.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     problem_condition(WORKERS_READY, told.as_ref(), ok, old, group.metadata.generation, now)

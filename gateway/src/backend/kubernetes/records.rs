@@ -27,7 +27,7 @@ use crate::backend::logs::{CapturedLogs, LogBounds, LogStream, last_lines};
 use crate::models::{ClusterStatus, now_ms};
 
 /// Label of a record Secret: `stopped` or `failed`.
-pub const RECORD: &str = "gateway.dask.org/record";
+pub const RECORD: &str = dask_crds::gateway::RECORD;
 /// The logs Secret's key holding [`CapturedLogs`] as JSON.
 const LOGS_KEY: &str = "logs.json";
 /// Captured per container at most, and per cluster: a Secret holds 1 MiB.
