@@ -27,6 +27,7 @@ use tracing::warn;
 use crate::Result;
 use crate::api::apply_params;
 use crate::build::fnv1a;
+use crate::error::Stage;
 
 /// Records beyond this are dropped wholesale: forgetting costs one re-apply
 /// per child, and keeps children of long-deleted clusters from piling up.
@@ -162,7 +163,7 @@ fn identify<K: Child>(desired: &K) -> (String, u64) {
 
 async fn apply<K: Child>(client: &Client, desired: &K) -> Result<K> {
     let api: Api<K> = Api::namespaced(client.clone(), &desired.namespace().unwrap_or_default());
-    Ok(api.patch(&desired.name_any(), &apply_params(), &Patch::Apply(desired)).await?)
+    api.patch(&desired.name_any(), &apply_params(), &Patch::Apply(desired)).await.applying()
 }
 
 /// What moves when a child's spec is changed by anyone: its generation, or

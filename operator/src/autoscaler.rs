@@ -26,8 +26,10 @@ pub use plan::{
 
 use crate::adopt::adopt;
 use crate::api::{cached_readable, patch_status};
+use crate::error::Stage;
 use crate::scheduler_api::SchedulerApi;
-use crate::{Context, Error, Result, report, unreadable, validate};
+use crate::validate::Validated;
+use crate::{Context, Error, Result, report, unreadable};
 
 const KIND: &str = "DaskAutoscaler";
 const PERIOD: Duration = Duration::from_secs(5);
@@ -50,11 +52,11 @@ async fn reconcile(scaler: Arc<DaskAutoscaler>, ctx: Arc<Context>) -> Result<Act
     let _timer = ctx.metrics.reconcile(KIND);
     let ns = scaler.namespace().unwrap_or_default();
     let spec = &scaler.spec;
-    validate::autoscaler(&scaler)?;
+    Validated::new(DaskAutoscaler::clone(&scaler))?;
     let tuning = ctx.config.autoscaling.with_annotations(scaler.annotations())?;
     let clusters = ctx.api::<DaskCluster>(&ns);
     // A missing cluster is looked for again soon: once it appears, it adopts the scaler.
-    let Some(cluster) = clusters.get_opt(&spec.cluster).await? else {
+    let Some(cluster) = clusters.get_opt(&spec.cluster).await.reading()? else {
         return Ok(Action::requeue(PERIOD));
     };
     adopt(&ctx, &*scaler, &cluster).await?;
@@ -84,13 +86,16 @@ async fn reconcile(scaler: Arc<DaskAutoscaler>, ctx: Arc<Context>) -> Result<Act
             let scale = json!({ "spec": { "replicas": to } });
             clusters
                 .patch_scale(&spec.cluster, &PatchParams::default(), &Patch::Merge(scale))
-                .await?;
+                .await
+                .applying()?;
             let note = format!("{from} -> {to} workers (adaptive target {target})");
             ctx.events.normal(&cluster, "Autoscaled", &note).await;
-            patch_status(&ctx.client, &*scaler, &plan::scaled(to, now)).await?;
+            patch_status(&ctx.client, &*scaler, &plan::scaled(to, now)).await.writing_status()?;
         }
         Decision::StartWindow(workers) => {
-            patch_status(&ctx.client, &*scaler, &plan::scaled(workers, now)).await?;
+            patch_status(&ctx.client, &*scaler, &plan::scaled(workers, now))
+                .await
+                .writing_status()?;
         }
         Decision::Hold => {}
     }

@@ -27,9 +27,11 @@ use crate::api::{
 };
 use crate::applied::Applied;
 use crate::config::CONCURRENCY;
+use crate::error::Stage;
 use crate::problems::{Problem, new_problems, pod_problems};
 use crate::scheduler_api::SchedulerApi;
-use crate::{Context, Error, Result, build, pace, report, unreadable, validate};
+use crate::validate::Validated;
+use crate::{Context, Error, Result, build, pace, report, unreadable};
 
 const KIND: &str = "DaskCluster";
 
@@ -139,14 +141,15 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
     let ns = cached.namespace().unwrap_or_default();
     let clusters = ctx.api::<DaskCluster>(&ns);
     // A quorum read: children are never built from a stale (or trimmed) spec.
-    let Some(cluster) = get_readable::<DaskCluster>(&ctx.client, &ns, &name).await? else {
+    let Some(cluster) = get_readable::<DaskCluster>(&ctx.client, &ns, &name).await.reading()?
+    else {
         return Ok(Action::await_change());
     };
     if cluster.meta().deletion_timestamp.is_some() {
         // Children go by owner-reference garbage collection; nothing to do.
         return Ok(Action::await_change());
     }
-    validate::cluster(&cluster)?;
+    let cluster = Validated::new(cluster)?;
 
     let group_ref = ObjectRef::new(&build::default_group_name(&name)).within(&ns);
     if let Some(existing) = children.groups.get(&group_ref)
@@ -154,7 +157,10 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
     {
         info!(replicas, "the default worker group was scaled directly; the cluster follows");
         let scale = json!({ "spec": { "replicas": replicas } });
-        clusters.patch_scale(&name, &PatchParams::default(), &Patch::Merge(scale)).await?;
+        clusters
+            .patch_scale(&name, &PatchParams::default(), &Patch::Merge(scale))
+            .await
+            .applying()?;
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     // The scheduler and the workers are applied together. The Service goes
@@ -173,7 +179,7 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
     );
     if cluster.phase().is_none() {
         let note = "Created the scheduler, its Service and the default worker group";
-        ctx.events.normal(&cluster, "Created", note).await;
+        ctx.events.normal(&*cluster, "Created", note).await;
     }
 
     let scheduler_ready =
@@ -187,7 +193,7 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
     // A settled cluster costs no writes.
     if cluster.status.as_ref() != Some(&status) {
         warn_of_problems(ctx, &cluster, &status).await;
-        patch_status(client, &cluster, &status).await?;
+        patch_status(client, &*cluster, &status).await.writing_status()?;
     }
     if troubled && status.phase == Some(dask_crds::ClusterPhase::Pending) {
         // Again when the grace before Failed is up.
@@ -259,7 +265,8 @@ async fn check_idle(cluster: &DaskCluster, ctx: &Context) -> Result<Action> {
     info!(idle_for, "idle timeout reached; deleting the cluster");
     let note = format!("Scheduler idle for {idle_for:.0}s (idleTimeout {timeout}s)");
     ctx.events.normal(cluster, "IdleTimeout", &note).await;
-    ctx.api::<DaskCluster>(&ns).delete(&cluster.name_any(), &DeleteParams::background()).await?;
+    let clusters = ctx.api::<DaskCluster>(&ns);
+    clusters.delete(&cluster.name_any(), &DeleteParams::background()).await.applying()?;
     Ok(Action::await_change())
 }
 

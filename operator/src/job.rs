@@ -24,7 +24,9 @@ use tracing::{info, instrument};
 pub use transition::{JobStep, Names, Runner, job_transition};
 
 use crate::api::{apply_params, cached_readable, ignore_not_found, patch_status};
-use crate::{Context, Error, Result, build, report, unreadable, validate};
+use crate::error::Stage;
+use crate::validate::Validated;
+use crate::{Context, Error, Result, build, report, unreadable};
 
 const KIND: &str = "DaskJob";
 
@@ -58,14 +60,15 @@ async fn reconcile(job: Arc<DaskJob>, ctx: Arc<Context>) -> Result<Action> {
     }
     let name = job.name_any();
     let ns = job.namespace().unwrap_or_default();
-    validate::job(&job)?;
+    let job = Validated::new(DaskJob::clone(&job))?;
 
     let clusters: Api<DaskCluster> = ctx.api(&ns);
     let cluster = build::job_cluster(&job);
-    let cluster = clusters.patch(&name, &apply_params(), &Patch::Apply(&cluster)).await?;
+    let cluster =
+        clusters.patch(&name, &apply_params(), &Patch::Apply(&cluster)).await.applying()?;
     let pods: Api<Pod> = ctx.api(&ns);
     let runner_name = build::runner_name(&job);
-    let runner = pods.get_opt(&runner_name).await?;
+    let runner = pods.get_opt(&runner_name).await.reading()?;
 
     let names = Names { cluster: &name, runner: &runner_name };
     let now = Timestamp::now().to_string();
@@ -79,13 +82,13 @@ async fn reconcile(job: Arc<DaskJob>, ctx: Arc<Context>) -> Result<Action> {
         let address = build::scheduler_address(&name, &ns, &ctx.config.cluster_domain, port);
         let pod = build::runner_pod(&job, &runner_name, &address);
         info!(runner = %runner_name, "starting the job runner");
-        pods.patch(&runner_name, &apply_params(), &Patch::Apply(pod)).await?;
+        pods.patch(&runner_name, &apply_params(), &Patch::Apply(pod)).await.applying()?;
     }
     if step.delete_cluster {
-        ignore_not_found(clusters.delete(&name, &DeleteParams::background()).await)?;
+        ignore_not_found(clusters.delete(&name, &DeleteParams::background()).await).applying()?;
     }
     if job.status.as_ref() != Some(&step.status) {
-        patch_status(&ctx.client, &*job, &step.status).await?;
+        patch_status(&ctx.client, &*job, &step.status).await.writing_status()?;
     }
     Ok(if step.status.is_finished() {
         Action::await_change()

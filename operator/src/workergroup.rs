@@ -29,8 +29,10 @@ use crate::api::{
     apply_params, cached_readable, get_readable, ignore_not_found, patch_status, trim_group,
 };
 use crate::config::CONCURRENCY;
+use crate::error::Stage;
 use crate::scheduler_api::SchedulerApi;
-use crate::{Context, Error, Result, build, pace, report, unreadable, validate};
+use crate::validate::Validated;
+use crate::{Context, Error, Result, build, pace, report, unreadable};
 
 const KIND: &str = "DaskWorkerGroup";
 
@@ -98,20 +100,21 @@ async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Ac
     let name = cached.name_any();
     let ns = cached.namespace().unwrap_or_default();
     // A quorum read: pods are never built from a stale (or trimmed) template.
-    let Some(group) = get_readable::<DaskWorkerGroup>(&ctx.client, &ns, &name).await? else {
+    let Some(group) = get_readable::<DaskWorkerGroup>(&ctx.client, &ns, &name).await.reading()?
+    else {
         return Ok(Action::await_change());
     };
     if group.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    validate::worker_group(&group)?;
+    let group = Validated::new(group)?;
     // Read whole (not from a trimmed cache): its metadata is inherited, its
     // Service ports make the scheduler's address.
-    let cluster = ctx.api::<DaskCluster>(&ns).get_opt(&group.spec.cluster).await?;
+    let cluster = ctx.api::<DaskCluster>(&ns).get_opt(&group.spec.cluster).await.reading()?;
     if let Some(cluster) = &cluster
         && cluster.meta().deletion_timestamp.is_none()
     {
-        adopt(&ctx, &group, cluster).await?;
+        adopt(&ctx, &*group, cluster).await?;
     }
     let inherited = build::worker_inheritance(cluster.as_ref(), &group);
     let scheduler = cluster.map(|c| c.spec.scheduler).unwrap_or_default();
@@ -123,7 +126,7 @@ async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Ac
     // its own last writes, so it never creates a pod twice.
     let pods: Api<Pod> = ctx.api(&ns);
     let selector = format!("{WORKER_GROUP_NAME}={name},{COMPONENT}={COMPONENT_WORKER}");
-    let all = pods.list(&ListParams::default().labels(&selector)).await?.items;
+    let all = pods.list(&ListParams::default().labels(&selector)).await.reading()?.items;
     let mut plan = plan(&group, &all, &hash);
     // Before the plan deletes finished pods: how they ended is the news.
     let ready = plan.status.ready_replicas.unwrap_or(0);
@@ -138,7 +141,7 @@ async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Ac
         let pod_name = build::new_worker_name(&name);
         let pod = build::worker_pod(&group, &inherited, &pod_name, &address, &hash);
         let pods = &pods;
-        async move { pods.patch(&pod_name, &apply_params(), &Patch::Apply(pod)).await }
+        async move { pods.patch(&pod_name, &apply_params(), &Patch::Apply(pod)).await.applying() }
     });
     futures::stream::iter(creates)
         .buffer_unordered(POD_CREATES_AT_ONCE)
@@ -147,7 +150,7 @@ async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Ac
     if plan.create > 0 {
         info!(created = plan.create, "created worker pods");
         let note = format!("Created {} worker pod(s)", plan.create);
-        ctx.events.normal(&group, "ScaledUp", &note).await;
+        ctx.events.normal(&*group, "ScaledUp", &note).await;
     }
     if plan.scaled_down() > 0 {
         let port = scheduler.dashboard_port();
@@ -159,21 +162,21 @@ async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Ac
             delete_pod(&pods, pod).await?;
         }
         let note = format!("Replaced {} worker pod(s) of an older template", plan.roll.len());
-        ctx.events.normal(&group, "RolledOut", &note).await;
+        ctx.events.normal(&*group, "RolledOut", &note).await;
     }
 
     if group.status.as_ref() != Some(&plan.status) {
         let old = group.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
         for condition in crate::problems::new_problems(old, &plan.status.conditions) {
-            ctx.events.warning(&group, &condition.reason, &condition.message).await;
+            ctx.events.warning(&*group, &condition.reason, &condition.message).await;
         }
-        patch_status(&ctx.client, &group, &plan.status).await?;
+        patch_status(&ctx.client, &*group, &plan.status).await.writing_status()?;
     }
     Ok(Action::requeue(Duration::from_secs(if plan.settled { 300 } else { 5 })))
 }
 
 async fn delete_pod(pods: &Api<Pod>, name: &str) -> Result<()> {
-    ignore_not_found(pods.delete(name, &DeleteParams::default()).await)?;
+    ignore_not_found(pods.delete(name, &DeleteParams::default()).await).applying()?;
     Ok(())
 }
 

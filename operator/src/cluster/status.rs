@@ -169,6 +169,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
+    use crate::validate::Validated;
 
     fn cluster(replicas: i32) -> DaskCluster {
         let mut cluster: DaskCluster =
@@ -181,7 +182,7 @@ mod tests {
     }
 
     fn group(cluster: &DaskCluster, replicas: i32, ready: i32) -> DaskWorkerGroup {
-        let mut group = build::default_worker_group(cluster);
+        let mut group = build::default_worker_group(&Validated::unchecked(cluster.clone()));
         group.status = Some(WorkloadStatus {
             replicas: Some(replicas),
             ready_replicas: Some(ready),
