@@ -55,7 +55,7 @@ pub struct DaskScheduler {
 }
 
 /// `metav1.Condition`s, one per type (a list-map keyed by `type`).
-fn conditions_schema(_: &mut SchemaGenerator) -> Schema {
+pub(crate) fn conditions_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "array",
         "x-kubernetes-list-type": "map",
@@ -95,7 +95,8 @@ pub struct WorkloadStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Ready, Progressing, Degraded; SchedulerReady and WorkersReady (with
-    /// the reason a pod does not run, e.g. ImagePullBackOff or OOMKilled).
+    /// the reason a pod does not run, e.g. ImagePullBackOff or OOMKilled);
+    /// IdleCheck when the scheduler does not answer the idleness check.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,

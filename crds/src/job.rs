@@ -1,6 +1,7 @@
 //! DaskJob: a runner pod with a DaskCluster of its own for its lifetime.
 
 use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +58,11 @@ pub struct DaskJobStatus {
     pub start_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<String>,
+    /// Degraded (an invalid spec) and ClusterReady (whether the job's
+    /// cluster runs, so its runner can start).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::common::conditions_schema")]
+    pub conditions: Vec<Condition>,
 }
 
 impl DaskJobStatus {

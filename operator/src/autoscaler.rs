@@ -7,11 +7,13 @@
 //! target) → [`decide`] (pure) → apply → status.
 
 mod plan;
+mod status;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use dask_crds::{DaskAutoscaler, DaskCluster};
+use dask_crds::conditions::reason;
+use dask_crds::{DaskAutoscaler, DaskAutoscalerStatus, DaskCluster};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::{Patch, PatchParams};
@@ -23,10 +25,12 @@ use tracing::{info, instrument, warn};
 pub use plan::{
     Decision, Observed, SCALE_DOWN_WINDOW, Step, Tuning, decide, next_count, parse_seconds,
 };
+pub use status::Scaling;
 
 use crate::adopt::adopt;
 use crate::api::{cached_readable, patch_status};
 use crate::error::Stage;
+use crate::problems::newly_told;
 use crate::scheduler_api::SchedulerApi;
 use crate::validate::Validated;
 use crate::{Context, Error, Result, report, unreadable};
@@ -50,18 +54,40 @@ pub async fn run(ctx: Arc<Context>) {
 #[instrument(skip(scaler, ctx), fields(name = %scaler.name_any()))]
 async fn reconcile(scaler: Arc<DaskAutoscaler>, ctx: Arc<Context>) -> Result<Action> {
     let _timer = ctx.metrics.reconcile(KIND);
-    let ns = scaler.namespace().unwrap_or_default();
-    let spec = &scaler.spec;
     Validated::new(DaskAutoscaler::clone(&scaler))?;
     let tuning = ctx.config.autoscaling.with_annotations(scaler.annotations())?;
+    let (scaling, done) = scale(&scaler, &ctx, tuning).await?;
+    let last = scaler.status.clone().unwrap_or_default();
+    let status = status::with_conditions(&scaler, done.unwrap_or(last), &scaling);
+    if scaler.status.as_ref() != Some(&status) {
+        // A scheduler that stops answering is told once, not every period.
+        let old = scaler.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+        let unavailable = [reason::SCHEDULER_UNAVAILABLE];
+        for condition in newly_told(old, &status.conditions, &unavailable) {
+            ctx.events.warning(&*scaler, &condition.reason, &condition.message).await;
+        }
+        patch_status(&ctx.client, &*scaler, &status).await.writing_status()?;
+    }
+    Ok(Action::requeue(PERIOD))
+}
+
+/// Follows the scheduler's adaptive target, if the cluster runs and its
+/// scheduler tells it: what it saw, and the status of a change it made.
+async fn scale(
+    scaler: &DaskAutoscaler,
+    ctx: &Context,
+    tuning: Tuning,
+) -> Result<(Scaling, Option<DaskAutoscalerStatus>)> {
+    let ns = scaler.namespace().unwrap_or_default();
+    let spec = &scaler.spec;
     let clusters = ctx.api::<DaskCluster>(&ns);
     // A missing cluster is looked for again soon: once it appears, it adopts the scaler.
     let Some(cluster) = clusters.get_opt(&spec.cluster).await.reading()? else {
-        return Ok(Action::requeue(PERIOD));
+        return Ok((Scaling::ClusterNotFound, None));
     };
-    adopt(&ctx, &*scaler, &cluster).await?;
+    adopt(ctx, scaler, &cluster).await?;
     if !cluster.is_running() {
-        return Ok(Action::requeue(PERIOD));
+        return Ok((Scaling::ClusterNotRunning, None));
     }
     let port = cluster.spec.scheduler.dashboard_port();
     let base = SchedulerApi::base_url(&spec.cluster, &ns, &ctx.config.cluster_domain, port);
@@ -69,7 +95,7 @@ async fn reconcile(scaler: Arc<DaskAutoscaler>, ctx: Arc<Context>) -> Result<Act
         Ok(t) => t,
         Err(e) => {
             warn!(error = %e, "could not read the adaptive target");
-            return Ok(Action::requeue(PERIOD));
+            return Ok((Scaling::SchedulerUnavailable(e.to_string()), None));
         }
     };
     let status = scaler.status.clone().unwrap_or_default();
@@ -80,7 +106,7 @@ async fn reconcile(scaler: Arc<DaskAutoscaler>, ctx: Arc<Context>) -> Result<Act
         now,
         cooldown_until: plan::cooldown_until(scaler.annotations()),
     };
-    match decide(spec, &status, tuning, seen) {
+    let done = match decide(spec, &status, tuning, seen) {
         Decision::Scale { from, to } => {
             info!(current = from, target, next = to, "scaling");
             let scale = json!({ "spec": { "replicas": to } });
@@ -90,16 +116,18 @@ async fn reconcile(scaler: Arc<DaskAutoscaler>, ctx: Arc<Context>) -> Result<Act
                 .applying()?;
             let note = format!("{from} -> {to} workers (adaptive target {target})");
             ctx.events.normal(&cluster, "Autoscaled", &note).await;
-            patch_status(&ctx.client, &*scaler, &plan::scaled(to, now)).await.writing_status()?;
+            Some(plan::scaled(to, now))
         }
-        Decision::StartWindow(workers) => {
-            patch_status(&ctx.client, &*scaler, &plan::scaled(workers, now))
-                .await
-                .writing_status()?;
-        }
-        Decision::Hold => {}
+        Decision::StartWindow(workers) => Some(plan::scaled(workers, now)),
+        Decision::Hold => None,
+    };
+    Ok((Scaling::Active, done))
+}
+
+impl report::InvalidStatus for DaskAutoscaler {
+    fn invalid_status(&self, invalid: &crate::validate::Invalid) -> DaskAutoscalerStatus {
+        status::invalid(self, invalid)
     }
-    Ok(Action::requeue(PERIOD))
 }
 
 fn error_policy(scaler: Arc<DaskAutoscaler>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -11,7 +11,8 @@ pub use status::invalid_workload;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dask_crds::{DaskCluster, DaskWorkerGroup};
+use dask_crds::conditions::reason;
+use dask_crds::{DaskCluster, DaskWorkerGroup, WorkloadStatus};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -25,12 +26,12 @@ use tracing::{info, instrument, warn};
 use crate::api::{
     cached, cached_readable, get_readable, patch_status, strip_bookkeeping, trim_group,
 };
-use crate::applied::Applied;
+use crate::applied::{Applied, Background};
 use crate::config::CONCURRENCY;
 use crate::error::Stage;
-use crate::problems::{Problem, new_problems, pod_problems};
+use crate::problems::{Problem, new_problems, newly_told, pod_problems};
 use crate::scheduler_api::SchedulerApi;
-use crate::validate::Validated;
+use crate::validate::{Invalid, Validated};
 use crate::{Context, Error, Result, build, pace, report, unreadable};
 
 const KIND: &str = "DaskCluster";
@@ -120,17 +121,13 @@ pub async fn run(ctx: Arc<Context>) {
         state,
     );
     let ctx = &ctx;
-    report::failures(results, clusters, KIND, |cluster, error| async move {
-        report::warn_failed(ctx, &*cluster, &error).await;
-        if let Error::Invalid(invalid) = &error {
-            // Beyond the Event: the cluster's status says what is wrong.
-            let status = status::invalid(&cluster, invalid);
-            if let Err(e) = patch_status(&ctx.client, &*cluster, &status).await {
-                warn!(error = %e, "could not write the error status");
-            }
-        }
-    })
-    .await;
+    report::warn_failures(results, clusters, KIND, ctx).await;
+}
+
+impl report::InvalidStatus for DaskCluster {
+    fn invalid_status(&self, invalid: &Invalid) -> WorkloadStatus {
+        status::invalid(self, invalid)
+    }
 }
 
 #[instrument(skip(cached, state), fields(name = %cached.name_any(), namespace = cached.namespace().unwrap_or_default()))]
@@ -172,11 +169,16 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
         applied.ensure(client, &children.deployments, build::scheduler_deployment(&cluster)),
         applied.ensure(client, &children.groups, build::default_worker_group(&cluster)),
     )?;
-    let service_exists = applied.ensure_in_background(
+    let service = applied.ensure_in_background(
         client,
         &children.services,
         build::scheduler_service(&cluster),
     );
+    let service_exists = service == Background::Applied;
+    let service_failure = match service {
+        Background::Failed(why) => Some(why),
+        Background::Applied | Background::Pending => None,
+    };
     if cluster.phase().is_none() {
         let note = "Created the scheduler, its Service and the default worker group";
         ctx.events.normal(&*cluster, "Created", note).await;
@@ -187,7 +189,13 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
     let scheduler_problem = scheduler_problem(&children.pods, &name, &ns);
     let troubled = scheduler_problem.is_some();
     let now = k8s_openapi::jiff::Timestamp::now();
-    let observed = status::Observed { scheduler_ready, service_exists, scheduler_problem, now };
+    let observed = status::Observed {
+        scheduler_ready,
+        service_exists,
+        scheduler_problem,
+        service_failure,
+        now,
+    };
     let status = status::status(&cluster, &group, observed);
     let running = status.phase == Some(dask_crds::ClusterPhase::Running);
     // A settled cluster costs no writes.
@@ -201,7 +209,7 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
     }
 
     if running && cluster.spec.idle_timeout > 0 {
-        return check_idle(&cluster, ctx).await;
+        return check_idle(&cluster, &status, ctx).await;
     }
     Ok(Action::requeue(Duration::from_secs(if running { 300 } else { 15 })))
 }
@@ -233,6 +241,9 @@ async fn warn_of_problems(
     for condition in new_problems(old, &status.conditions) {
         ctx.events.warning(cluster, &condition.reason, &condition.message).await;
     }
+    for condition in newly_told(old, &status.conditions, &[reason::APPLY_FAILED]) {
+        ctx.events.warning(cluster, &condition.reason, &condition.message).await;
+    }
     let failed = Some(dask_crds::ClusterPhase::Failed);
     if status.phase == failed && cluster.phase() != failed {
         let why = status.conditions.iter().find(|c| c.type_ == status::SCHEDULER_READY);
@@ -245,19 +256,31 @@ async fn warn_of_problems(
 }
 
 /// Deletes the cluster once its scheduler has been idle for `spec.idleTimeout`.
-async fn check_idle(cluster: &DaskCluster, ctx: &Context) -> Result<Action> {
+/// A scheduler that does not answer is told by the IdleCheck condition of
+/// `status` (the one just written) and a Warning Event, once.
+async fn check_idle(
+    cluster: &DaskCluster,
+    status: &WorkloadStatus,
+    ctx: &Context,
+) -> Result<Action> {
     let ns = cluster.namespace().unwrap_or_default();
     let port = cluster.spec.scheduler.dashboard_port();
     let base = SchedulerApi::base_url(&cluster.name_any(), &ns, &ctx.config.cluster_domain, port);
     let timeout = cluster.spec.idle_timeout;
     let poll = Action::requeue(Duration::from_secs_f64((timeout as f64).clamp(1.0, 30.0)));
-    let idle_since = match ctx.scheduler.idle_since(&base).await {
-        Ok(since) => since,
-        Err(e) => {
-            warn!(error = %e, "could not ask the scheduler whether it is idle");
-            return Ok(poll);
+    let answer = ctx.scheduler.idle_since(&base).await;
+    if let Err(e) = &answer {
+        warn!(error = %e, "could not ask the scheduler whether it is idle");
+    }
+    let answered = answer.as_ref().map(|_| ()).map_err(|e| e.to_string());
+    if let Some(told) = status::with_idle_check(status, answered, cluster.metadata.generation) {
+        if let Err(why) = &answer {
+            let note = format!("Cannot check whether the scheduler is idle: {why}");
+            ctx.events.warning(cluster, reason::SCHEDULER_UNAVAILABLE, &note).await;
         }
-    };
+        patch_status(&ctx.client, cluster, &told).await.writing_status()?;
+    }
+    let Ok(idle_since) = answer else { return Ok(poll) };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
     let Some(idle_for) = status::idle_past_timeout(idle_since, now, timeout) else {
         return Ok(poll);

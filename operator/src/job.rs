@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dask_crds::labels::*;
-use dask_crds::{DaskCluster, DaskJob};
+use dask_crds::{DaskCluster, DaskJob, DaskJobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch};
@@ -22,6 +22,8 @@ use kube::{Resource, ResourceExt};
 use tracing::{info, instrument};
 
 pub use transition::{JobStep, Names, Runner, job_transition};
+
+use crate::validate::Invalid;
 
 use crate::api::{apply_params, cached_readable, ignore_not_found, patch_status};
 use crate::error::Stage;
@@ -87,14 +89,21 @@ async fn reconcile(job: Arc<DaskJob>, ctx: Arc<Context>) -> Result<Action> {
     if step.delete_cluster {
         ignore_not_found(clusters.delete(&name, &DeleteParams::background()).await).applying()?;
     }
-    if job.status.as_ref() != Some(&step.status) {
-        patch_status(&ctx.client, &*job, &step.status).await.writing_status()?;
+    let status = transition::with_conditions(&job, step.status, cluster.is_running());
+    if job.status.as_ref() != Some(&status) {
+        patch_status(&ctx.client, &*job, &status).await.writing_status()?;
     }
-    Ok(if step.status.is_finished() {
+    Ok(if status.is_finished() {
         Action::await_change()
     } else {
         Action::requeue(Duration::from_secs(30))
     })
+}
+
+impl report::InvalidStatus for DaskJob {
+    fn invalid_status(&self, invalid: &Invalid) -> DaskJobStatus {
+        transition::invalid(self, invalid)
+    }
 }
 
 fn error_policy(job: Arc<DaskJob>, error: &Error, ctx: Arc<Context>) -> Action {

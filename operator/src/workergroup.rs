@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dask_crds::labels::*;
-use dask_crds::{DaskCluster, DaskWorkerGroup};
+use dask_crds::{DaskCluster, DaskWorkerGroup, WorkloadStatus};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch};
@@ -216,6 +216,13 @@ async fn retire(ctx: &Context, base: &str, pods: &[WorkerPod]) -> Result<usize> 
         ctx.scheduler.retire(base, &addresses).await?;
     }
     Ok(addresses.len())
+}
+
+impl report::InvalidStatus for DaskWorkerGroup {
+    fn invalid_status(&self, invalid: &crate::validate::Invalid) -> WorkloadStatus {
+        let previous = self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+        crate::cluster::invalid_workload(self.metadata.generation, previous, invalid)
+    }
 }
 
 fn error_policy(group: Arc<DaskWorkerGroup>, error: &Error, ctx: Arc<Context>) -> Action {

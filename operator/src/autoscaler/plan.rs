@@ -158,7 +158,11 @@ pub fn decide(
 
 /// The status recording a count set `now` (the window's start).
 pub fn scaled(workers: i32, now: Timestamp) -> DaskAutoscalerStatus {
-    DaskAutoscalerStatus { desired_workers: Some(workers), last_scale_time: Some(now.to_string()) }
+    DaskAutoscalerStatus {
+        desired_workers: Some(workers),
+        last_scale_time: Some(now.to_string()),
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]
