@@ -133,3 +133,96 @@ impl report::InvalidStatus for DaskAutoscaler {
 fn error_policy(scaler: Arc<DaskAutoscaler>, error: &Error, ctx: Arc<Context>) -> Action {
     report::error_policy(&ctx, &*scaler, error, KIND, PERIOD)
 }
+
+/// Reconciles against a mocked API: the requests each path makes.
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::mock_api::{self, Answer, Call, echo, with_status};
+
+    const SCALER: &str = "/apis/kubernetes.dask.org/v1/namespaces/ns/daskautoscalers/a";
+    const CLUSTER: &str = "/apis/kubernetes.dask.org/v1/namespaces/ns/daskclusters/c";
+
+    /// A running cluster whose scheduler's HTTP port (1, on 127.0.0.1) answers nothing.
+    fn cluster() -> Value {
+        json!({
+            "apiVersion": "kubernetes.dask.org/v1", "kind": "DaskCluster",
+            "metadata": { "name": "c", "namespace": "ns", "uid": "c-uid" },
+            "spec": {
+                "worker": { "replicas": 1, "spec": { "containers": [{ "name": "w" }] } },
+                "scheduler": {
+                    "spec": { "containers": [{ "name": "s" }] },
+                    "service": { "ports": [{ "name": "http-dashboard", "port": 1 }] },
+                },
+            },
+            "status": { "phase": "Running" },
+        })
+    }
+
+    /// A scaler of cluster `c`, already adopted by it.
+    fn scaler(minimum: i32, maximum: i32) -> Value {
+        json!({
+            "apiVersion": "kubernetes.dask.org/v1", "kind": "DaskAutoscaler",
+            "metadata": {
+                "name": "a", "namespace": "ns", "uid": "a-uid", "generation": 1,
+                "ownerReferences": [{
+                    "apiVersion": "kubernetes.dask.org/v1", "kind": "DaskCluster",
+                    "name": "c", "uid": "c-uid", "controller": true,
+                }],
+            },
+            "spec": { "cluster": "c", "minimum": minimum, "maximum": maximum },
+        })
+    }
+
+    fn answer(call: &Call) -> Answer {
+        match (call.method.as_str(), call.resource()) {
+            ("GET", CLUSTER) => (200, cluster()),
+            ("PATCH", path) if path == format!("{SCALER}/status") => {
+                with_status(&scaler(1, 3), call)
+            }
+            ("POST", path) if path.ends_with("/events") => echo(call),
+            _ => mock_api::refused(404, "NotFound", "not in this test"),
+        }
+    }
+
+    fn condition<'a>(status: &'a Value, type_: &str) -> (&'a str, &'a str) {
+        let conditions = status["status"]["conditions"].as_array().unwrap();
+        let c = conditions.iter().find(|c| c["type"] == type_).unwrap();
+        (c["status"].as_str().unwrap(), c["reason"].as_str().unwrap())
+    }
+
+    #[tokio::test]
+    async fn an_invalid_scaler_is_one_warning_and_one_status_write() {
+        let (ctx, calls) = mock_api::context(answer);
+        let obj: DaskAutoscaler = serde_json::from_value(scaler(3, 2)).unwrap();
+        let error = reconcile(Arc::new(obj.clone()), ctx.clone()).await.unwrap_err();
+        assert!(calls.all().is_empty(), "nothing is read for an invalid spec");
+        report::report_failed(&ctx, &obj, &error).await;
+        assert_eq!(calls.events(), [("Warning".into(), "InvalidSpec".into())]);
+        let writes = calls.status_writes(SCALER);
+        assert_eq!(writes.len(), 1);
+        assert_eq!(condition(&writes[0], "Degraded"), ("True", "InvalidSpec"));
+        assert_eq!(calls.all().len(), 2, "{:?}", calls.all());
+    }
+
+    #[tokio::test]
+    async fn a_scheduler_that_does_not_answer_is_told_once() {
+        let (ctx, calls) = mock_api::context(answer);
+        let mut obj: DaskAutoscaler = serde_json::from_value(scaler(1, 3)).unwrap();
+        reconcile(Arc::new(obj.clone()), ctx.clone()).await.unwrap();
+        assert_eq!(calls.events(), [("Warning".into(), "SchedulerUnavailable".into())]);
+        let writes = calls.status_writes(SCALER);
+        assert_eq!(writes.len(), 1);
+        assert_eq!(condition(&writes[0], "ScalingActive"), ("False", "SchedulerUnavailable"));
+        assert_eq!(condition(&writes[0], "Degraded"), ("False", "Valid"));
+
+        // The next period, still unanswered: nothing new to tell or write.
+        obj.status = Some(serde_json::from_value(writes[0]["status"].clone()).unwrap());
+        calls.clear();
+        reconcile(Arc::new(obj), ctx).await.unwrap();
+        assert!(calls.events().is_empty(), "{:?}", calls.events());
+        assert!(calls.status_writes(SCALER).is_empty());
+    }
+}

@@ -296,3 +296,143 @@ async fn check_idle(
 fn error_policy(cluster: Arc<DaskCluster>, error: &Error, state: Arc<State>) -> Action {
     report::error_policy(&state.ctx, &*cluster, error, KIND, Duration::from_secs(5))
 }
+
+/// Reconciles against a mocked API: the requests each path makes.
+#[cfg(test)]
+mod tests {
+    use kube::runtime::reflector;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::mock_api::{self, Answer, Call, echo, refused, with_status};
+
+    const CLUSTERS: &str = "/apis/kubernetes.dask.org/v1/namespaces/ns/daskclusters/c";
+    const SERVICE: &str = "/api/v1/namespaces/ns/services/c-scheduler";
+
+    /// Cluster `c`, whose scheduler's HTTP port (1, on 127.0.0.1) answers nothing.
+    fn cluster(idle_timeout: i64) -> Value {
+        json!({
+            "apiVersion": "kubernetes.dask.org/v1", "kind": "DaskCluster",
+            "metadata": { "name": "c", "namespace": "ns", "uid": "c-uid", "generation": 1 },
+            "spec": {
+                "idleTimeout": idle_timeout,
+                "worker": { "replicas": 1, "spec": { "containers": [{ "name": "w" }] } },
+                "scheduler": {
+                    "spec": { "containers": [{ "name": "s" }] },
+                    "service": { "ports": [{ "name": "http-dashboard", "port": 1 }] },
+                },
+            },
+        })
+    }
+
+    fn state(ctx: Arc<Context>) -> Arc<State> {
+        let children = Children {
+            deployments: reflector::store().0,
+            services: reflector::store().0,
+            groups: reflector::store().0,
+            pods: reflector::store().0,
+            applied: Arc::default(),
+        };
+        Arc::new(State { ctx, children })
+    }
+
+    /// The API server of `cluster`: it takes every apply but the Service's,
+    /// which `service` answers.
+    fn api(cluster: Value, service: Answer) -> impl Fn(&Call) -> Answer + Send + Sync + 'static {
+        move |call| match (call.method.as_str(), call.resource()) {
+            ("GET", CLUSTERS) => (200, cluster.clone()),
+            ("PATCH", SERVICE) => service.clone(),
+            ("PATCH", path) if path == format!("{CLUSTERS}/status") => with_status(&cluster, call),
+            ("PATCH", _) | ("POST", _) => echo(call),
+            _ => refused(404, "NotFound", "not in this test"),
+        }
+    }
+
+    fn condition(write: &Value, type_: &str) -> (String, String, String) {
+        let conditions = write["status"]["conditions"].as_array().unwrap();
+        let c = conditions.iter().find(|c| c["type"] == type_).unwrap();
+        let text = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+        (text("status"), text("reason"), text("message"))
+    }
+
+    #[tokio::test]
+    async fn an_invalid_cluster_is_one_warning_and_one_status_write() {
+        let mut invalid = cluster(0);
+        invalid["spec"]["worker"]["replicas"] = json!(-1);
+        let (ctx, calls) = mock_api::context(api(invalid.clone(), echo_nothing()));
+        let obj: DaskCluster = serde_json::from_value(invalid).unwrap();
+        let error = reconcile(Arc::new(obj.clone()), state(ctx.clone())).await.unwrap_err();
+        assert_eq!(error.metric_label(), "invalid");
+        report::report_failed(&ctx, &obj, &error).await;
+        assert_eq!(calls.events(), [("Warning".into(), "InvalidSpec".into())]);
+        let writes = calls.status_writes(CLUSTERS);
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0]["status"]["phase"], "Error");
+        let (status, reason, message) = condition(&writes[0], "Degraded");
+        assert_eq!((status.as_str(), reason.as_str()), ("True", "InvalidSpec"));
+        assert!(message.contains("spec.worker.replicas"), "{message}");
+        // The quorum read, the Event, the status: nothing was applied.
+        assert_eq!(calls.all().len(), 3, "{:?}", calls.all());
+    }
+
+    fn echo_nothing() -> Answer {
+        refused(500, "InternalError", "unused")
+    }
+
+    #[tokio::test]
+    async fn a_refused_service_is_a_warning_and_a_degraded_condition() {
+        let quota =
+            r#"services "c-scheduler" is forbidden: exceeded quota: q, requested: services=1"#;
+        let (ctx, calls) = mock_api::context(api(cluster(0), refused(403, "Forbidden", quota)));
+        let obj = Arc::new(serde_json::from_value::<DaskCluster>(cluster(0)).unwrap());
+        let state = state(ctx);
+        // The Service is applied on the side: the first reconcile does not wait for it.
+        reconcile(obj.clone(), state.clone()).await.unwrap();
+        service_applied(&calls).await;
+        // Its answer is recorded once the background apply has read it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        calls.clear();
+        reconcile(obj, state).await.unwrap();
+        assert!(calls.events().contains(&("Warning".into(), "ApplyFailed".into())));
+        let writes = calls.status_writes(CLUSTERS);
+        assert_eq!(writes.len(), 1);
+        let (status, reason, message) = condition(&writes[0], "Degraded");
+        assert_eq!((status.as_str(), reason.as_str()), ("True", "ApplyFailed"));
+        assert!(message.contains("exceeded quota"), "{message}");
+        assert_eq!(writes[0]["status"]["phase"], "Pending");
+        service_applied(&calls).await;
+    }
+
+    /// Waits (a second at most) for the background apply of the Service.
+    async fn service_applied(calls: &mock_api::Calls) {
+        for _ in 0..100 {
+            if calls.all().iter().any(|c| c.resource() == SERVICE) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the Service was not applied");
+    }
+
+    #[tokio::test]
+    async fn an_idle_check_the_scheduler_does_not_answer_is_told_once() {
+        let (ctx, calls) = mock_api::context(api(cluster(60), echo_nothing()));
+        let mut obj: DaskCluster = serde_json::from_value(cluster(60)).unwrap();
+        let running =
+            WorkloadStatus { phase: Some(dask_crds::ClusterPhase::Running), ..Default::default() };
+        obj.status = Some(running.clone());
+        check_idle(&obj, &running, &ctx).await.unwrap();
+        assert_eq!(calls.events(), [("Warning".into(), "SchedulerUnavailable".into())]);
+        let writes = calls.status_writes(CLUSTERS);
+        assert_eq!(writes.len(), 1);
+        let (status, reason, _) = condition(&writes[0], "IdleCheck");
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "SchedulerUnavailable"));
+        assert_eq!(writes[0]["status"]["phase"], "Running", "the rest of the status stays");
+
+        calls.clear();
+        let told: WorkloadStatus = serde_json::from_value(writes[0]["status"].clone()).unwrap();
+        check_idle(&obj, &told, &ctx).await.unwrap();
+        assert!(calls.all().is_empty(), "{:?}", calls.all());
+    }
+}
