@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
+use kube::Resource;
 use kube::core::object::HasStatus;
 use kube::runtime::controller::{self, Action};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::warn;
@@ -113,10 +113,21 @@ pub async fn report_failed<K: InvalidStatus>(ctx: &Context, obj: &K, error: &Err
     warn_failed(ctx, obj, error).await;
     let Error::Invalid(invalid) = error else { return };
     if let Err(e) = patch_status(&ctx.client, obj, &obj.invalid_status(invalid)).await {
-        warn!(name = %obj.name_any(), error = %e, "could not write the error status");
-        let note = format!("Could not write the status that tells the invalid spec: {e}");
-        ctx.events.warning(obj, "StatusNotWritten", &note).await;
+        status_not_written(ctx, obj, &e).await;
     }
+}
+
+/// The status that tells an invalid spec could not be written: the Event
+/// is left to tell it.
+pub async fn status_not_written<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    error: &kube::Error,
+) {
+    let name = obj.meta().name.as_deref().unwrap_or_default();
+    warn!(name, %error, "could not write the error status");
+    let note = format!("Could not write the status that tells the invalid spec: {error}");
+    ctx.events.warning(obj, "StatusNotWritten", &note).await;
 }
 
 /// The Warning Event of a failed reconcile: its reason says who has to act.

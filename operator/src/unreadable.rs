@@ -103,7 +103,7 @@ async fn report<K: Reported>(ctx: &Context, kind: &'static str, unreadable: Unre
     let api: Api<Guarded<K>> = ctx.api(&obj.namespace().unwrap_or_default());
     let body = json!({ "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status });
     if let Err(e) = api.patch_status(&obj.name_any(), &apply_params(), &Patch::Apply(body)).await {
-        warn!(kind, name = %obj.name_any(), error = %e, "could not write the error status");
+        crate::report::status_not_written(ctx, &obj, &e).await;
     }
 }
 
