@@ -109,3 +109,54 @@ impl report::InvalidStatus for DaskJob {
 fn error_policy(job: Arc<DaskJob>, error: &Error, ctx: Arc<Context>) -> Action {
     report::error_policy(&ctx, &*job, error, KIND, Duration::from_secs(5))
 }
+
+/// Reconciles against a mocked API: the requests each path makes.
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::mock_api::{self, Call, echo, refused, with_status};
+
+    const JOB: &str = "/apis/kubernetes.dask.org/v1/namespaces/ns/daskjobs/j";
+
+    /// Job `j`, running; `containers` is its runner's.
+    fn job(containers: Value) -> Value {
+        json!({
+            "apiVersion": "kubernetes.dask.org/v1", "kind": "DaskJob",
+            "metadata": { "name": "j", "namespace": "ns", "uid": "j-uid", "generation": 2 },
+            "spec": {
+                "job": { "spec": { "containers": containers } },
+                "cluster": { "spec": {
+                    "worker": { "replicas": 1, "spec": { "containers": [{ "name": "w" }] } },
+                    "scheduler": { "spec": { "containers": [{ "name": "s" }] }, "service": {} },
+                } },
+            },
+            "status": { "jobStatus": "Running", "clusterName": "j", "startTime": "t0" },
+        })
+    }
+
+    #[tokio::test]
+    async fn an_invalid_job_keeps_its_phase_and_says_why() {
+        let invalid = job(json!([]));
+        let stored = invalid.clone();
+        let (ctx, calls) = mock_api::context(move |call: &Call| match call.method.as_str() {
+            "PATCH" if call.resource() == format!("{JOB}/status") => with_status(&stored, call),
+            "POST" => echo(call),
+            _ => refused(404, "NotFound", "not in this test"),
+        });
+        let obj: DaskJob = serde_json::from_value(invalid).unwrap();
+        let error = reconcile(Arc::new(obj.clone()), ctx.clone()).await.unwrap_err();
+        assert!(calls.all().is_empty(), "nothing is applied for an invalid spec");
+        report::report_failed(&ctx, &obj, &error).await;
+        assert_eq!(calls.events(), [("Warning".into(), "InvalidSpec".into())]);
+        let writes = calls.status_writes(JOB);
+        assert_eq!(writes.len(), 1);
+        let status = &writes[0]["status"];
+        assert_eq!(status["jobStatus"], "Running", "an edit can still fix the job");
+        assert_eq!(status["startTime"], "t0");
+        let degraded = &status["conditions"][0];
+        assert_eq!((&degraded["type"], &degraded["status"]), (&json!("Degraded"), &json!("True")));
+        assert!(degraded["message"].as_str().unwrap().contains("spec.job.spec.containers"));
+    }
+}

@@ -22,7 +22,10 @@ use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
-pub use plan::{WORKERS_READY, WorkerPlan, WorkerPod, plan, retire_addresses, workers_condition};
+pub use plan::{
+    WORKERS_READY, WorkerPlan, WorkerPod, group_conditions, plan, retire_addresses,
+    workers_condition,
+};
 
 use crate::adopt::adopt;
 use crate::api::{
@@ -131,7 +134,7 @@ async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Ac
     // Before the plan deletes finished pods: how they ended is the news.
     let ready = plan.status.ready_replicas.unwrap_or(0);
     let workers = workers_condition(&group, &all, ready, k8s_openapi::jiff::Timestamp::now());
-    plan.status.conditions = vec![workers];
+    plan.status.conditions = group_conditions(&group, workers);
 
     for pod in &plan.finished {
         delete_pod(&pods, pod).await?;
@@ -227,4 +230,42 @@ impl report::InvalidStatus for DaskWorkerGroup {
 
 fn error_policy(group: Arc<DaskWorkerGroup>, error: &Error, ctx: Arc<Context>) -> Action {
     report::error_policy(&ctx, &*group, error, KIND, Duration::from_secs(5))
+}
+
+/// Reconciles against a mocked API: the requests each path makes.
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::mock_api::{self, Call, echo, refused, with_status};
+
+    const GROUP: &str = "/apis/kubernetes.dask.org/v1/namespaces/ns/daskworkergroups/g";
+
+    #[tokio::test]
+    async fn an_invalid_group_is_one_warning_and_one_status_write() {
+        let invalid = json!({
+            "apiVersion": "kubernetes.dask.org/v1", "kind": "DaskWorkerGroup",
+            "metadata": { "name": "g", "namespace": "ns", "uid": "g-uid", "generation": 1 },
+            "spec": { "cluster": "c", "worker": { "replicas": 1, "spec": { "containers": [] } } },
+        });
+        let stored = invalid.clone();
+        let (ctx, calls) =
+            mock_api::context(move |call: &Call| match (call.method.as_str(), call.resource()) {
+                ("GET", GROUP) => (200, stored.clone()),
+                ("PATCH", path) if path == format!("{GROUP}/status") => with_status(&stored, call),
+                ("POST", _) => echo(call),
+                _ => refused(404, "NotFound", "not in this test"),
+            });
+        let obj: DaskWorkerGroup = serde_json::from_value(invalid).unwrap();
+        let error = reconcile(Arc::new(obj.clone()), ctx.clone()).await.unwrap_err();
+        report::report_failed(&ctx, &obj, &error).await;
+        assert_eq!(calls.events(), [("Warning".into(), "InvalidSpec".into())]);
+        let writes = calls.status_writes(GROUP);
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0]["status"]["phase"], "Error");
+        assert_eq!(writes[0]["status"]["conditions"][0]["reason"], "InvalidSpec");
+        // The quorum read, the Event, the status: no pod was listed or made.
+        assert_eq!(calls.all().len(), 3, "{:?}", calls.all());
+    }
 }

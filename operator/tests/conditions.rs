@@ -8,6 +8,7 @@ use common::*;
 use dask_crds::{DaskAutoscaler, DaskCluster, DaskJob, DaskWorkerGroup};
 use k8s_openapi::api::core::v1::ResourceQuota;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Patch, PatchParams};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -132,6 +133,16 @@ async fn an_invalid_worker_group_is_in_error() {
     assert!(degraded.message.contains("spec.worker.spec.containers"), "{}", degraded.message);
     let status = w.get::<DaskWorkerGroup>("empty").await.status.unwrap();
     assert_eq!(status.phase, Some(dask_crds::ClusterPhase::Error));
+
+    // Fixed: no longer in error, and it says so.
+    let fix = json!({ "spec": { "worker": { "spec": { "containers": [{ "name": "w", "image": "x" }] } } } });
+    groups.patch("empty", &PatchParams::default(), &Patch::Merge(fix)).await.unwrap();
+    let valid = condition("empty", "Degraded", "Valid", || async {
+        Some(groups.get("empty").await.ok()?.status?.conditions)
+    })
+    .await;
+    assert_eq!(valid.status, "False");
+    assert_eq!(w.get::<DaskWorkerGroup>("empty").await.status.unwrap().phase, None);
 }
 
 #[tokio::test]

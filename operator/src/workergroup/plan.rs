@@ -4,6 +4,8 @@
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
+use dask_crds::common::{condition, keep_transition_times};
+use dask_crds::conditions::{DEGRADED, reason};
 use dask_crds::labels::TEMPLATE_HASH;
 use dask_crds::{DaskWorkerGroup, WorkloadStatus};
 use k8s_openapi::api::core::v1::Pod;
@@ -147,6 +149,16 @@ pub fn workers_condition(
     };
     let old = group.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     problem_condition(WORKERS_READY, told.as_ref(), ok, old, group.metadata.generation, now)
+}
+
+/// A valid group's conditions: its workers', and Degraded False (an invalid
+/// group is told by [`crate::report::InvalidStatus`] instead).
+pub fn group_conditions(group: &DaskWorkerGroup, workers: Condition) -> Vec<Condition> {
+    let old = group.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let valid = condition(DEGRADED, false, reason::VALID, "", group.metadata.generation);
+    let mut conditions = vec![workers];
+    conditions.extend(keep_transition_times(vec![valid], old));
+    conditions
 }
 
 /// The scheduler addresses of `pods`' workers: by worker name (DASK_WORKER_NAME
