@@ -26,6 +26,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -47,6 +48,29 @@ def hub_install():
         out = subprocess.run([str(ROOT / "tests/python/hub-env")], capture_output=True, text=True, check=True)
         venv, proxy = out.stdout.split()
     return Path(venv), proxy
+
+
+def stand_in_spawner(report_dir, address, proxy_address, public_address, **env):
+    """Hub config: the Hub spawns tests/gateway/notebook_server.py (a
+    stand-in for a single-user server) as each user's server, with
+    SimpleLocalProcessSpawner (this machine's user) and the recipe's
+    environment for the dask-gateway client (`env` adds to it)."""
+    environment = {
+        "DASK_GATEWAY__ADDRESS": address,
+        "DASK_GATEWAY__PROXY_ADDRESS": proxy_address,
+        "DASK_GATEWAY__PUBLIC_ADDRESS": public_address,
+        "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
+        "PYTHONPATH": str(ROOT / "tests"),
+        "NOTEBOOK_REPORT_DIR": str(report_dir),
+        **env,
+    }
+    return f"""
+c.JupyterHub.spawner_class = "simple"
+c.Spawner.cmd = [{sys.executable!r}, {str(ROOT / "tests" / "gateway" / "notebook_server.py")!r}]
+c.Spawner.environment = {json.dumps(environment)}
+c.Spawner.start_timeout = 60
+c.Spawner.http_timeout = 60
+"""
 
 
 class Hub:

@@ -21,6 +21,9 @@ pub const POOL: &str = "gateway.dask.org/pool";
 pub const CLAIMED: &str = "gateway.dask.org/claimed";
 /// Label of a record Secret: `stopped` or `failed`.
 pub const RECORD: &str = "gateway.dask.org/record";
+/// Annotation on a record: why the gateway stopped a cluster on its own
+/// (idle, lifetime, ...).
+pub const STOP_REASON: &str = "gateway.dask.org/stop-reason";
 /// Annotation: why the cluster failed.
 pub const FAILED: &str = "gateway.dask.org/failed";
 /// Annotation: when the cluster was created.

@@ -4,11 +4,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use dask_gateway::backend::Backend;
-use dask_gateway::backend::local::{LocalBackend, Settings};
+use dask_gateway::backends::Backend;
+use dask_gateway::backends::local::{LocalBackend, Settings};
 use dask_gateway::config::{BackendConfig, Config, LogFormat};
-use dask_gateway::listener::{Port, Timeouts};
-use dask_gateway::{Gateway, heartbeat_router, listener, router};
+use dask_gateway::proxy::listener::{self, Port, Timeouts};
+use dask_gateway::{Gateway, heartbeat_router, router};
 use tracing::info;
 
 /// A dask-gateway compatible server. With no config file: loopback, any user
@@ -164,7 +164,7 @@ async fn main() -> anyhow::Result<()> {
         BackendConfig::Kubernetes(k8s) => {
             let client = kube::Client::try_default().await?;
             Arc::new(
-                dask_gateway::backend::kubernetes::KubernetesBackend::start(client, k8s, &config)
+                dask_gateway::backends::kubernetes::KubernetesBackend::start(client, k8s, &config)
                     .await?,
             )
         }
@@ -173,7 +173,8 @@ async fn main() -> anyhow::Result<()> {
     let app = router(gateway.clone(), &config.prefix);
     if config.auth.stop_clusters_with_server {
         let period = std::time::Duration::from_secs_f64(config.auth.server_check_period);
-        tokio::spawn(dask_gateway::with_server::run(gateway.clone(), period));
+        let grace = std::time::Duration::from_secs_f64(config.auth.server_stop_grace);
+        tokio::spawn(dask_gateway::tasks::with_server::run(gateway.clone(), period, grace));
     }
     info!(%address, prefix = %config.prefix, "dask gateway listening (API, dashboards and scheduler TLS on one port)");
     let timeouts = Timeouts::from(&config.connections);

@@ -15,10 +15,10 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
 use base64::Engine;
-use dask_gateway::backend::logs::{LogBounds, LogSection, LogStream, Source, last_lines};
-use dask_gateway::backend::{Backend, BackendError, Created, StartSource};
+use dask_gateway::backends::logs::{LogBounds, LogSection, LogStream, Source, last_lines};
+use dask_gateway::backends::{Backend, BackendError, Created, StartSource};
 use dask_gateway::config::Config;
-use dask_gateway::models::{Cluster, ClusterStatus, Heartbeat};
+use dask_gateway::domain::models::{Cluster, ClusterStatus, Heartbeat};
 use dask_gateway::{Gateway, heartbeat_router, router};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -90,7 +90,7 @@ impl Backend for FakeBackend {
     async fn list(&self) -> Vec<Cluster> {
         self.clusters.lock().unwrap().values().cloned().collect()
     }
-    async fn stop(&self, name: &str) -> Result<(), BackendError> {
+    async fn stop(&self, name: &str, _why: Option<&str>) -> Result<(), BackendError> {
         // Stopping an unknown cluster is no error (the trait's contract).
         let _ = self.update(name, |c| c.status = ClusterStatus::Stopped);
         Ok(())
@@ -895,7 +895,7 @@ async fn live_streams_are_capped_per_user() {
     let (app, _) = gateway("");
     let cookie = sign_in(&app, "", "alice", "").await;
     let mut open = Vec::new();
-    for _ in 0..dask_gateway::events::MAX_STREAMS_PER_USER {
+    for _ in 0..dask_gateway::http::streams::MAX_STREAMS_PER_USER {
         let response = send(&app, get_with("/api/v1/events", &cookie)).await;
         assert_eq!(response.status(), StatusCode::OK);
         open.push(response);

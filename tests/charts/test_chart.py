@@ -356,3 +356,20 @@ def test_beside_a_hub_the_gateway_cannot_read_the_hubs_secret(kubectl):
     finally:
         helm("uninstall", "dr", "--namespace", ns, check=False)
         kubectl.run("delete", "namespace", ns, clusters, "--wait=false", check=False)
+
+
+def test_lifetimes_and_timeouts_render_per_profile_and_the_gateway_accepts_them(tmp_path):
+    import tomllib
+    config = gateway_config(render("--set", "gateway.cluster.maxLifetime=86400",
+                                   "--set", "gateway.profiles[0].name=short", "--set", "gateway.profiles[0].workerCores=1",
+                                   "--set", "gateway.profiles[0].workerMemory=1 GiB",
+                                   "--set", "gateway.profiles[0].maxLifetime=3600",
+                                   "--set", "gateway.profiles[0].idleClientTimeout=600"))
+    parsed = tomllib.loads(config)
+    assert parsed["cluster"]["max_lifetime"] == 86400
+    assert {k: parsed["options"]["profiles"][0][k] for k in ("max_lifetime", "idle_client_timeout")} == \
+        {"max_lifetime": 3600, "idle_client_timeout": 600}
+    proc = check_config(tmp_path, config)
+    assert proc.returncode == 0, proc.stderr
+    refused = helm("template", "t", str(CHART), "--set", "gateway.cluster.maxLifetime=-1", check=False)
+    assert refused.returncode != 0 and "maxLifetime" in refused.stderr

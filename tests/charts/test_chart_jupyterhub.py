@@ -192,3 +192,13 @@ def test_example_values_agree_with_what_the_chart_renders(examples, tmp_path):
     seen = client_view(z2jh["singleuser"]["extraEnv"], tmp_path)
     assert seen["auth"] == "JupyterHubAuth" and seen["options"] == {"profile": "small"}
     assert seen["proxy_address"] == "gateway://dask-dask-rs-gateway.jhub.svc.cluster.local:80"
+
+
+def test_clusters_can_stop_with_their_owners_server_after_a_grace(tmp_path):
+    docs = render(*HUB, "--set", "gateway.auth.jupyterhub.stopClustersWithServer=true",
+                  "--set", "gateway.auth.jupyterhub.serverStopGrace=120")
+    config = gateway_config(docs)
+    assert "stop_clusters_with_server = true" in config and "server_stop_grace = 120" in config
+    proc = check_config(tmp_path, config)
+    assert proc.returncode == 0, proc.stderr
+    assert "stop_clusters_with_server = false" in gateway_config(render(*HUB))

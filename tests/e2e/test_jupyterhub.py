@@ -2,8 +2,11 @@
 chart installed with JupyterHub auth, a real JupyterHub (PyPI `jupyterhub`,
 dummy authenticator, configurable-http-proxy from npm) with the gateway
 registered as its service, and a user's notebook pod whose environment is
-exactly the chart's recipe (ConfigMap <release>-dask-rs-gateway-client) plus
-the Hub token every single-user server gets. Runs inside the pods tier's
+exactly the chart's recipe (ConfigMap <release>-dask-rs-gateway-client).
+Stand-in: the pod is made by the test, not by a spawner, and its token is
+one minted for the user through the Hub's API, not the server's own token
+(tests/gateway/test_jupyterhub_real.py runs the cells with the token of a
+server the Hub spawned; tests/platform runs KubeSpawner). Runs inside the pods tier's
 network namespace (`tests/k8s/cluster exec pytest tests/e2e`); the Hub
 listens on the tier's bridge address, where pods reach it."""
 
@@ -111,9 +114,9 @@ def reachable(url):
 
 
 def notebook_pod(name, image, token_secret):
-    """A single-user server's pod as the Hub's spawner makes it with the
-    chart's recipe: the client ConfigMap as its environment, the user's Hub
-    token, and the notebook (hub_notebook.py) to run."""
+    """A stand-in for a single-user server's pod with the chart's recipe:
+    the client ConfigMap as its environment, a Hub token minted for the
+    user, and the notebook (hub_notebook.py) to run."""
     return json.dumps({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": {"app": "jupyterhub-singleuser"}},

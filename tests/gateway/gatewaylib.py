@@ -156,3 +156,20 @@ type = "mapping"
 default = {}
 target = "environment"
 """
+
+
+def live_view(gw, user=None, token=None):
+    """The web page's first snapshot (`GET /api/v1/events`) for `user` (simple
+    auth) or the owner of a JupyterHub `token`: each cluster they may see,
+    by name, as the page shows it."""
+    import requests  # the test venv's; the other helpers need only the stdlib
+    login = {"headers": {"Authorization": f"jupyterhub {token}"}} if token else {"auth": (user, "")}
+    answer = requests.get(gw.address + gw.prefix + "/api/v1/options", timeout=10, **login)
+    session = answer.cookies["dask-gateway"]
+    with requests.get(gw.address + gw.prefix + "/api/v1/events", cookies={"dask-gateway": session},
+                      stream=True, timeout=(5, 30)) as stream:
+        lines = stream.iter_lines(decode_unicode=True)
+        assert next(lines) == "event: clusters"
+        data = next(lines)
+    snapshot = json.loads(data.removeprefix("data:").strip())
+    return {row["name"]: row for row in snapshot["clusters"]}

@@ -10,6 +10,7 @@ import urllib.request
 import pytest
 from dask_gateway import Gateway
 from dask_gateway.auth import BasicAuth
+from gatewaylib import live_view
 from testlib import poll
 
 TIMEOUT = 4
@@ -43,6 +44,8 @@ def test_a_cluster_whose_client_left_stops_and_one_with_a_client_stays(start_gat
     lived = time.monotonic() - left_at
     assert lived >= TIMEOUT, f"stopped {lived:.1f} s after its client left, before the timeout"
     print(f"forgotten cluster stopped {lived:.1f} s after its client left (timeout {TIMEOUT} s)")
+    # The page says why the gateway stopped it.
+    assert "idle_client_timeout" in live_view(gw, "alice")[left.name]["reason"]
 
     # The other one has had its (idle) client all along, well past the timeout.
     time.sleep(TIMEOUT)
@@ -72,5 +75,39 @@ def test_the_timeout_can_be_an_option_and_zero_keeps_clusters(start_gateway):
          "the cluster with a 2 s timeout to stop")
     assert [c.name for c in gateway.list_clusters()] == [forever.name]
     forever.shutdown()
+    short.close()
+    gateway.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_cluster_past_its_profiles_lifetime_stops_even_with_a_client(start_gateway):
+    """`max_lifetime`, here per profile: the cluster stops at its age, its
+    connected client notwithstanding; another profile's cluster keeps running."""
+    lifetime = 4
+    gw = start_gateway(
+        "[cluster]\nheartbeat_period = 1\n"
+        f'[[options.profiles]]\nname = "short"\nworker_cores = 0.5\nworker_memory = "1 GiB"\nmax_lifetime = {lifetime}\n'
+        '[[options.profiles]]\nname = "long"\nworker_cores = 0.5\nworker_memory = "1 GiB"\n'
+    )
+    gateway = Gateway(gw.address, auth=BasicAuth("alice", ""))
+    options = gateway.cluster_options()
+    options.profile = "short"
+    started = time.monotonic()
+    short = gateway.new_cluster(options)
+    short_client = short.get_client()
+    options.profile = "long"
+    long = gateway.new_cluster(options)
+    poll(lambda: short.name in [c.name for c in gateway.list_clusters(status="STOPPED")], 60,
+         "the cluster past its lifetime to stop")
+    lived = time.monotonic() - started
+    assert lived >= lifetime, f"stopped after {lived:.1f} s, before its lifetime"
+    print(f"cluster with a {lifetime} s lifetime stopped {lived:.1f} s after its create")
+    assert [c.name for c in gateway.list_clusters()] == [long.name]
+    rows = live_view(gw, "alice")
+    assert "max_lifetime = 4" in rows[short.name]["reason"] and rows[long.name]["reason"] is None, rows
+    assert metric(gw, "dask_gateway_lifetime_cluster_stops_total") == ["dask_gateway_lifetime_cluster_stops_total 1"]
+    assert metric(gw, "dask_gateway_forgotten_cluster_stops_total") == ["dask_gateway_forgotten_cluster_stops_total 0"]
+    short_client.close()
+    long.shutdown()
     short.close()
     gateway.close()

@@ -19,8 +19,6 @@ the Hub's proxy (the browser), with the real dask-gateway client.
 import json
 import re
 import secrets
-import sys
-from pathlib import Path
 from urllib.parse import urljoin
 
 import dask.array as da
@@ -29,37 +27,14 @@ import requests
 from dask_gateway import Gateway
 from dask_gateway.auth import JupyterHubAuth
 from gatewaylib import Gateway as GatewayProcess
-from hublib import Hub
+from hublib import Hub, stand_in_spawner
 from hub_notebook import daily_temperatures, seed_cells
 from testlib import poll
 
 PREFIX = "/services/dask-gateway"
 CACHE_SECONDS = 2
-TESTS = Path(__file__).resolve().parents[1]
 # The Hub's default for the tokens of the servers it spawns (its `server` role).
 SERVER_ROLE_SCOPES = ["users:activity!user", "access:servers!server"]
-
-
-def stand_in_spawner(report_dir, gw, public_url, **env):
-    """Hub config: the Hub spawns tests/gateway/notebook_server.py as each
-    user's server (SimpleLocalProcessSpawner: this machine's user), with the
-    recipe's environment for the dask-gateway client."""
-    environment = {
-        "DASK_GATEWAY__ADDRESS": gw.address + PREFIX,
-        "DASK_GATEWAY__PROXY_ADDRESS": f"gateway://127.0.0.1:{gw.port}",
-        "DASK_GATEWAY__PUBLIC_ADDRESS": public_url + PREFIX,
-        "DASK_GATEWAY__AUTH__TYPE": "jupyterhub",
-        "PYTHONPATH": str(TESTS),
-        "NOTEBOOK_REPORT_DIR": str(report_dir),
-        **env,
-    }
-    return f"""
-c.JupyterHub.spawner_class = "simple"
-c.Spawner.cmd = [{sys.executable!r}, {str(TESTS / "gateway" / "notebook_server.py")!r}]
-c.Spawner.environment = {json.dumps(environment)}
-c.Spawner.start_timeout = 60
-c.Spawner.http_timeout = 60
-"""
 
 
 def notebook_report(hub, report_dir, user, timeout):
@@ -99,7 +74,8 @@ cluster_max_workers = 1
         hub.start(
             services=[Hub.service("dask-gateway", service_token, url=gw.address)],
             user_scopes=["self", "access:services!service=dask-gateway"],
-            extra_config=stand_in_spawner(reports, gw, hub.public_url),
+            extra_config=stand_in_spawner(reports, gw.address + PREFIX, f"gateway://127.0.0.1:{gw.port}",
+                                          hub.public_url + PREFIX),
         )
         hub.add_user("alice", groups=["staff"])
         hub.add_user("bob")
@@ -169,7 +145,8 @@ jupyterhub_require_access_scope = true
         try:
             hub.start(services=[Hub.service("dask-gateway", service_token, url=gw.address)],
                       user_scopes=["self", "access:services!service=dask-gateway"],
-                      extra_config=stand_in_spawner(reports, gw, hub.public_url, NOTEBOOK_CELLS="probe") + grant)
+                      extra_config=stand_in_spawner(reports, gw.address + PREFIX, f"gateway://127.0.0.1:{gw.port}",
+                                                    hub.public_url + PREFIX, NOTEBOOK_CELLS="probe") + grant)
             hub.add_user("dave")
             hub.spawn("dave")
             results[recipe] = notebook_report(hub, reports, "dave", 60)

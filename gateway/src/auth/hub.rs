@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use axum::http::header::AUTHORIZATION;
 use serde::Deserialize;
 
-use super::AuthError;
 use super::cache::ExpiringCache;
+use super::error::AuthError;
 use crate::config::HubSettings;
 
 /// The `/user` answer, as far as the gateway reads it.

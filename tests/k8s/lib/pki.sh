@@ -42,7 +42,10 @@ EOF
 make_pki() {
   [ -f "$PKI/.complete" ] && return 0
   mkdir -p "$PKI"
+  # keyUsage as real cluster CAs have it: Python >= 3.13 (VERIFY_X509_STRICT,
+  # e.g. KubeSpawner's client in a pod) refuses a CA without it.
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -addext "keyUsage=critical,keyCertSign,cRLSign,digitalSignature" \
     -keyout "$PKI/ca.key" -out "$PKI/ca.crt" -subj "/CN=dask-rs-test-ca" 2>/dev/null
   openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
     -keyout "$PKI/apiserver.key" -subj "/CN=kube-apiserver" -out "$PKI/apiserver.csr" 2>/dev/null

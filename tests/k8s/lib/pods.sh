@@ -125,6 +125,55 @@ start_kube_proxy() {
   wait_for kube-proxy 30 nsrun curl -sf --max-time 2 "http://127.0.0.1:20256/healthz"
 }
 
+# kube-network-policies enforces NetworkPolicies: nftables rules in the tier's
+# namespace send the first packet of each connection to or from a pod that a
+# policy selects to an nfqueue, where the agent accepts or drops it. It reads
+# its API credentials only the in-cluster way (a service-account token and CA
+# under /var/run/secrets, KUBERNETES_SERVICE_HOST/PORT), so it runs in a
+# private mount namespace where $STATE/kube-network-policies/run is mounted on
+# /run (= /var/run) and holds those two files. It learns pod IPs from the API
+# (containerd 1.6 has no NRI socket for it). Fails closed: while it is down,
+# new connections of the pods a policy selects are dropped. KNP_VERBOSITY=2
+# logs each verdict (source and destination pods, accept or drop).
+KNP_METRICS_PORT=${KNP_METRICS_PORT:-20246}
+start_kube_network_policies() {
+  [ "${KUBE_NETWORK_POLICIES:-1}" = 0 ] && { log "kube-network-policies: off (KUBE_NETWORK_POLICIES=0)"; return 0; }
+  running kube-network-policies && return 0
+  local run=$STATE/kube-network-policies/run
+  local sa=$run/secrets/kubernetes.io/serviceaccount
+  mkdir -p "$sa"
+  kctl apply -f - >/dev/null <<EOF || fail kube-network-policies "could not create its service account and RBAC"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: kube-network-policies, namespace: kube-system}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: kube-network-policies}
+rules:
+- {apiGroups: [""], resources: [pods, namespaces], verbs: [list, watch]}
+- {apiGroups: [networking.k8s.io], resources: [networkpolicies], verbs: [list, watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: kube-network-policies}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kube-network-policies}
+subjects: [{kind: ServiceAccount, name: kube-network-policies, namespace: kube-system}]
+EOF
+  kctl -n kube-system create token kube-network-policies --duration 720h >"$sa/token" \
+    || fail kube-network-policies "could not mint its service-account token"
+  cp "$PKI/ca.crt" "$sa/ca.crt"
+  # A table left by an agent that was killed would pass the readiness probe.
+  nsrun nft delete table inet kube-network-policies 2>/dev/null || true
+  # shellcheck disable=SC2016 # $0 and $@ belong to the inner shell
+  spawn kube-network-policies env KUBERNETES_SERVICE_HOST=127.0.0.1 KUBERNETES_SERVICE_PORT="$API_PORT" \
+    unshare --mount --propagation private sh -c 'mount --bind "$0" /run && exec "$@"' "$run" \
+    "$KNP_BIN/kube-network-policies" --hostname-override "$NODE_NAME" \
+    --metrics-bind-address "127.0.0.1:$KNP_METRICS_PORT" --v "${KNP_VERBOSITY:-1}"
+  # Ready once its informers have synced and its table is in place.
+  wait_for kube-network-policies 60 nsrun nft list table inet kube-network-policies
+}
+
 start_kubelet() {
   running kubelet && return 0
   mkdir -p "$STATE/kubelet"
