@@ -1,5 +1,6 @@
 //! DaskAutoscaler: adaptive scaling of a cluster's workers between bounds.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -32,4 +33,9 @@ pub struct DaskAutoscalerStatus {
     /// When the count last changed (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<String>,
+    /// Degraded (an invalid spec or annotation) and ScalingActive (whether
+    /// the cluster runs and its scheduler tells its adaptive target).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::common::conditions_schema")]
+    pub conditions: Vec<Condition>,
 }

@@ -8,6 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
+pub use crate::phases::ClusterPhase;
+
 /// Embedded PodSpecs and ServiceSpecs are typed in Rust but opaque in the CRD:
 /// dask-kubernetes inlines the whole 1.21 PodSpec (a 471 KB DaskJob CRD, too big
 /// for client-side `kubectl apply`, and silently pruning any newer pod field).
@@ -53,7 +55,7 @@ pub struct DaskScheduler {
 }
 
 /// `metav1.Condition`s, one per type (a list-map keyed by `type`).
-fn conditions_schema(_: &mut SchemaGenerator) -> Schema {
+pub(crate) fn conditions_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "array",
         "x-kubernetes-list-type": "map",
@@ -71,24 +73,6 @@ fn conditions_schema(_: &mut SchemaGenerator) -> Schema {
             }
         }
     })
-}
-
-// A DaskCluster's `status.phase`, spelled as dask-kubernetes spells it (its
-// `KubeCluster` and the gateway wait for `Running`). Not a doc comment: the
-// CRD keeps the field's description.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum ClusterPhase {
-    Created,
-    /// Its scheduler is not ready yet, or its Service does not exist yet.
-    Pending,
-    /// Its scheduler is ready and reachable through its Service.
-    Running,
-    /// Its spec is invalid (the Degraded condition says why).
-    Error,
-    /// Its scheduler cannot start and waiting will not help: an image that
-    /// cannot be pulled, a crash or a kill at start, a failed init container
-    /// (the SchedulerReady condition says why). Not dask-kubernetes'.
-    Failed,
 }
 
 /// Status common to DaskCluster and DaskWorkerGroup: what exists, computed by
@@ -111,7 +95,8 @@ pub struct WorkloadStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Ready, Progressing, Degraded; SchedulerReady and WorkersReady (with
-    /// the reason a pod does not run, e.g. ImagePullBackOff or OOMKilled).
+    /// the reason a pod does not run, e.g. ImagePullBackOff or OOMKilled);
+    /// IdleCheck when the scheduler does not answer the idleness check.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
@@ -174,19 +159,5 @@ mod tests {
         assert_eq!(time("Degraded").as_second(), 100, "Degraded stayed False");
         assert_eq!(time("Progressing").as_second(), 200, "a new condition starts now");
         assert_eq!(merged[1].message, "other message", "only the time is carried over");
-    }
-
-    #[test]
-    fn phases_keep_the_dask_kubernetes_spelling() {
-        for (phase, text) in [
-            (ClusterPhase::Created, "Created"),
-            (ClusterPhase::Pending, "Pending"),
-            (ClusterPhase::Running, "Running"),
-            (ClusterPhase::Error, "Error"),
-            (ClusterPhase::Failed, "Failed"),
-        ] {
-            assert_eq!(serde_json::to_value(phase).unwrap(), text);
-            assert_eq!(serde_json::from_value::<ClusterPhase>(text.into()).unwrap(), phase);
-        }
     }
 }

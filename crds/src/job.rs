@@ -1,11 +1,13 @@
 //! DaskJob: a runner pod with a DaskCluster of its own for its lifetime.
 
 use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::DaskClusterSpec;
 use crate::common::{SimpleObjectMeta, preserve_unknown_object};
+pub use crate::phases::JobPhase;
 
 dask_kind! {
     #[kube(kind = "DaskJob", plural = "daskjobs", shortname = "djb", status = "DaskJobStatus")]
@@ -42,29 +44,6 @@ pub struct DaskJobCluster {
     pub spec: DaskClusterSpec,
 }
 
-// A DaskJob's `status.jobStatus`, spelled as dask-kubernetes spells it. Not a
-// doc comment: the CRD keeps the field's description.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
-pub enum JobPhase {
-    /// Written by dask-kubernetes only; this operator goes to ClusterCreated at once.
-    JobCreated,
-    /// The job's DaskCluster exists; the runner starts once it is Running.
-    ClusterCreated,
-    /// The runner pod runs.
-    Running,
-    /// The runner pod succeeded (and the cluster was deleted).
-    Successful,
-    /// The runner pod failed (and the cluster was deleted).
-    Failed,
-}
-
-impl JobPhase {
-    /// The runner finished: nothing more happens to the job.
-    pub fn is_finished(self) -> bool {
-        matches!(self, JobPhase::Successful | JobPhase::Failed)
-    }
-}
-
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DaskJobStatus {
@@ -79,6 +58,11 @@ pub struct DaskJobStatus {
     pub start_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_time: Option<String>,
+    /// Degraded (an invalid spec) and ClusterReady (whether the job's
+    /// cluster runs, so its runner can start).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "crate::common::conditions_schema")]
+    pub conditions: Vec<Condition>,
 }
 
 impl DaskJobStatus {

@@ -1,6 +1,10 @@
 //! The `dask.org/*` labels dask-kubernetes puts on what it creates; kept
 //! identical so its tooling (and `KubeCluster`) finds our objects.
 
+/// Every key under this prefix is a Dask label describing one object; it is
+/// never passed from a parent to its children.
+pub const PREFIX: &str = "dask.org/";
+
 pub const CLUSTER_NAME: &str = "dask.org/cluster-name";
 pub const COMPONENT: &str = "dask.org/component";
 pub const WORKER_GROUP_NAME: &str = "dask.org/workergroup-name";

@@ -49,19 +49,24 @@ macro_rules! dask_kind {
     };
 }
 
+pub mod annotations;
 pub mod autoscaler;
 pub mod cluster;
 pub mod common;
+pub mod conditions;
 pub mod env;
+pub mod gateway;
 pub mod job;
 pub mod labels;
+pub mod phases;
 pub mod scheduler;
 pub mod workergroup;
 
 pub use autoscaler::{DaskAutoscaler, DaskAutoscalerSpec, DaskAutoscalerStatus};
 pub use cluster::{DaskCluster, DaskClusterSpec};
-pub use common::{ClusterPhase, DaskScheduler, DaskWorker, SimpleObjectMeta, WorkloadStatus};
-pub use job::{DaskJob, DaskJobCluster, DaskJobRunner, DaskJobSpec, DaskJobStatus, JobPhase};
+pub use common::{DaskScheduler, DaskWorker, SimpleObjectMeta, WorkloadStatus};
+pub use job::{DaskJob, DaskJobCluster, DaskJobRunner, DaskJobSpec, DaskJobStatus};
+pub use phases::{ClusterPhase, JobPhase};
 pub use workergroup::{DaskWorkerGroup, DaskWorkerGroupSpec};
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

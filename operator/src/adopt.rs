@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::info;
 
+use crate::error::Stage;
 use crate::{Context, Result};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -72,7 +73,7 @@ where
             match patched {
                 // Changed meanwhile: the change wakes the next reconcile, which decides again.
                 Err(kube::Error::Api(status)) if status.code == 409 => return Ok(()),
-                result => result?,
+                result => result.applying()?,
             };
             info!(cluster = %cluster.name_any(), "adopted by its cluster");
             let note = format!("Adopted by DaskCluster {}", cluster.name_any());

@@ -27,6 +27,7 @@ use tracing::warn;
 use crate::Result;
 use crate::api::apply_params;
 use crate::build::fnv1a;
+use crate::error::Stage;
 
 /// Records beyond this are dropped wholesale: forgetting costs one re-apply
 /// per child, and keeps children of long-deleted clusters from piling up.
@@ -35,9 +36,22 @@ const MAX_RECORDS: usize = 100_000;
 /// Background applies at once (each holds an API connection while it waits).
 const BACKGROUND_APPLIES: usize = 8;
 
+/// Where a child applied in the background stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Background {
+    /// The watch cache shows our last apply of exactly this.
+    Applied,
+    /// Not yet: an apply is under way.
+    Pending,
+    /// The last apply failed (how); another is under way.
+    Failed(String),
+}
+
 pub struct Applied {
     /// kind/namespace/name → (hash of what we applied, the child's version right after).
     records: Mutex<HashMap<String, (u64, String)>>,
+    /// kind/namespace/name → how its last background apply failed, until one succeeds.
+    failures: Mutex<HashMap<String, String>>,
     /// Keys with a background apply under way, so a reconcile never starts a second.
     in_flight: Mutex<HashSet<String>>,
     background: Arc<Semaphore>,
@@ -47,6 +61,7 @@ impl Default for Applied {
     fn default() -> Self {
         Self {
             records: Default::default(),
+            failures: Default::default(),
             in_flight: Default::default(),
             background: Arc::new(Semaphore::new(BACKGROUND_APPLIES)),
         }
@@ -71,37 +86,48 @@ impl Applied {
     }
 
     /// Like [`ensure`](Self::ensure), for a child the reconcile need not wait
-    /// for: true when the cache shows it applied; otherwise one apply is
+    /// for: Applied when the cache shows it applied; otherwise one apply is
     /// started in the background (its arrival in the watch cache triggers the
-    /// next reconcile; a failure is retried by the owner's requeue).
+    /// next reconcile; a failure is kept for the owner's next reconcile to
+    /// tell, and retried by its requeue).
     pub fn ensure_in_background<K>(
         self: &Arc<Self>,
         client: &Client,
         store: &Store<K>,
         desired: K,
-    ) -> bool
+    ) -> Background
     where
         K: Child + Send + Sync + 'static,
     {
         let (key, hash) = identify(&desired);
         if self.current(store, &desired, &key, hash).is_some() {
-            return true;
+            return Background::Applied;
         }
+        let failed = self.failures.lock().expect("failures lock").get(&key).cloned();
+        let standing = failed.map_or(Background::Pending, Background::Failed);
         if !self.in_flight.lock().expect("in-flight lock").insert(key.clone()) {
-            return false;
+            return standing;
         }
         let (this, client) = (self.clone(), client.clone());
         tokio::spawn(async move {
             let _permit = this.background.clone().acquire_owned().await;
             match apply(&client, &desired).await {
-                Ok(applied) => this.record(key.clone(), hash, version(applied.meta())),
+                Ok(applied) => {
+                    this.record(key.clone(), hash, version(applied.meta()));
+                    this.failures.lock().expect("failures lock").remove(&key);
+                }
                 Err(e) => {
-                    warn!(child = key, error = %e, "could not apply; the next reconcile retries")
+                    warn!(child = key, error = %e, "could not apply; the next reconcile retries");
+                    let mut failures = this.failures.lock().expect("failures lock");
+                    if failures.len() >= MAX_RECORDS {
+                        failures.clear();
+                    }
+                    failures.insert(key.clone(), e.to_string());
                 }
             }
             this.in_flight.lock().expect("in-flight lock").remove(&key);
         });
-        false
+        standing
     }
 
     /// The cached child, if it still carries our last apply of `hash`.
@@ -162,7 +188,7 @@ fn identify<K: Child>(desired: &K) -> (String, u64) {
 
 async fn apply<K: Child>(client: &Client, desired: &K) -> Result<K> {
     let api: Api<K> = Api::namespaced(client.clone(), &desired.namespace().unwrap_or_default());
-    Ok(api.patch(&desired.name_any(), &apply_params(), &Patch::Apply(desired)).await?)
+    api.patch(&desired.name_any(), &apply_params(), &Patch::Apply(desired)).await.applying()
 }
 
 /// What moves when a child's spec is changed by anyone: its generation, or

@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use kube::{Resource, ResourceExt};
 
 use crate::propagate::Inherited;
+use crate::validate::Validated;
 
 /// What a cluster's scheduler Deployment, pods and Service carry: the
 /// cluster's metadata, overridden by the scheduler template's.
@@ -26,7 +27,7 @@ pub use dask_crds::env::SCHEDULER_HTTP_ROUTES;
 /// last written to it. A group whose replicas differ from it was scaled
 /// directly (dask-kubernetes' `KubeCluster.scale` does that), and the cluster
 /// takes the new count over instead of undoing it.
-pub const PROPAGATED_REPLICAS: &str = "kubernetes.dask.org/cluster-replicas";
+pub const PROPAGATED_REPLICAS: &str = dask_crds::annotations::CLUSTER_REPLICAS;
 
 pub fn default_group_name(cluster: &str) -> String {
     format!("{cluster}-default")
@@ -85,14 +86,14 @@ fn scheduler_selector(cluster: &str) -> BTreeMap<String, String> {
 /// The scheduler runs as a one-replica Deployment with the Recreate strategy:
 /// a lost or evicted pod comes back on its own (workers reconnect through the
 /// Service), a changed template rolls out, and there are never two schedulers.
-pub fn scheduler_deployment(cluster: &DaskCluster) -> Deployment {
+pub fn scheduler_deployment(cluster: &Validated<DaskCluster>) -> Deployment {
     let name = cluster.name_any();
     let inherited = scheduler_metadata(cluster);
     let labels = inherited.labels_with(&[(CLUSTER_NAME, &name), (COMPONENT, COMPONENT_SCHEDULER)]);
     let mut spec = cluster.spec.scheduler.spec.clone();
     inject_env(&mut spec, &[(env::SCHEDULER_HTTP_ROUTES_VAR, SCHEDULER_HTTP_ROUTES.to_string())]);
     Deployment {
-        metadata: child_meta(cluster, service_name(&name), labels.clone(), &inherited),
+        metadata: child_meta(&**cluster, service_name(&name), labels.clone(), &inherited),
         spec: Some(DeploymentSpec {
             replicas: Some(1),
             // Only our own labels: user labels may change, a selector may not.
@@ -119,7 +120,7 @@ pub fn scheduler_deployment(cluster: &DaskCluster) -> Deployment {
 }
 
 /// The user's Service spec, with a selector for the scheduler when it has none.
-pub fn scheduler_service(cluster: &DaskCluster) -> Service {
+pub fn scheduler_service(cluster: &Validated<DaskCluster>) -> Service {
     let name = cluster.name_any();
     let inherited = scheduler_metadata(cluster);
     let labels = inherited.labels_with(&[(CLUSTER_NAME, &name), (COMPONENT, COMPONENT_SCHEDULER)]);
@@ -128,14 +129,14 @@ pub fn scheduler_service(cluster: &DaskCluster) -> Service {
         spec.selector = Some(scheduler_selector(&name));
     }
     Service {
-        metadata: child_meta(cluster, service_name(&name), labels, &inherited),
+        metadata: child_meta(&**cluster, service_name(&name), labels, &inherited),
         spec: Some(spec),
         status: None,
     }
 }
 
 /// The cluster's default worker group, carrying `spec.worker` (replicas included).
-pub fn default_worker_group(cluster: &DaskCluster) -> DaskWorkerGroup {
+pub fn default_worker_group(cluster: &Validated<DaskCluster>) -> DaskWorkerGroup {
     let name = cluster.name_any();
     let mut group = DaskWorkerGroup::new(
         &default_group_name(&name),
@@ -147,7 +148,7 @@ pub fn default_worker_group(cluster: &DaskCluster) -> DaskWorkerGroup {
     let inherited = Inherited::from_meta(&cluster.metadata);
     group.metadata.labels =
         Some(inherited.labels_with(&[(CLUSTER_NAME, &name), (COMPONENT, COMPONENT_WORKER_GROUP)]));
-    group.metadata.owner_references = Some(vec![owner_ref(cluster)]);
+    group.metadata.owner_references = Some(vec![owner_ref(&**cluster)]);
     let mut annotations = inherited.annotations;
     annotations.insert(PROPAGATED_REPLICAS.to_string(), cluster.spec.worker.replicas.to_string());
     group.metadata.annotations = Some(annotations);
@@ -200,7 +201,7 @@ pub fn fnv1a(input: &str) -> u64 {
 /// One worker pod of a group. Its name is also its Dask worker name
 /// (DASK_WORKER_NAME), which is how the operator finds it in the scheduler.
 pub fn worker_pod(
-    group: &DaskWorkerGroup,
+    group: &Validated<DaskWorkerGroup>,
     inherited: &Inherited,
     pod_name: &str,
     scheduler_address: &str,
@@ -224,7 +225,7 @@ pub fn worker_pod(
         ],
     );
     Pod {
-        metadata: child_meta(group, pod_name.to_string(), labels, &metadata),
+        metadata: child_meta(&**group, pod_name.to_string(), labels, &metadata),
         spec: Some(spec),
         status: None,
     }
@@ -237,14 +238,14 @@ pub fn new_worker_name(group: &str) -> String {
 }
 
 /// A DaskJob's cluster: named like the job (as dask-kubernetes does), owned by it.
-pub fn job_cluster(job: &DaskJob) -> DaskCluster {
+pub fn job_cluster(job: &Validated<DaskJob>) -> DaskCluster {
     let mut cluster = DaskCluster::new(&job.name_any(), job.spec.cluster.spec.clone());
     cluster.metadata.namespace = job.namespace();
     let metadata =
         Inherited::from_meta(&job.metadata).with_template(job.spec.cluster.metadata.as_ref());
     cluster.metadata.labels = metadata.labels();
     cluster.metadata.annotations = metadata.annotations();
-    cluster.metadata.owner_references = Some(vec![owner_ref(job)]);
+    cluster.metadata.owner_references = Some(vec![owner_ref(&**job)]);
     cluster
 }
 
@@ -255,7 +256,7 @@ pub fn runner_name(job: &DaskJob) -> String {
     format!("{}-runner-{}", job.name_any(), &uid[..uid.len().min(8)])
 }
 
-pub fn runner_pod(job: &DaskJob, name: &str, scheduler_address: &str) -> Pod {
+pub fn runner_pod(job: &Validated<DaskJob>, name: &str, scheduler_address: &str) -> Pod {
     let job_name = job.name_any();
     let metadata =
         Inherited::from_meta(&job.metadata).with_template(job.spec.job.metadata.as_ref());
@@ -265,7 +266,7 @@ pub fn runner_pod(job: &DaskJob, name: &str, scheduler_address: &str) -> Pod {
     let labels =
         metadata.labels_with(&[(CLUSTER_NAME, &job_name), (COMPONENT, COMPONENT_JOB_RUNNER)]);
     Pod {
-        metadata: child_meta(job, name.to_string(), labels, &metadata),
+        metadata: child_meta(&**job, name.to_string(), labels, &metadata),
         spec: Some(spec),
         status: None,
     }
@@ -274,6 +275,37 @@ pub fn runner_pod(job: &DaskJob, name: &str, scheduler_address: &str) -> Pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // The builders over fixtures that the tests edit freely.
+    fn scheduler_deployment(cluster: &DaskCluster) -> Deployment {
+        super::scheduler_deployment(&Validated::unchecked(cluster.clone()))
+    }
+
+    fn scheduler_service(cluster: &DaskCluster) -> Service {
+        super::scheduler_service(&Validated::unchecked(cluster.clone()))
+    }
+
+    pub(crate) fn default_worker_group(cluster: &DaskCluster) -> DaskWorkerGroup {
+        super::default_worker_group(&Validated::unchecked(cluster.clone()))
+    }
+
+    fn worker_pod(
+        group: &DaskWorkerGroup,
+        inherited: &Inherited,
+        name: &str,
+        at: &str,
+        hash: &str,
+    ) -> Pod {
+        super::worker_pod(&Validated::unchecked(group.clone()), inherited, name, at, hash)
+    }
+
+    fn job_cluster(job: &DaskJob) -> DaskCluster {
+        super::job_cluster(&Validated::unchecked(job.clone()))
+    }
+
+    fn runner_pod(job: &DaskJob, name: &str, scheduler_address: &str) -> Pod {
+        super::runner_pod(&Validated::unchecked(job.clone()), name, scheduler_address)
+    }
 
     fn fixture() -> DaskCluster {
         let text = include_str!("../../crds/tests/fixtures/simplecluster.yaml");

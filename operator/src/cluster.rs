@@ -11,7 +11,8 @@ pub use status::invalid_workload;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use dask_crds::{DaskCluster, DaskWorkerGroup};
+use dask_crds::conditions::reason;
+use dask_crds::{DaskCluster, DaskWorkerGroup, WorkloadStatus};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{DeleteParams, Patch, PatchParams};
@@ -25,11 +26,13 @@ use tracing::{info, instrument, warn};
 use crate::api::{
     cached, cached_readable, get_readable, patch_status, strip_bookkeeping, trim_group,
 };
-use crate::applied::Applied;
+use crate::applied::{Applied, Background};
 use crate::config::CONCURRENCY;
-use crate::problems::{Problem, new_problems, pod_problems};
+use crate::error::Stage;
+use crate::problems::{Problem, new_problems, newly_told, pod_problems};
 use crate::scheduler_api::SchedulerApi;
-use crate::{Context, Error, Result, build, pace, report, unreadable, validate};
+use crate::validate::{Invalid, Validated};
+use crate::{Context, Error, Result, build, pace, report, unreadable};
 
 const KIND: &str = "DaskCluster";
 
@@ -118,17 +121,13 @@ pub async fn run(ctx: Arc<Context>) {
         state,
     );
     let ctx = &ctx;
-    report::failures(results, clusters, KIND, |cluster, error| async move {
-        report::warn_failed(ctx, &*cluster, &error).await;
-        if let Error::Invalid(invalid) = &error {
-            // Beyond the Event: the cluster's status says what is wrong.
-            let status = status::invalid(&cluster, invalid);
-            if let Err(e) = patch_status(&ctx.client, &*cluster, &status).await {
-                warn!(error = %e, "could not write the error status");
-            }
-        }
-    })
-    .await;
+    report::warn_failures(results, clusters, KIND, ctx).await;
+}
+
+impl report::InvalidStatus for DaskCluster {
+    fn invalid_status(&self, invalid: &Invalid) -> WorkloadStatus {
+        status::invalid(self, invalid)
+    }
 }
 
 #[instrument(skip(cached, state), fields(name = %cached.name_any(), namespace = cached.namespace().unwrap_or_default()))]
@@ -139,14 +138,15 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
     let ns = cached.namespace().unwrap_or_default();
     let clusters = ctx.api::<DaskCluster>(&ns);
     // A quorum read: children are never built from a stale (or trimmed) spec.
-    let Some(cluster) = get_readable::<DaskCluster>(&ctx.client, &ns, &name).await? else {
+    let Some(cluster) = get_readable::<DaskCluster>(&ctx.client, &ns, &name).await.reading()?
+    else {
         return Ok(Action::await_change());
     };
     if cluster.meta().deletion_timestamp.is_some() {
         // Children go by owner-reference garbage collection; nothing to do.
         return Ok(Action::await_change());
     }
-    validate::cluster(&cluster)?;
+    let cluster = Validated::new(cluster)?;
 
     let group_ref = ObjectRef::new(&build::default_group_name(&name)).within(&ns);
     if let Some(existing) = children.groups.get(&group_ref)
@@ -154,7 +154,10 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
     {
         info!(replicas, "the default worker group was scaled directly; the cluster follows");
         let scale = json!({ "spec": { "replicas": replicas } });
-        clusters.patch_scale(&name, &PatchParams::default(), &Patch::Merge(scale)).await?;
+        clusters
+            .patch_scale(&name, &PatchParams::default(), &Patch::Merge(scale))
+            .await
+            .applying()?;
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     // The scheduler and the workers are applied together. The Service goes
@@ -166,14 +169,19 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
         applied.ensure(client, &children.deployments, build::scheduler_deployment(&cluster)),
         applied.ensure(client, &children.groups, build::default_worker_group(&cluster)),
     )?;
-    let service_exists = applied.ensure_in_background(
+    let service = applied.ensure_in_background(
         client,
         &children.services,
         build::scheduler_service(&cluster),
     );
+    let service_exists = service == Background::Applied;
+    let service_failure = match service {
+        Background::Failed(why) => Some(why),
+        Background::Applied | Background::Pending => None,
+    };
     if cluster.phase().is_none() {
         let note = "Created the scheduler, its Service and the default worker group";
-        ctx.events.normal(&cluster, "Created", note).await;
+        ctx.events.normal(&*cluster, "Created", note).await;
     }
 
     let scheduler_ready =
@@ -181,13 +189,19 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
     let scheduler_problem = scheduler_problem(&children.pods, &name, &ns);
     let troubled = scheduler_problem.is_some();
     let now = k8s_openapi::jiff::Timestamp::now();
-    let observed = status::Observed { scheduler_ready, service_exists, scheduler_problem, now };
+    let observed = status::Observed {
+        scheduler_ready,
+        service_exists,
+        scheduler_problem,
+        service_failure,
+        now,
+    };
     let status = status::status(&cluster, &group, observed);
     let running = status.phase == Some(dask_crds::ClusterPhase::Running);
     // A settled cluster costs no writes.
     if cluster.status.as_ref() != Some(&status) {
         warn_of_problems(ctx, &cluster, &status).await;
-        patch_status(client, &cluster, &status).await?;
+        patch_status(client, &*cluster, &status).await.writing_status()?;
     }
     if troubled && status.phase == Some(dask_crds::ClusterPhase::Pending) {
         // Again when the grace before Failed is up.
@@ -195,7 +209,7 @@ async fn reconcile(cached: Arc<DaskCluster>, state: Arc<State>) -> Result<Action
     }
 
     if running && cluster.spec.idle_timeout > 0 {
-        return check_idle(&cluster, ctx).await;
+        return check_idle(&cluster, &status, ctx).await;
     }
     Ok(Action::requeue(Duration::from_secs(if running { 300 } else { 15 })))
 }
@@ -227,6 +241,9 @@ async fn warn_of_problems(
     for condition in new_problems(old, &status.conditions) {
         ctx.events.warning(cluster, &condition.reason, &condition.message).await;
     }
+    for condition in newly_told(old, &status.conditions, &[reason::APPLY_FAILED]) {
+        ctx.events.warning(cluster, &condition.reason, &condition.message).await;
+    }
     let failed = Some(dask_crds::ClusterPhase::Failed);
     if status.phase == failed && cluster.phase() != failed {
         let why = status.conditions.iter().find(|c| c.type_ == status::SCHEDULER_READY);
@@ -239,19 +256,31 @@ async fn warn_of_problems(
 }
 
 /// Deletes the cluster once its scheduler has been idle for `spec.idleTimeout`.
-async fn check_idle(cluster: &DaskCluster, ctx: &Context) -> Result<Action> {
+/// A scheduler that does not answer is told by the IdleCheck condition of
+/// `status` (the one just written) and a Warning Event, once.
+async fn check_idle(
+    cluster: &DaskCluster,
+    status: &WorkloadStatus,
+    ctx: &Context,
+) -> Result<Action> {
     let ns = cluster.namespace().unwrap_or_default();
     let port = cluster.spec.scheduler.dashboard_port();
     let base = SchedulerApi::base_url(&cluster.name_any(), &ns, &ctx.config.cluster_domain, port);
     let timeout = cluster.spec.idle_timeout;
     let poll = Action::requeue(Duration::from_secs_f64((timeout as f64).clamp(1.0, 30.0)));
-    let idle_since = match ctx.scheduler.idle_since(&base).await {
-        Ok(since) => since,
-        Err(e) => {
-            warn!(error = %e, "could not ask the scheduler whether it is idle");
-            return Ok(poll);
+    let answer = ctx.scheduler.idle_since(&base).await;
+    if let Err(e) = &answer {
+        warn!(error = %e, "could not ask the scheduler whether it is idle");
+    }
+    let answered = answer.as_ref().map(|_| ()).map_err(|e| e.to_string());
+    if let Some(told) = status::with_idle_check(status, answered, cluster.metadata.generation) {
+        if let Err(why) = &answer {
+            let note = format!("Cannot check whether the scheduler is idle: {why}");
+            ctx.events.warning(cluster, reason::SCHEDULER_UNAVAILABLE, &note).await;
         }
-    };
+        patch_status(&ctx.client, cluster, &told).await.writing_status()?;
+    }
+    let Ok(idle_since) = answer else { return Ok(poll) };
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
     let Some(idle_for) = status::idle_past_timeout(idle_since, now, timeout) else {
         return Ok(poll);
@@ -259,10 +288,151 @@ async fn check_idle(cluster: &DaskCluster, ctx: &Context) -> Result<Action> {
     info!(idle_for, "idle timeout reached; deleting the cluster");
     let note = format!("Scheduler idle for {idle_for:.0}s (idleTimeout {timeout}s)");
     ctx.events.normal(cluster, "IdleTimeout", &note).await;
-    ctx.api::<DaskCluster>(&ns).delete(&cluster.name_any(), &DeleteParams::background()).await?;
+    let clusters = ctx.api::<DaskCluster>(&ns);
+    clusters.delete(&cluster.name_any(), &DeleteParams::background()).await.applying()?;
     Ok(Action::await_change())
 }
 
 fn error_policy(cluster: Arc<DaskCluster>, error: &Error, state: Arc<State>) -> Action {
     report::error_policy(&state.ctx, &*cluster, error, KIND, Duration::from_secs(5))
+}
+
+/// Reconciles against a mocked API: the requests each path makes.
+#[cfg(test)]
+mod tests {
+    use kube::runtime::reflector;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::mock_api::{self, Answer, Call, echo, refused, with_status};
+
+    const CLUSTERS: &str = "/apis/kubernetes.dask.org/v1/namespaces/ns/daskclusters/c";
+    const SERVICE: &str = "/api/v1/namespaces/ns/services/c-scheduler";
+
+    /// Cluster `c`, whose scheduler's HTTP port (1, on 127.0.0.1) answers nothing.
+    fn cluster(idle_timeout: i64) -> Value {
+        json!({
+            "apiVersion": "kubernetes.dask.org/v1", "kind": "DaskCluster",
+            "metadata": { "name": "c", "namespace": "ns", "uid": "c-uid", "generation": 1 },
+            "spec": {
+                "idleTimeout": idle_timeout,
+                "worker": { "replicas": 1, "spec": { "containers": [{ "name": "w" }] } },
+                "scheduler": {
+                    "spec": { "containers": [{ "name": "s" }] },
+                    "service": { "ports": [{ "name": "http-dashboard", "port": 1 }] },
+                },
+            },
+        })
+    }
+
+    fn state(ctx: Arc<Context>) -> Arc<State> {
+        let children = Children {
+            deployments: reflector::store().0,
+            services: reflector::store().0,
+            groups: reflector::store().0,
+            pods: reflector::store().0,
+            applied: Arc::default(),
+        };
+        Arc::new(State { ctx, children })
+    }
+
+    /// The API server of `cluster`: it takes every apply but the Service's,
+    /// which `service` answers.
+    fn api(cluster: Value, service: Answer) -> impl Fn(&Call) -> Answer + Send + Sync + 'static {
+        move |call| match (call.method.as_str(), call.resource()) {
+            ("GET", CLUSTERS) => (200, cluster.clone()),
+            ("PATCH", SERVICE) => service.clone(),
+            ("PATCH", path) if path == format!("{CLUSTERS}/status") => with_status(&cluster, call),
+            ("PATCH", _) | ("POST", _) => echo(call),
+            _ => refused(404, "NotFound", "not in this test"),
+        }
+    }
+
+    fn condition(write: &Value, type_: &str) -> (String, String, String) {
+        let conditions = write["status"]["conditions"].as_array().unwrap();
+        let c = conditions.iter().find(|c| c["type"] == type_).unwrap();
+        let text = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+        (text("status"), text("reason"), text("message"))
+    }
+
+    #[tokio::test]
+    async fn an_invalid_cluster_is_one_warning_and_one_status_write() {
+        let mut invalid = cluster(0);
+        invalid["spec"]["worker"]["replicas"] = json!(-1);
+        let (ctx, calls) = mock_api::context(api(invalid.clone(), echo_nothing()));
+        let obj: DaskCluster = serde_json::from_value(invalid).unwrap();
+        let error = reconcile(Arc::new(obj.clone()), state(ctx.clone())).await.unwrap_err();
+        assert_eq!(error.metric_label(), "invalid");
+        report::report_failed(&ctx, &obj, &error).await;
+        assert_eq!(calls.events(), [("Warning".into(), "InvalidSpec".into())]);
+        let writes = calls.status_writes(CLUSTERS);
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0]["status"]["phase"], "Error");
+        let (status, reason, message) = condition(&writes[0], "Degraded");
+        assert_eq!((status.as_str(), reason.as_str()), ("True", "InvalidSpec"));
+        assert!(message.contains("spec.worker.replicas"), "{message}");
+        // The quorum read, the Event, the status: nothing was applied.
+        assert_eq!(calls.all().len(), 3, "{:?}", calls.all());
+    }
+
+    fn echo_nothing() -> Answer {
+        refused(500, "InternalError", "unused")
+    }
+
+    #[tokio::test]
+    async fn a_refused_service_is_a_warning_and_a_degraded_condition() {
+        let quota =
+            r#"services "c-scheduler" is forbidden: exceeded quota: q, requested: services=1"#;
+        let (ctx, calls) = mock_api::context(api(cluster(0), refused(403, "Forbidden", quota)));
+        let obj = Arc::new(serde_json::from_value::<DaskCluster>(cluster(0)).unwrap());
+        let state = state(ctx);
+        // The Service is applied on the side: the first reconcile does not wait for it.
+        reconcile(obj.clone(), state.clone()).await.unwrap();
+        service_applied(&calls).await;
+        // Its answer is recorded once the background apply has read it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        calls.clear();
+        reconcile(obj, state).await.unwrap();
+        assert!(calls.events().contains(&("Warning".into(), "ApplyFailed".into())));
+        let writes = calls.status_writes(CLUSTERS);
+        assert_eq!(writes.len(), 1);
+        let (status, reason, message) = condition(&writes[0], "Degraded");
+        assert_eq!((status.as_str(), reason.as_str()), ("True", "ApplyFailed"));
+        assert!(message.contains("exceeded quota"), "{message}");
+        assert_eq!(writes[0]["status"]["phase"], "Pending");
+        service_applied(&calls).await;
+    }
+
+    /// Waits (a second at most) for the background apply of the Service.
+    async fn service_applied(calls: &mock_api::Calls) {
+        for _ in 0..100 {
+            if calls.all().iter().any(|c| c.resource() == SERVICE) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the Service was not applied");
+    }
+
+    #[tokio::test]
+    async fn an_idle_check_the_scheduler_does_not_answer_is_told_once() {
+        let (ctx, calls) = mock_api::context(api(cluster(60), echo_nothing()));
+        let mut obj: DaskCluster = serde_json::from_value(cluster(60)).unwrap();
+        let running =
+            WorkloadStatus { phase: Some(dask_crds::ClusterPhase::Running), ..Default::default() };
+        obj.status = Some(running.clone());
+        check_idle(&obj, &running, &ctx).await.unwrap();
+        assert_eq!(calls.events(), [("Warning".into(), "SchedulerUnavailable".into())]);
+        let writes = calls.status_writes(CLUSTERS);
+        assert_eq!(writes.len(), 1);
+        let (status, reason, _) = condition(&writes[0], "IdleCheck");
+        assert_eq!((status.as_str(), reason.as_str()), ("False", "SchedulerUnavailable"));
+        assert_eq!(writes[0]["status"]["phase"], "Running", "the rest of the status stays");
+
+        calls.clear();
+        let told: WorkloadStatus = serde_json::from_value(writes[0]["status"].clone()).unwrap();
+        check_idle(&obj, &told, &ctx).await.unwrap();
+        assert!(calls.all().is_empty(), "{:?}", calls.all());
+    }
 }

@@ -25,6 +25,8 @@ pub mod job;
 pub mod leader;
 pub mod logging;
 pub mod metrics;
+#[cfg(test)]
+pub mod mock_api;
 pub mod pace;
 pub mod problems;
 pub mod progress;

@@ -112,6 +112,20 @@ pub fn new_problems<'a>(old: &[Condition], new: &'a [Condition]) -> Vec<&'a Cond
         .collect()
 }
 
+/// The conditions of `new` that have just taken one of `reasons` (their
+/// `old` namesake had another reason, or there was none): news worth one
+/// Warning Event each, not one per reconcile.
+pub fn newly_told<'a>(
+    old: &[Condition],
+    new: &'a [Condition],
+    reasons: &[&str],
+) -> Vec<&'a Condition> {
+    new.iter()
+        .filter(|c| reasons.contains(&c.reason.as_str()))
+        .filter(|c| !old.iter().any(|o| o.type_ == c.type_ && o.reason == c.reason))
+        .collect()
+}
+
 /// Everything wrong with `pod`, most telling first: scheduling, then init
 /// containers (nothing else starts before them), then containers.
 pub fn pod_problems(pod: &Pod) -> Vec<Problem> {

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use dask_crds::SimpleObjectMeta;
+use dask_crds::{SimpleObjectMeta, annotations, labels};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 
@@ -16,7 +16,7 @@ use serde::Serialize;
 /// annotates `kubectl.kubernetes.io` bare); the others are the operator's
 /// own keys, which describe one object and mean nothing on another.
 pub const NOT_INHERITED: &[&str] =
-    &["kopf.zalando.org", "kubectl.kubernetes.io", "dask.org/", "kubernetes.dask.org/"];
+    &["kopf.zalando.org", "kubectl.kubernetes.io", labels::PREFIX, annotations::PREFIX];
 
 type Map = BTreeMap<String, String>;
 

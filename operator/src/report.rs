@@ -2,18 +2,27 @@
 //! counts and logs it and picks the retry; the controller's stream of results
 //! then carries it to a Warning Event on the object, where whoever owns the
 //! object sees it (`kubectl describe`), not only whoever reads the logs.
+//! An invalid spec is also told by the object's status: a Degraded
+//! condition naming the field at fault.
 
+use std::fmt::Debug;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::NamespaceResourceScope;
 use kube::Resource;
+use kube::core::object::HasStatus;
 use kube::runtime::controller::{self, Action};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tracing::warn;
 
+use crate::api::patch_status;
+use crate::validate::Invalid;
 use crate::{Context, Error};
 
 /// Failures reported at once; a controller's results wait beyond that.
@@ -70,22 +79,55 @@ pub async fn failures<K, F, Fut>(
         .await
 }
 
-/// [`failures`], each reported as a Warning Event.
-pub async fn warn_failures<K>(
+/// A kind whose status tells that its spec is invalid.
+pub trait InvalidStatus:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + HasStatus<Status: Serialize>
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + 'static
+{
+    /// The status that says what is wrong with the spec.
+    fn invalid_status(&self, invalid: &Invalid) -> Self::Status;
+}
+
+/// [`failures`], each reported by [`report_failed`].
+pub async fn warn_failures<K: InvalidStatus>(
     results: impl Stream<Item = ControllerResult<K>>,
     store: Store<K>,
     kind: &'static str,
     ctx: &Context,
-) where
-    K: Resource<DynamicType = ()> + Clone + 'static,
-{
+) {
     failures(
         results,
         store,
         kind,
-        |obj, error| async move { warn_failed(ctx, &*obj, &error).await },
+        |obj, error| async move { report_failed(ctx, &*obj, &error).await },
     )
     .await
+}
+
+/// A Warning Event; for an invalid spec, also the status that says so.
+pub async fn report_failed<K: InvalidStatus>(ctx: &Context, obj: &K, error: &Error) {
+    warn_failed(ctx, obj, error).await;
+    let Error::Invalid(invalid) = error else { return };
+    if let Err(e) = patch_status(&ctx.client, obj, &obj.invalid_status(invalid)).await {
+        status_not_written(ctx, obj, &e).await;
+    }
+}
+
+/// The status that tells an invalid spec could not be written: the Event
+/// is left to tell it.
+pub async fn status_not_written<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    error: &kube::Error,
+) {
+    let name = obj.meta().name.as_deref().unwrap_or_default();
+    warn!(name, %error, "could not write the error status");
+    let note = format!("Could not write the status that tells the invalid spec: {error}");
+    ctx.events.warning(obj, "StatusNotWritten", &note).await;
 }
 
 /// The Warning Event of a failed reconcile: its reason says who has to act.

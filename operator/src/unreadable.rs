@@ -49,11 +49,14 @@ impl Reported for DaskWorkerGroup {
     }
 }
 
-/// Its status has no phase or conditions.
+/// Its status also keeps what it last did (a status write replaces the
+/// whole status), which an object that does not read cannot carry over: the
+/// Warning alone tells it.
 impl Reported for DaskAutoscaler {}
 
-/// Its phases are its runner's: Failed would end the job for good, even
-/// once its spec is fixed.
+/// Its phases are its runner's (Failed would end the job for good, even once
+/// its spec is fixed), and like an autoscaler's its status cannot be carried
+/// over: the Warning alone tells it.
 impl Reported for DaskJob {}
 
 /// An unreadable object as the invalid spec it is, under the path of the
@@ -100,7 +103,7 @@ async fn report<K: Reported>(ctx: &Context, kind: &'static str, unreadable: Unre
     let api: Api<Guarded<K>> = ctx.api(&obj.namespace().unwrap_or_default());
     let body = json!({ "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status });
     if let Err(e) = api.patch_status(&obj.name_any(), &apply_params(), &Patch::Apply(body)).await {
-        warn!(kind, name = %obj.name_any(), error = %e, "could not write the error status");
+        crate::report::status_not_written(ctx, &obj, &e).await;
     }
 }
 

@@ -8,6 +8,63 @@ use dask_crds::{
 };
 use kube::ResourceExt;
 
+/// An object whose spec passed its kind's checks. Builders take one, so
+/// nothing is built from a spec that was not checked, and building cannot fail.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Validated<K>(K);
+
+/// A kind with checks of its own.
+pub trait Checked {
+    fn check(&self) -> Result<(), Invalid>;
+}
+
+impl<K: Checked> Validated<K> {
+    /// `obj`, once its checks pass.
+    pub fn new(obj: K) -> Result<Self, Invalid> {
+        obj.check()?;
+        Ok(Self(obj))
+    }
+}
+
+impl<K> Validated<K> {
+    /// Tests of the builders start from fixtures they then edit.
+    #[cfg(test)]
+    pub(crate) fn unchecked(obj: K) -> Self {
+        Self(obj)
+    }
+}
+
+impl<K> std::ops::Deref for Validated<K> {
+    type Target = K;
+    fn deref(&self) -> &K {
+        &self.0
+    }
+}
+
+impl Checked for DaskCluster {
+    fn check(&self) -> Result<(), Invalid> {
+        cluster(self)
+    }
+}
+
+impl Checked for DaskWorkerGroup {
+    fn check(&self) -> Result<(), Invalid> {
+        worker_group(self)
+    }
+}
+
+impl Checked for DaskJob {
+    fn check(&self) -> Result<(), Invalid> {
+        job(self)
+    }
+}
+
+impl Checked for DaskAutoscaler {
+    fn check(&self) -> Result<(), Invalid> {
+        autoscaler(self)
+    }
+}
+
 /// A field of a spec and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field} {problem}")]

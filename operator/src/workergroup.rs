@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dask_crds::labels::*;
-use dask_crds::{DaskCluster, DaskWorkerGroup};
+use dask_crds::{DaskCluster, DaskWorkerGroup, WorkloadStatus};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, Patch};
@@ -22,15 +22,20 @@ use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
-pub use plan::{WORKERS_READY, WorkerPlan, WorkerPod, plan, retire_addresses, workers_condition};
+pub use plan::{
+    WORKERS_READY, WorkerPlan, WorkerPod, group_conditions, plan, retire_addresses,
+    workers_condition,
+};
 
 use crate::adopt::adopt;
 use crate::api::{
     apply_params, cached_readable, get_readable, ignore_not_found, patch_status, trim_group,
 };
 use crate::config::CONCURRENCY;
+use crate::error::Stage;
 use crate::scheduler_api::SchedulerApi;
-use crate::{Context, Error, Result, build, pace, report, unreadable, validate};
+use crate::validate::Validated;
+use crate::{Context, Error, Result, build, pace, report, unreadable};
 
 const KIND: &str = "DaskWorkerGroup";
 
@@ -98,20 +103,21 @@ async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Ac
     let name = cached.name_any();
     let ns = cached.namespace().unwrap_or_default();
     // A quorum read: pods are never built from a stale (or trimmed) template.
-    let Some(group) = get_readable::<DaskWorkerGroup>(&ctx.client, &ns, &name).await? else {
+    let Some(group) = get_readable::<DaskWorkerGroup>(&ctx.client, &ns, &name).await.reading()?
+    else {
         return Ok(Action::await_change());
     };
     if group.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    validate::worker_group(&group)?;
+    let group = Validated::new(group)?;
     // Read whole (not from a trimmed cache): its metadata is inherited, its
     // Service ports make the scheduler's address.
-    let cluster = ctx.api::<DaskCluster>(&ns).get_opt(&group.spec.cluster).await?;
+    let cluster = ctx.api::<DaskCluster>(&ns).get_opt(&group.spec.cluster).await.reading()?;
     if let Some(cluster) = &cluster
         && cluster.meta().deletion_timestamp.is_none()
     {
-        adopt(&ctx, &group, cluster).await?;
+        adopt(&ctx, &*group, cluster).await?;
     }
     let inherited = build::worker_inheritance(cluster.as_ref(), &group);
     let scheduler = cluster.map(|c| c.spec.scheduler).unwrap_or_default();
@@ -123,12 +129,12 @@ async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Ac
     // its own last writes, so it never creates a pod twice.
     let pods: Api<Pod> = ctx.api(&ns);
     let selector = format!("{WORKER_GROUP_NAME}={name},{COMPONENT}={COMPONENT_WORKER}");
-    let all = pods.list(&ListParams::default().labels(&selector)).await?.items;
+    let all = pods.list(&ListParams::default().labels(&selector)).await.reading()?.items;
     let mut plan = plan(&group, &all, &hash);
     // Before the plan deletes finished pods: how they ended is the news.
     let ready = plan.status.ready_replicas.unwrap_or(0);
     let workers = workers_condition(&group, &all, ready, k8s_openapi::jiff::Timestamp::now());
-    plan.status.conditions = vec![workers];
+    plan.status.conditions = group_conditions(&group, workers);
 
     for pod in &plan.finished {
         delete_pod(&pods, pod).await?;
@@ -138,7 +144,7 @@ async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Ac
         let pod_name = build::new_worker_name(&name);
         let pod = build::worker_pod(&group, &inherited, &pod_name, &address, &hash);
         let pods = &pods;
-        async move { pods.patch(&pod_name, &apply_params(), &Patch::Apply(pod)).await }
+        async move { pods.patch(&pod_name, &apply_params(), &Patch::Apply(pod)).await.applying() }
     });
     futures::stream::iter(creates)
         .buffer_unordered(POD_CREATES_AT_ONCE)
@@ -147,7 +153,7 @@ async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Ac
     if plan.create > 0 {
         info!(created = plan.create, "created worker pods");
         let note = format!("Created {} worker pod(s)", plan.create);
-        ctx.events.normal(&group, "ScaledUp", &note).await;
+        ctx.events.normal(&*group, "ScaledUp", &note).await;
     }
     if plan.scaled_down() > 0 {
         let port = scheduler.dashboard_port();
@@ -159,21 +165,21 @@ async fn reconcile(cached: Arc<DaskWorkerGroup>, ctx: Arc<Context>) -> Result<Ac
             delete_pod(&pods, pod).await?;
         }
         let note = format!("Replaced {} worker pod(s) of an older template", plan.roll.len());
-        ctx.events.normal(&group, "RolledOut", &note).await;
+        ctx.events.normal(&*group, "RolledOut", &note).await;
     }
 
     if group.status.as_ref() != Some(&plan.status) {
         let old = group.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
         for condition in crate::problems::new_problems(old, &plan.status.conditions) {
-            ctx.events.warning(&group, &condition.reason, &condition.message).await;
+            ctx.events.warning(&*group, &condition.reason, &condition.message).await;
         }
-        patch_status(&ctx.client, &group, &plan.status).await?;
+        patch_status(&ctx.client, &*group, &plan.status).await.writing_status()?;
     }
     Ok(Action::requeue(Duration::from_secs(if plan.settled { 300 } else { 5 })))
 }
 
 async fn delete_pod(pods: &Api<Pod>, name: &str) -> Result<()> {
-    ignore_not_found(pods.delete(name, &DeleteParams::default()).await)?;
+    ignore_not_found(pods.delete(name, &DeleteParams::default()).await).applying()?;
     Ok(())
 }
 
@@ -215,6 +221,51 @@ async fn retire(ctx: &Context, base: &str, pods: &[WorkerPod]) -> Result<usize> 
     Ok(addresses.len())
 }
 
+impl report::InvalidStatus for DaskWorkerGroup {
+    fn invalid_status(&self, invalid: &crate::validate::Invalid) -> WorkloadStatus {
+        let previous = self.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+        crate::cluster::invalid_workload(self.metadata.generation, previous, invalid)
+    }
+}
+
 fn error_policy(group: Arc<DaskWorkerGroup>, error: &Error, ctx: Arc<Context>) -> Action {
     report::error_policy(&ctx, &*group, error, KIND, Duration::from_secs(5))
+}
+
+/// Reconciles against a mocked API: the requests each path makes.
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::mock_api::{self, Call, echo, refused, with_status};
+
+    const GROUP: &str = "/apis/kubernetes.dask.org/v1/namespaces/ns/daskworkergroups/g";
+
+    #[tokio::test]
+    async fn an_invalid_group_is_one_warning_and_one_status_write() {
+        let invalid = json!({
+            "apiVersion": "kubernetes.dask.org/v1", "kind": "DaskWorkerGroup",
+            "metadata": { "name": "g", "namespace": "ns", "uid": "g-uid", "generation": 1 },
+            "spec": { "cluster": "c", "worker": { "replicas": 1, "spec": { "containers": [] } } },
+        });
+        let stored = invalid.clone();
+        let (ctx, calls) =
+            mock_api::context(move |call: &Call| match (call.method.as_str(), call.resource()) {
+                ("GET", GROUP) => (200, stored.clone()),
+                ("PATCH", path) if path == format!("{GROUP}/status") => with_status(&stored, call),
+                ("POST", _) => echo(call),
+                _ => refused(404, "NotFound", "not in this test"),
+            });
+        let obj: DaskWorkerGroup = serde_json::from_value(invalid).unwrap();
+        let error = reconcile(Arc::new(obj.clone()), ctx.clone()).await.unwrap_err();
+        report::report_failed(&ctx, &obj, &error).await;
+        assert_eq!(calls.events(), [("Warning".into(), "InvalidSpec".into())]);
+        let writes = calls.status_writes(GROUP);
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0]["status"]["phase"], "Error");
+        assert_eq!(writes[0]["status"]["conditions"][0]["reason"], "InvalidSpec");
+        // The quorum read, the Event, the status: no pod was listed or made.
+        assert_eq!(calls.all().len(), 3, "{:?}", calls.all());
+    }
 }

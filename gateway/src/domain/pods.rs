@@ -81,7 +81,8 @@ impl PodShape {
 }
 
 /// Label and annotation prefixes the operator and the gateway keep for themselves.
-const RESERVED_PREFIXES: [&str; 3] = ["dask.org/", "kubernetes.dask.org/", "gateway.dask.org/"];
+const RESERVED_PREFIXES: [&str; 3] =
+    [dask_crds::labels::PREFIX, dask_crds::annotations::PREFIX, dask_crds::gateway::PREFIX];
 
 /// The shape of every profile, by name. `global` is `[backend]`'s keys;
 /// errors name the key, as `backend.<key>` or `options.profiles[<i>].<key>`.

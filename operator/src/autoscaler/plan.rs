@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
-use dask_crds::{DaskAutoscalerSpec, DaskAutoscalerStatus};
+use dask_crds::{DaskAutoscalerSpec, DaskAutoscalerStatus, annotations};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::validate::Invalid;
@@ -15,13 +15,13 @@ use crate::validate::Invalid;
 pub const SCALE_DOWN_WINDOW: Duration = Duration::from_secs(30);
 
 /// Annotation on a DaskAutoscaler: its scale-down window in seconds ("5", "0.5").
-pub const WINDOW_ANNOTATION: &str = "kubernetes.dask.org/scale-down-window";
+pub const WINDOW_ANNOTATION: &str = annotations::SCALE_DOWN_WINDOW;
 /// Annotation on a DaskAutoscaler: its scale-down step, a share of the
 /// current workers ("25%") or a count ("2").
-pub const STEP_ANNOTATION: &str = "kubernetes.dask.org/scale-down-step";
+pub const STEP_ANNOTATION: &str = annotations::SCALE_DOWN_STEP;
 /// dask-kubernetes' annotation: no change before this time (epoch seconds).
 /// It writes one after each change; a scaler it managed keeps its cooldown here.
-pub const COOLDOWN_ANNOTATION: &str = "kubernetes.dask.org/cooldown-until";
+pub const COOLDOWN_ANNOTATION: &str = annotations::COOLDOWN_UNTIL;
 
 /// How many workers one scale-down step removes at most (always at least one).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -158,7 +158,11 @@ pub fn decide(
 
 /// The status recording a count set `now` (the window's start).
 pub fn scaled(workers: i32, now: Timestamp) -> DaskAutoscalerStatus {
-    DaskAutoscalerStatus { desired_workers: Some(workers), last_scale_time: Some(now.to_string()) }
+    DaskAutoscalerStatus {
+        desired_workers: Some(workers),
+        last_scale_time: Some(now.to_string()),
+        ..Default::default()
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! A DaskCluster's status, computed from what exists; no I/O.
 
 use dask_crds::common::{condition, keep_transition_times};
+use dask_crds::conditions::{DEGRADED, IDLE_CHECK, PROGRESSING, READY, reason};
 use dask_crds::{ClusterPhase, DaskCluster, DaskWorkerGroup, WorkloadStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::Timestamp;
@@ -26,20 +27,22 @@ pub struct Observed {
     pub service_exists: bool,
     /// Why the scheduler pod does not run, if it says.
     pub scheduler_problem: Option<Problem>,
+    /// How the last apply of the Service failed, if it did.
+    pub service_failure: Option<String>,
     pub now: Timestamp,
 }
 
-pub const SCHEDULER_READY: &str = "SchedulerReady";
-pub const WORKERS_READY: &str = "WorkersReady";
+pub use dask_crds::conditions::{SCHEDULER_READY, WORKERS_READY};
 
 /// Running only when the scheduler really is ready and its Service exists;
 /// worker counts from the default group's status.
 pub fn status(cluster: &DaskCluster, group: &DaskWorkerGroup, seen: Observed) -> WorkloadStatus {
-    let Observed { scheduler_ready, service_exists, scheduler_problem, now } = seen;
+    let Observed { scheduler_ready, service_exists, scheduler_problem, service_failure, now } =
+        seen;
     let previous = previous_conditions(cluster);
     // Ready wins: a restarted scheduler that runs again has recovered.
     let problem = scheduler_problem.filter(|_| !scheduler_ready);
-    let starting = (false, "Starting", "the scheduler pod is starting".to_string());
+    let starting = (false, reason::STARTING, "the scheduler pod is starting".to_string());
     let ok =
         if scheduler_ready { (true, "Ready", "the scheduler is ready".into()) } else { starting };
     let scheduler = problem_condition(
@@ -80,13 +83,16 @@ pub fn status(cluster: &DaskCluster, group: &DaskWorkerGroup, seen: Observed) ->
         "WorkersNotReady"
     };
     let degraded = if failed {
-        condition("Degraded", true, &scheduler.reason, scheduler.message.clone(), generation)
+        condition(DEGRADED, true, &scheduler.reason, scheduler.message.clone(), generation)
+    } else if let Some(why) = &service_failure {
+        let message = format!("the scheduler's Service cannot be applied: {why}");
+        condition(DEGRADED, true, reason::APPLY_FAILED, message, generation)
     } else {
-        condition("Degraded", false, "Valid", "", generation)
+        condition(DEGRADED, false, reason::VALID, "", generation)
     };
     let conditions = vec![
         condition(
-            "Ready",
+            READY,
             settled,
             ready_reason,
             format!(
@@ -95,7 +101,7 @@ pub fn status(cluster: &DaskCluster, group: &DaskWorkerGroup, seen: Observed) ->
             generation,
         ),
         condition(
-            "Progressing",
+            PROGRESSING,
             !settled,
             if settled { "Settled" } else { "Reconciling" },
             format!("{replicas} worker pods for {desired} wanted"),
@@ -106,6 +112,10 @@ pub fn status(cluster: &DaskCluster, group: &DaskWorkerGroup, seen: Observed) ->
     let mut conditions = keep_transition_times(conditions, previous);
     conditions.push(scheduler);
     conditions.extend(workers);
+    // Told by the idleness check, which runs after the status is written.
+    if cluster.spec.idle_timeout > 0 {
+        conditions.extend(previous.iter().find(|c| c.type_ == IDLE_CHECK).cloned());
+    }
     let phase = if reachable {
         ClusterPhase::Running
     } else if failed {
@@ -133,6 +143,30 @@ pub fn grace_left(status: &WorkloadStatus, now: Timestamp) -> std::time::Duratio
     )
 }
 
+/// `status` with the IdleCheck condition `answered` makes, when that is
+/// news: the scheduler stopped answering, or answers again. A scheduler that
+/// always answered has no IdleCheck condition (no write per check).
+pub fn with_idle_check(
+    status: &WorkloadStatus,
+    answered: Result<(), String>,
+    generation: Option<i64>,
+) -> Option<WorkloadStatus> {
+    let old = status.conditions.iter().find(|c| c.type_ == IDLE_CHECK);
+    let new = match answered {
+        Ok(()) if old.is_some_and(|c| c.status == "False") => {
+            condition(IDLE_CHECK, true, "SchedulerAnswered", "", generation)
+        }
+        Ok(()) => return None,
+        // Told once: how it fails may vary from check to check.
+        Err(_) if old.is_some_and(|c| c.status == "False") => return None,
+        Err(why) => condition(IDLE_CHECK, false, reason::SCHEDULER_UNAVAILABLE, why, generation),
+    };
+    let mut conditions: Vec<Condition> =
+        status.conditions.iter().filter(|c| c.type_ != IDLE_CHECK).cloned().collect();
+    conditions.extend(keep_transition_times(vec![new], &status.conditions));
+    Some(WorkloadStatus { conditions, ..status.clone() })
+}
+
 /// The status of a cluster whose spec is invalid: Error, and why.
 pub fn invalid(cluster: &DaskCluster, invalid: &Invalid) -> WorkloadStatus {
     invalid_workload(cluster.metadata.generation, previous_conditions(cluster), invalid)
@@ -145,7 +179,7 @@ pub fn invalid_workload(
     previous: &[Condition],
     invalid: &Invalid,
 ) -> WorkloadStatus {
-    let degraded = condition("Degraded", true, "InvalidSpec", invalid.to_string(), generation);
+    let degraded = condition(DEGRADED, true, reason::INVALID_SPEC, invalid.to_string(), generation);
     WorkloadStatus {
         phase: Some(ClusterPhase::Error),
         observed_generation: generation,
@@ -169,6 +203,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
+    use crate::validate::Validated;
 
     fn cluster(replicas: i32) -> DaskCluster {
         let mut cluster: DaskCluster =
@@ -181,7 +216,7 @@ mod tests {
     }
 
     fn group(cluster: &DaskCluster, replicas: i32, ready: i32) -> DaskWorkerGroup {
-        let mut group = build::default_worker_group(cluster);
+        let mut group = build::default_worker_group(&Validated::unchecked(cluster.clone()));
         group.status = Some(WorkloadStatus {
             replicas: Some(replicas),
             ready_replicas: Some(ready),
@@ -191,7 +226,13 @@ mod tests {
     }
 
     fn seen(scheduler_ready: bool, service_exists: bool) -> Observed {
-        Observed { scheduler_ready, service_exists, scheduler_problem: None, now: Timestamp::now() }
+        Observed {
+            scheduler_ready,
+            service_exists,
+            scheduler_problem: None,
+            service_failure: None,
+            now: Timestamp::now(),
+        }
     }
 
     fn at(second: i64) -> Timestamp {
@@ -331,5 +372,41 @@ mod tests {
         assert_eq!(idle_past_timeout(Some(95.0), 100.0, 10), None, "not yet");
         assert_eq!(idle_past_timeout(Some(80.0), 100.0, 10), Some(20.0));
         assert_eq!(idle_past_timeout(Some(0.0), 100.0, 0), None, "0 never times out");
+    }
+
+    #[test]
+    fn a_service_the_api_server_refuses_degrades_the_cluster() {
+        let c = cluster(2);
+        let refused = Some("services \"x\" is forbidden: exceeded quota".to_string());
+        let s = status(
+            &c,
+            &group(&c, 2, 2),
+            Observed { service_failure: refused, ..seen(true, false) },
+        );
+        let degraded = get(&s, DEGRADED);
+        assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "ApplyFailed"));
+        assert!(degraded.message.contains("exceeded quota"), "{}", degraded.message);
+        assert_eq!(s.phase, Some(ClusterPhase::Pending));
+    }
+
+    #[test]
+    fn an_idle_check_failure_is_told_once_and_its_recovery_once() {
+        let mut c = cluster(1);
+        c.spec.idle_timeout = 60;
+        let running = status(&c, &group(&c, 1, 1), seen(true, true));
+        assert_eq!(with_idle_check(&running, Ok(()), Some(3)), None, "no news, no write");
+        let down = with_idle_check(&running, Err("HTTP 404".into()), Some(3)).unwrap();
+        let check = get(&down, IDLE_CHECK);
+        assert_eq!(
+            (check.status.as_str(), check.reason.as_str()),
+            ("False", "SchedulerUnavailable")
+        );
+        assert_eq!(with_idle_check(&down, Err("timed out".into()), Some(3)), None);
+        // The next reconcile's status keeps it, so it is not told again.
+        c.status = Some(down.clone());
+        let next = status(&c, &group(&c, 1, 1), seen(true, true));
+        assert_eq!(get(&next, IDLE_CHECK), check);
+        let up = with_idle_check(&next, Ok(()), Some(3)).unwrap();
+        assert_eq!(get(&up, IDLE_CHECK).status, "True");
     }
 }

@@ -1,7 +1,13 @@
 //! The DaskJob state machine, as a pure function of what exists:
 //! (none) → ClusterCreated → Running → Successful | Failed.
 
-use dask_crds::{DaskJobStatus, JobPhase};
+use dask_crds::common::{condition, keep_transition_times};
+use dask_crds::conditions::{CLUSTER_READY, DEGRADED, reason};
+use dask_crds::{DaskJob, DaskJobStatus, JobPhase};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
+
+use crate::validate::Invalid;
 use k8s_openapi::api::core::v1::Pod;
 
 /// The runner pod as the job sees it.
@@ -94,6 +100,43 @@ pub fn job_transition(
     JobStep { status, start_runner, delete_cluster, events }
 }
 
+/// `status` with the conditions of a valid job whose cluster is (or is not)
+/// running: ClusterReady says why its runner waits, or that it is done.
+pub fn with_conditions(
+    job: &DaskJob,
+    status: DaskJobStatus,
+    cluster_running: bool,
+) -> DaskJobStatus {
+    let generation = job.metadata.generation;
+    let cluster = job.name_any();
+    let (ready, why, message) = if status.is_finished() {
+        (false, "JobFinished", format!("the runner finished; DaskCluster {cluster} is deleted"))
+    } else if cluster_running {
+        (true, "ClusterRunning", format!("DaskCluster {cluster} is running"))
+    } else {
+        (false, "ClusterNotRunning", format!("DaskCluster {cluster} is not running yet"))
+    };
+    let conditions = vec![
+        condition(DEGRADED, false, reason::VALID, "", generation),
+        condition(CLUSTER_READY, ready, why, message, generation),
+    ];
+    DaskJobStatus { conditions: keep_transition_times(conditions, previous(job)), ..status }
+}
+
+/// The status of a job whose spec is invalid: its phase is its runner's and
+/// stays (Failed would end it for good, even once fixed); Degraded says why.
+pub fn invalid(job: &DaskJob, invalid: &Invalid) -> DaskJobStatus {
+    let generation = job.metadata.generation;
+    let degraded = condition(DEGRADED, true, reason::INVALID_SPEC, invalid.to_string(), generation);
+    let mut conditions = keep_transition_times(vec![degraded], previous(job));
+    conditions.extend(previous(job).iter().filter(|c| c.type_ != DEGRADED).cloned());
+    DaskJobStatus { conditions, ..job.status.clone().unwrap_or_default() }
+}
+
+fn previous(job: &DaskJob) -> &[Condition] {
+    job.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +161,7 @@ mod tests {
             job_runner_pod_name: Some("j-runner-1".into()),
             start_time: (phase == JobPhase::Running).then(|| EARLIER.into()),
             end_time: None,
+            ..Default::default()
         }
     }
 

@@ -4,6 +4,8 @@
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 
+use dask_crds::common::{condition, keep_transition_times};
+use dask_crds::conditions::{DEGRADED, reason};
 use dask_crds::labels::TEMPLATE_HASH;
 use dask_crds::{DaskWorkerGroup, WorkloadStatus};
 use k8s_openapi::api::core::v1::Pod;
@@ -14,9 +16,9 @@ use kube::ResourceExt;
 use crate::build;
 use crate::problems::{Problem, pod_problems, problem_condition};
 
-/// The condition on a group (and its cluster) telling why workers do not run.
-pub const WORKERS_READY: &str = "WorkersReady";
 use crate::scheduler_api::WorkerInfo;
+/// The condition on a group (and its cluster) telling why workers do not run.
+pub use dask_crds::conditions::WORKERS_READY;
 
 /// A worker pod the plan acts on: its name, and its IP for finding its
 /// worker in the scheduler when the names do not match.
@@ -143,10 +145,20 @@ pub fn workers_condition(
     let ok = if ready >= desired {
         (true, "AllReady", format!("{ready}/{desired} workers ready"))
     } else {
-        (false, "Starting", format!("{ready}/{desired} workers ready"))
+        (false, dask_crds::conditions::reason::STARTING, format!("{ready}/{desired} workers ready"))
     };
     let old = group.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     problem_condition(WORKERS_READY, told.as_ref(), ok, old, group.metadata.generation, now)
+}
+
+/// A valid group's conditions: its workers', and Degraded False (an invalid
+/// group is told by [`crate::report::InvalidStatus`] instead).
+pub fn group_conditions(group: &DaskWorkerGroup, workers: Condition) -> Vec<Condition> {
+    let old = group.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let valid = condition(DEGRADED, false, reason::VALID, "", group.metadata.generation);
+    let mut conditions = vec![workers];
+    conditions.extend(keep_transition_times(vec![valid], old));
+    conditions
 }
 
 /// The scheduler addresses of `pods`' workers: by worker name (DASK_WORKER_NAME

@@ -17,16 +17,16 @@ use crate::backends::PRESENCE_PRELOAD;
 use crate::domain::models::Cluster;
 use crate::domain::pods::{PodShape, Resources, patched};
 
-pub const INSTANCE: &str = "gateway.dask.org/instance";
-pub const CLUSTER: &str = "gateway.dask.org/cluster";
-pub const USER: &str = "gateway.dask.org/user";
-pub const OPTIONS: &str = "gateway.dask.org/options";
-pub const SETTINGS: &str = "gateway.dask.org/config";
+pub const INSTANCE: &str = dask_crds::gateway::INSTANCE;
+pub const CLUSTER: &str = dask_crds::gateway::CLUSTER;
+pub const USER: &str = dask_crds::gateway::USER;
+pub const OPTIONS: &str = dask_crds::gateway::OPTIONS;
+pub const SETTINGS: &str = dask_crds::gateway::CONFIG;
 /// Label of a warm-pool member (a DaskCluster no user has claimed yet): its
 /// template's key ([`crate::backends::kubernetes::pool`]).
-pub const POOL: &str = "gateway.dask.org/pool";
+pub const POOL: &str = dask_crds::gateway::POOL;
 /// When a user claimed a pool member (ms since the epoch): its start time.
-pub const CLAIMED: &str = "gateway.dask.org/claimed";
+pub const CLAIMED: &str = dask_crds::gateway::CLAIMED;
 /// Where the pods mount their credentials Secret.
 const CREDENTIALS: &str = "/etc/dask-credentials";
 /// The scheduler preload's HTTP API (heartbeats, orders), beside the two

@@ -50,9 +50,9 @@ use self::build::{
 
 const MANAGER: &str = "dask-gateway";
 /// Why the cluster failed: on the DaskCluster, then on its record.
-const FAILED: &str = "gateway.dask.org/failed";
-const CREATED: &str = "gateway.dask.org/created";
-const STOPPED: &str = "gateway.dask.org/stopped";
+const FAILED: &str = dask_crds::gateway::FAILED;
+const CREATED: &str = dask_crds::gateway::CREATED;
+const STOPPED: &str = dask_crds::gateway::STOPPED;
 /// A cluster whose record was written this long ago but whose DaskCluster
 /// is still there was left half-retired (the gateway stopped meanwhile).
 const RETIRE_GRACE_MS: i64 = 60_000;
@@ -537,9 +537,10 @@ fn start_time(dc: &DaskCluster) -> i64 {
 /// `SchedulerReady` condition (a bad image, Unschedulable, a crash loop).
 fn scheduler_problem(dc: &DaskCluster) -> Option<String> {
     let status = dc.status.as_ref()?;
-    let condition = status.conditions.iter().find(|c| c.type_ == "SchedulerReady")?;
-    let problem =
-        condition.status == "False" && !matches!(condition.reason.as_str(), "Starting" | "");
+    let condition =
+        status.conditions.iter().find(|c| c.type_ == dask_crds::conditions::SCHEDULER_READY)?;
+    let problem = condition.status == "False"
+        && !matches!(condition.reason.as_str(), dask_crds::conditions::reason::STARTING | "");
     problem.then(|| format!("{}: {}", condition.reason, condition.message))
 }
 

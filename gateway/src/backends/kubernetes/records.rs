@@ -27,9 +27,9 @@ use crate::backends::logs::{CapturedLogs, LogBounds, LogStream, last_lines};
 use crate::domain::models::{ClusterStatus, now_ms};
 
 /// Label of a record Secret: `stopped` or `failed`.
-pub const RECORD: &str = "gateway.dask.org/record";
+pub const RECORD: &str = dask_crds::gateway::RECORD;
 /// Why the gateway stopped a cluster on its own (idle, lifetime, …).
-pub const STOP_REASON: &str = "gateway.dask.org/stop-reason";
+pub const STOP_REASON: &str = dask_crds::gateway::STOP_REASON;
 
 /// How a cluster ends, as its record tells.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
