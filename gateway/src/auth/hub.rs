@@ -3,13 +3,11 @@
 //! scope that grants access to this service, and the OAuth code exchange
 //! (`POST <hub api>/oauth2/token` with the service's own token).
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::header::AUTHORIZATION;
 use serde::Deserialize;
 
-use super::cache::ExpiringCache;
 use super::error::AuthError;
 use crate::config::HubSettings;
 
@@ -76,8 +74,10 @@ pub struct Hub {
     /// Users' tokens need the service's access scope too.
     pub require_access_scope: bool,
     http: reqwest::Client,
-    /// `/user` answers by SHA-256 of the token.
-    cache: Mutex<ExpiringCache<[u8; 32], HubIdentity>>,
+    /// `/user` answers by SHA-256 of the token, each for `cache_ttl`, at
+    /// most `max_cached` of them; `None` when either is zero.
+    cache: Option<moka::sync::Cache<[u8; 32], HubIdentity>>,
+    cache_ttl: Duration,
 }
 
 /// The Hub's refusals and faults, as the gateway answers them.
@@ -101,19 +101,24 @@ impl Hub {
             service_name: settings.service_name.clone(),
             require_access_scope: settings.require_access_scope,
             http: reqwest::Client::builder().timeout(Duration::from_secs(10)).build()?,
-            cache: Mutex::new(ExpiringCache::new(settings.cache_ttl, max_cached)),
+            cache: (!settings.cache_ttl.is_zero() && max_cached > 0).then(|| {
+                moka::sync::Cache::builder()
+                    .time_to_live(settings.cache_ttl)
+                    .max_capacity(max_cached as u64)
+                    .build()
+            }),
+            cache_ttl: settings.cache_ttl,
         })
     }
 
     /// How long an answer is trusted: the bound on a revoked token's life.
     pub fn cache_ttl(&self) -> Duration {
-        self.cache.lock().expect("hub cache lock").ttl()
+        self.cache_ttl
     }
 
     /// Who `token` belongs to, from the cache or the Hub.
     pub async fn identify(&self, token: &str, digest: [u8; 32]) -> Result<HubIdentity, AuthError> {
-        if let Some(found) = self.cache.lock().expect("hub cache lock").get(&digest, Instant::now())
-        {
+        if let Some(found) = self.cache.as_ref().and_then(|c| c.get(&digest)) {
             return Ok(found);
         }
         let resp = self
@@ -124,12 +129,16 @@ impl Hub {
             .await
             .map_err(|e| AuthError::HubUnreachable(e.without_url().to_string()))?;
         if resp.status().as_u16() != 200 {
-            self.cache.lock().expect("hub cache lock").remove(&digest);
+            if let Some(cache) = &self.cache {
+                cache.invalidate(&digest);
+            }
             return Err(refusal(resp.status().as_u16()));
         }
         let identity: HubIdentity =
             resp.json().await.map_err(|e| AuthError::Hub(e.without_url().to_string()))?;
-        self.cache.lock().expect("hub cache lock").insert(digest, identity.clone(), Instant::now());
+        if let Some(cache) = &self.cache {
+            cache.insert(digest, identity.clone());
+        }
         Ok(identity)
     }
 

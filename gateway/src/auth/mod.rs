@@ -9,7 +9,6 @@
 //! token revoked at the Hub stops working within
 //! `auth.jupyterhub_cache_seconds`, cookie or not.
 
-mod cache;
 mod error;
 pub mod hub;
 pub mod session;

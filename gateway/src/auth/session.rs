@@ -7,6 +7,17 @@
 //!
 //! Sealed rather than only signed: a Hub session carries the Hub token it
 //! was opened with, so that any replica can ask the Hub about it again.
+//!
+//! Why not `axum-extra`'s `PrivateCookieJar` (the `cookie` crate's private
+//! jar, also AES-256-GCM): its jar holds one cookie per name, while a
+//! browser may send several `dask-gateway` cookies (one per `Path`, e.g. a
+//! stale one from before a prefix change) and `auth` takes the
+//! first that opens; its sealed format differs (the cookie's name as
+//! associated data, standard base64, a 64-byte key), so every signed-in
+//! user would be signed out by the upgrade, and replicas of two versions
+//! could not read each other's cookies during a rolling update. The expiry
+//! inside the sealed value, the shared key file and the attributes would
+//! have fitted; these two do not.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

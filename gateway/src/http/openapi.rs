@@ -1,151 +1,377 @@
-//! `/api/openapi.json`: the REST API as OpenAPI 3.1, kept next to the routes
-//! it describes (a test checks that every route is in it).
+//! `/api/openapi.json`: the REST API as OpenAPI 3.1, built by `utoipa` from
+//! the wire shapes below and one `#[utoipa::path]` per route, kept next to
+//! the routes it describes (a test checks that every route is in it).
+//!
+//! The handlers build their answers with `json!`, so the shapes here are
+//! the documented form of those answers, not the types the handlers use;
+//! the functions under `paths` only carry the routes' descriptions.
 
-use serde_json::{Value, json};
+use std::collections::HashMap;
 
-fn error(description: &str) -> Value {
-    json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+
+/// An error answer.
+#[derive(ToSchema, Serialize)]
+#[schema(as = Error)]
+#[allow(dead_code)]
+struct ErrorBody {
+    error: String,
 }
 
-fn ok(description: &str, schema: Value) -> Value {
-    json!({ "description": description, "content": { "application/json": { "schema": schema } } })
+#[derive(ToSchema, Serialize)]
+#[allow(dead_code)]
+#[schema(rename_all = "UPPERCASE")]
+enum Status {
+    Pending,
+    Running,
+    Stopping,
+    Stopped,
+    Failed,
 }
 
-fn name_param() -> Value {
-    json!({ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } })
+#[derive(ToSchema, Serialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct Cluster {
+    name: String,
+    /// `/clusters/<name>/status` when running
+    #[schema(required = true)]
+    dashboard_route: Option<String>,
+    status: Status,
+    /// milliseconds since the epoch
+    start_time: i64,
+    #[schema(required = true)]
+    stop_time: Option<i64>,
+    #[schema(value_type = Object)]
+    options: Map<String, Value>,
+    /// PEM, when running
+    #[schema(required = true)]
+    tls_cert: Option<String>,
+    /// PEM, when running
+    #[schema(required = true)]
+    tls_key: Option<String>,
 }
 
-fn body(schema: Value) -> Value {
-    json!({ "required": true, "content": { "application/json": { "schema": schema } } })
+#[derive(ToSchema, Serialize)]
+#[allow(dead_code)]
+struct ClusterLogs {
+    name: String,
+    status: Status,
+    /// why a FAILED cluster failed
+    #[schema(required = true)]
+    reason: Option<String>,
+    /// the scheduler's last lines, oldest first
+    scheduler: Vec<String>,
+    /// each worker's last lines, by worker name (the pod's name on Kubernetes)
+    workers: HashMap<String, Vec<String>>,
+    /// workers were left out to keep the answer within 4 MiB
+    truncated: bool,
 }
+
+#[derive(ToSchema, Serialize)]
+#[allow(dead_code)]
+struct UserSummary {
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    clusters: i64,
+    #[serde(default)]
+    pending: i64,
+    #[serde(default)]
+    running: i64,
+    #[serde(default)]
+    workers: i64,
+    #[serde(default)]
+    cores: f64,
+    /// bytes
+    #[serde(default)]
+    memory: i64,
+}
+
+#[derive(ToSchema, Serialize)]
+#[allow(dead_code)]
+struct ScaleResult {
+    #[serde(default)]
+    ok: bool,
+    #[serde(default)]
+    msg: Option<String>,
+}
+
+#[derive(ToSchema, Serialize)]
+#[allow(dead_code)]
+struct Heartbeat {
+    scheduler_address: String,
+    #[serde(default)]
+    dashboard_address: String,
+    api_address: String,
+    count: i64,
+    #[serde(default)]
+    active_workers: Vec<String>,
+    #[serde(default)]
+    closing_workers: Vec<String>,
+    #[serde(default)]
+    closed_workers: Vec<String>,
+}
+
+#[derive(ToSchema, Serialize)]
+#[allow(dead_code)]
+struct Version {
+    #[serde(default)]
+    version: String,
+}
+
+#[derive(ToSchema, Serialize)]
+#[allow(dead_code)]
+#[schema(rename_all = "lowercase")]
+enum Pass {
+    Pass,
+}
+
+#[derive(ToSchema, Serialize)]
+#[allow(dead_code)]
+struct Health {
+    #[serde(default)]
+    #[schema(inline)]
+    status: Pass,
+}
+
+#[derive(ToSchema, Serialize)]
+#[allow(dead_code)]
+struct Options {
+    #[serde(default)]
+    cluster_options: Vec<Value>,
+}
+
+#[derive(ToSchema, Serialize)]
+#[allow(dead_code)]
+struct Created {
+    #[serde(default)]
+    name: String,
+}
+
+#[derive(ToSchema, Serialize)]
+#[allow(dead_code)]
+struct Summary {
+    #[serde(default)]
+    users: Vec<UserSummary>,
+}
+
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct LogsQuery {
+    /// lines per process (larger values are capped at 1000); each log is also cut to 64 KiB, the answer to 4 MiB
+    #[param(minimum = 0, maximum = 1000, default = 100)]
+    lines: Option<i64>,
+}
+
+#[derive(ToSchema, Serialize)]
+#[allow(dead_code)]
+struct CreateBody {
+    #[schema(value_type = Option<Object>)]
+    #[serde(default)]
+    cluster_options: Option<Map<String, Value>>,
+}
+
+#[derive(ToSchema, Serialize)]
+#[allow(dead_code)]
+struct ScaleBody {
+    #[schema(minimum = 0)]
+    count: i64,
+}
+
+#[derive(ToSchema, Serialize)]
+#[allow(dead_code)]
+struct AdaptBody {
+    #[schema(minimum = 0)]
+    #[serde(default)]
+    minimum: Option<i64>,
+    #[schema(minimum = 0)]
+    #[serde(default)]
+    maximum: Option<i64>,
+    #[serde(default)]
+    active: bool,
+}
+
+// The routes' descriptions: one function per route and method, never called.
+
+#[allow(dead_code)]
+#[utoipa::path(get, path = "/api/version", summary = "Protocol version", security(()),
+    responses((status = 200, description = "version", body = inline(Version))))]
+fn version() {}
+
+#[allow(dead_code)]
+#[utoipa::path(get, path = "/api/health", summary = "Health", security(()),
+    responses((status = 200, description = "healthy", body = inline(Health))))]
+fn health() {}
+
+#[allow(dead_code)]
+#[utoipa::path(get, path = "/api/v1/options", summary = "The cluster options users may set",
+    responses(
+        (status = 200, description = "option fields (only the profiles the caller's groups allow)", body = inline(Options)),
+        (status = 401, description = "authentication required", body = ErrorBody),
+        (status = 403, description = "a JupyterHub token without the service's access scope", body = ErrorBody),
+    ))]
+fn options() {}
+
+#[allow(dead_code)]
+#[utoipa::path(get, path = "/api/v1/clusters/", summary = "The caller's clusters (all clusters for admins)",
+    params(("status" = Option<String>, Query, description = "comma-separated statuses; default: PENDING,RUNNING")),
+    responses(
+        (status = 200, description = "clusters by name", body = HashMap<String, Cluster>),
+        (status = 401, description = "authentication required", body = ErrorBody),
+        (status = 403, description = "a JupyterHub token without the service's access scope", body = ErrorBody),
+        (status = 422, description = "unknown status", body = ErrorBody),
+    ))]
+fn list_clusters() {}
+
+#[allow(dead_code)]
+#[utoipa::path(post, path = "/api/v1/clusters/", summary = "Create a cluster",
+    request_body(content = inline(CreateBody), content_type = "application/json"),
+    responses(
+        (status = 201, description = "created", body = inline(Created)),
+        (status = 401, description = "authentication required", body = ErrorBody),
+        (status = 403, description = "a JupyterHub token without the service's access scope, or no profile allowed", body = ErrorBody),
+        (status = 409, description = "a per-user limit is reached", body = ErrorBody),
+        (status = 422, description = "malformed JSON, unknown or invalid options, a profile the caller's groups do not allow", body = ErrorBody),
+    ))]
+fn create_cluster() {}
+
+#[allow(dead_code)]
+#[utoipa::path(get, path = "/api/v1/clusters/{name}", summary = "One cluster",
+    params(("name" = String, Path),
+           ("wait" = Option<String>, Query, description = "wait up to 20 s for the cluster to start")),
+    responses(
+        (status = 200, description = "the cluster", body = Cluster),
+        (status = 403, description = "another user's cluster", body = ErrorBody),
+        (status = 404, description = "unknown cluster", body = ErrorBody),
+        (status = 409, description = "with `wait`: the cluster failed, and why", body = ErrorBody),
+    ))]
+fn get_cluster() {}
+
+#[allow(dead_code)]
+#[utoipa::path(delete, path = "/api/v1/clusters/{name}",
+    summary = "Stop a cluster (idempotent); the cluster's own token is accepted",
+    params(("name" = String, Path)),
+    responses(
+        (status = 204, description = "stopped or stopping"),
+        (status = 403, description = "another user's cluster", body = ErrorBody),
+    ))]
+fn delete_cluster() {}
+
+#[allow(dead_code)]
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/scale", summary = "Scale to a number of workers",
+    params(("name" = String, Path)),
+    request_body(content = inline(ScaleBody), content_type = "application/json"),
+    responses(
+        (status = 200, description = "done; msg says how a limit clamped it", body = ScaleResult),
+        (status = 403, description = "another user's cluster", body = ErrorBody),
+        (status = 404, description = "unknown cluster", body = ErrorBody),
+        (status = 409, description = "cluster not running", body = ErrorBody),
+        (status = 422, description = "invalid count", body = ErrorBody),
+    ))]
+fn scale() {}
+
+#[allow(dead_code)]
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/adapt", summary = "Adaptive scaling between bounds",
+    params(("name" = String, Path)),
+    request_body(content = inline(AdaptBody), content_type = "application/json"),
+    responses(
+        (status = 200, description = "done", body = ScaleResult),
+        (status = 403, description = "another user's cluster", body = ErrorBody),
+        (status = 404, description = "unknown cluster", body = ErrorBody),
+        (status = 409, description = "cluster not running", body = ErrorBody),
+        (status = 422, description = "invalid bounds", body = ErrorBody),
+    ))]
+fn adapt() {}
+
+#[allow(dead_code)]
+#[utoipa::path(get, path = "/api/v1/clusters/{name}/logs",
+    summary = "Recent log lines of the scheduler and each worker (a finished cluster's as kept in its history)",
+    params(("name" = String, Path),
+           LogsQuery),
+    responses(
+        (status = 200, description = "the logs, written one process at a time", body = ClusterLogs),
+        (status = 401, description = "authentication required", body = ErrorBody),
+        (status = 403, description = "another user's cluster", body = ErrorBody),
+        (status = 404, description = "unknown cluster", body = ErrorBody),
+        (status = 422, description = "invalid lines", body = ErrorBody),
+    ))]
+fn logs() {}
+
+#[allow(dead_code)]
+#[utoipa::path(get, path = "/api/v1/admin/summary",
+    summary = "Everyone's active clusters summed per user (admins only)",
+    responses(
+        (status = 200, description = "per-user totals", body = inline(Summary)),
+        (status = 401, description = "authentication required", body = ErrorBody),
+        (status = 403, description = "not an admin", body = ErrorBody),
+    ))]
+fn admin_summary() {}
+
+#[allow(dead_code)]
+#[utoipa::path(get, path = "/api/v1/events",
+    summary = "The web page's live view: server-sent events, one `clusters` event (a JSON snapshot of what the caller may see) per change, `signed-out` when the session ends",
+    security(("cookie" = [])),
+    responses(
+        (status = 200, description = "an event stream", body = String, content_type = "text/event-stream"),
+        (status = 401, description = "no session", body = ErrorBody),
+        (status = 429, description = "too many open streams", body = ErrorBody),
+    ))]
+fn events() {}
+
+#[allow(dead_code)]
+#[utoipa::path(post, path = "/api/v1/clusters/{name}/heartbeat",
+    summary = "Scheduler heartbeat (cluster token only)", security(("token" = [])),
+    params(("name" = String, Path)),
+    request_body(content = Heartbeat, content_type = "application/json"),
+    responses(
+        (status = 200, description = "accepted"),
+        (status = 401, description = "bad cluster token", body = ErrorBody),
+        (status = 422, description = "malformed heartbeat", body = ErrorBody),
+    ))]
+fn heartbeat() {}
+
+/// The security schemes the routes name.
+struct Schemes;
+
+impl Modify for Schemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "`Bearer <token>`, `token <token>` or `jupyterhub <token>`",
+            ))),
+        );
+        components.add_security_scheme(
+            "cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("dask-gateway"))),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "dask-gateway-rs",
+         description = "The dask-gateway REST API, compatible with the dask-gateway Python client."),
+    paths(version, health, options, list_clusters, create_cluster,
+          get_cluster, delete_cluster, scale, adapt, logs,
+          admin_summary, events, heartbeat),
+    components(schemas(ErrorBody, Status, Cluster, ClusterLogs, UserSummary, ScaleResult, Heartbeat)),
+    security(("basic" = []), ("token" = []), ("cookie" = [])),
+    modifiers(&Schemes),
+)]
+struct ApiDoc;
 
 pub fn document() -> Value {
-    let cluster = json!({ "$ref": "#/components/schemas/Cluster" });
-    let scale_result = json!({ "$ref": "#/components/schemas/ScaleResult" });
-    json!({
-        "openapi": "3.1.0",
-        "info": { "title": "dask-gateway-rs", "version": env!("CARGO_PKG_VERSION"),
-                  "description": "The dask-gateway REST API, compatible with the dask-gateway Python client." },
-        "components": {
-            "securitySchemes": {
-                "basic": { "type": "http", "scheme": "basic" },
-                "token": { "type": "apiKey", "in": "header", "name": "Authorization",
-                           "description": "`Bearer <token>`, `token <token>` or `jupyterhub <token>`" },
-                "cookie": { "type": "apiKey", "in": "cookie", "name": "dask-gateway" }
-            },
-            "schemas": {
-                "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } } },
-                "Status": { "type": "string", "enum": ["PENDING", "RUNNING", "STOPPING", "STOPPED", "FAILED"] },
-                "Cluster": {
-                    "type": "object", "additionalProperties": false,
-                    "required": ["name", "dashboard_route", "status", "start_time", "stop_time", "options", "tls_cert", "tls_key"],
-                    "properties": {
-                        "name": { "type": "string" },
-                        "dashboard_route": { "type": ["string", "null"], "description": "`/clusters/<name>/status` when running" },
-                        "status": { "$ref": "#/components/schemas/Status" },
-                        "start_time": { "type": "integer", "description": "milliseconds since the epoch" },
-                        "stop_time": { "type": ["integer", "null"] },
-                        "options": { "type": "object" },
-                        "tls_cert": { "type": ["string", "null"], "description": "PEM, when running" },
-                        "tls_key": { "type": ["string", "null"], "description": "PEM, when running" }
-                    }
-                },
-                "ClusterLogs": {
-                    "type": "object", "required": ["name", "status", "reason", "scheduler", "workers", "truncated"],
-                    "properties": {
-                        "name": { "type": "string" },
-                        "status": { "$ref": "#/components/schemas/Status" },
-                        "reason": { "type": ["string", "null"], "description": "why a FAILED cluster failed" },
-                        "scheduler": { "type": "array", "items": { "type": "string" }, "description": "the scheduler's last lines, oldest first" },
-                        "workers": { "type": "object", "additionalProperties": { "type": "array", "items": { "type": "string" } },
-                                     "description": "each worker's last lines, by worker name (the pod's name on Kubernetes)" },
-                        "truncated": { "type": "boolean", "description": "workers were left out to keep the answer within 4 MiB" }
-                    }
-                },
-                "UserSummary": {
-                    "type": "object",
-                    "properties": {
-                        "user": { "type": "string" }, "clusters": { "type": "integer" },
-                        "pending": { "type": "integer" }, "running": { "type": "integer" },
-                        "workers": { "type": "integer" }, "cores": { "type": "number" },
-                        "memory": { "type": "integer", "description": "bytes" }
-                    }
-                },
-                "ScaleResult": { "type": "object", "properties": { "ok": { "type": "boolean" }, "msg": { "type": ["string", "null"] } } },
-                "Heartbeat": {
-                    "type": "object", "required": ["scheduler_address", "api_address", "count"],
-                    "properties": {
-                        "scheduler_address": { "type": "string" }, "dashboard_address": { "type": "string" },
-                        "api_address": { "type": "string" }, "count": { "type": "integer" },
-                        "active_workers": { "type": "array", "items": { "type": "string" } },
-                        "closing_workers": { "type": "array", "items": { "type": "string" } },
-                        "closed_workers": { "type": "array", "items": { "type": "string" } }
-                    }
-                }
-            }
-        },
-        "security": [{ "basic": [] }, { "token": [] }, { "cookie": [] }],
-        "paths": {
-            "/api/version": { "get": { "security": [], "summary": "Protocol version",
-                "responses": { "200": ok("version", json!({ "type": "object", "properties": { "version": { "type": "string" } } })) } } },
-            "/api/health": { "get": { "security": [], "summary": "Health",
-                "responses": { "200": ok("healthy", json!({ "type": "object", "properties": { "status": { "const": "pass" } } })) } } },
-            "/api/v1/options": { "get": { "summary": "The cluster options users may set",
-                "responses": { "200": ok("option fields (only the profiles the caller's groups allow)", json!({ "type": "object", "properties": { "cluster_options": { "type": "array" } } })),
-                               "401": error("authentication required"),
-                               "403": error("a JupyterHub token without the service's access scope") } } },
-            "/api/v1/clusters/": {
-                "get": { "summary": "The caller's clusters (all clusters for admins)",
-                    "parameters": [{ "name": "status", "in": "query", "schema": { "type": "string" },
-                                     "description": "comma-separated statuses; default: PENDING,RUNNING" }],
-                    "responses": { "200": ok("clusters by name", json!({ "type": "object", "additionalProperties": cluster })),
-                                   "401": error("authentication required"),
-                                   "403": error("a JupyterHub token without the service's access scope"), "422": error("unknown status") } },
-                "post": { "summary": "Create a cluster",
-                    "requestBody": body(json!({ "type": "object", "properties": { "cluster_options": { "type": ["object", "null"] } } })),
-                    "responses": { "201": ok("created", json!({ "type": "object", "properties": { "name": { "type": "string" } } })),
-                                   "401": error("authentication required"),
-                                   "403": error("a JupyterHub token without the service's access scope, or no profile allowed"),
-                                   "409": error("a per-user limit is reached"),
-                                   "422": error("malformed JSON, unknown or invalid options, a profile the caller's groups do not allow") } }
-            },
-            "/api/v1/clusters/{name}": {
-                "get": { "summary": "One cluster", "parameters": [name_param(),
-                        { "name": "wait", "in": "query", "schema": { "type": "string" }, "description": "wait up to 20 s for the cluster to start" }],
-                    "responses": { "200": ok("the cluster", cluster.clone()), "403": error("another user's cluster"), "404": error("unknown cluster"),
-                                   "409": error("with `wait`: the cluster failed, and why") } },
-                "delete": { "summary": "Stop a cluster (idempotent); the cluster's own token is accepted", "parameters": [name_param()],
-                    "responses": { "204": { "description": "stopped or stopping" }, "403": error("another user's cluster") } }
-            },
-            "/api/v1/clusters/{name}/scale": { "post": { "summary": "Scale to a number of workers", "parameters": [name_param()],
-                "requestBody": body(json!({ "type": "object", "required": ["count"], "properties": { "count": { "type": "integer", "minimum": 0 } } })),
-                "responses": { "200": ok("done; msg says how a limit clamped it", scale_result.clone()), "403": error("another user's cluster"),
-                               "404": error("unknown cluster"), "409": error("cluster not running"), "422": error("invalid count") } } },
-            "/api/v1/clusters/{name}/adapt": { "post": { "summary": "Adaptive scaling between bounds", "parameters": [name_param()],
-                "requestBody": body(json!({ "type": "object", "properties": {
-                    "minimum": { "type": ["integer", "null"], "minimum": 0 }, "maximum": { "type": ["integer", "null"], "minimum": 0 },
-                    "active": { "type": "boolean" } } })),
-                "responses": { "200": ok("done", scale_result), "403": error("another user's cluster"), "404": error("unknown cluster"),
-                               "409": error("cluster not running"), "422": error("invalid bounds") } } },
-            "/api/v1/clusters/{name}/logs": { "get": {
-                "summary": "Recent log lines of the scheduler and each worker (a finished cluster's as kept in its history)",
-                "parameters": [name_param(),
-                    { "name": "lines", "in": "query", "schema": { "type": "integer", "minimum": 0, "maximum": 1000, "default": 100 },
-                      "description": "lines per process (larger values are capped at 1000); each log is also cut to 64 KiB, the answer to 4 MiB" }],
-                "responses": { "200": ok("the logs, written one process at a time", json!({ "$ref": "#/components/schemas/ClusterLogs" })),
-                               "401": error("authentication required"), "403": error("another user's cluster"),
-                               "404": error("unknown cluster"), "422": error("invalid lines") } } },
-            "/api/v1/admin/summary": { "get": { "summary": "Everyone's active clusters summed per user (admins only)",
-                "responses": { "200": ok("per-user totals", json!({ "type": "object", "properties": { "users": { "type": "array",
-                                   "items": { "$ref": "#/components/schemas/UserSummary" } } } })),
-                               "401": error("authentication required"), "403": error("not an admin") } } },
-            "/api/v1/events": { "get": { "summary": "The web page's live view: server-sent events, one `clusters` event (a JSON snapshot of what the caller may see) per change, `signed-out` when the session ends",
-                "security": [{ "cookie": [] }],
-                "responses": { "200": { "description": "an event stream", "content": { "text/event-stream": { "schema": { "type": "string" } } } },
-                               "401": error("no session"), "429": error("too many open streams") } } },
-            "/api/v1/clusters/{name}/heartbeat": { "post": { "summary": "Scheduler heartbeat (cluster token only)", "security": [{ "token": [] }],
-                "parameters": [name_param()], "requestBody": body(json!({ "$ref": "#/components/schemas/Heartbeat" })),
-                "responses": { "200": { "description": "accepted" }, "401": error("bad cluster token"), "422": error("malformed heartbeat") } } }
-        }
-    })
+    serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document is JSON")
 }

@@ -4,20 +4,22 @@
 //! Content-Security-Policy: scripts and styles from the gateway's own
 //! files only (none inline), no framing, no plugins.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use axum::extract::{OriginalUri, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use minijinja::syntax::SyntaxConfig;
+use minijinja::{AutoEscape, Environment, UndefinedBehavior};
 
 use super::signin::page_login;
 use crate::http::errors::ApiError;
 use crate::http::extract::Login;
 use crate::http::state::Gateway;
 
-pub const INDEX_HTML: &str = include_str!("assets/index.html");
-pub const LOGIN_HTML: &str = include_str!("assets/login.html");
+const INDEX_HTML: &str = include_str!("assets/index.html");
+const LOGIN_HTML: &str = include_str!("assets/login.html");
 
 /// The files under `<prefix>/ui/`: name, content type, bytes.
 const ASSETS: [(&str, &str, &[u8]); 8] = [
@@ -54,7 +56,9 @@ pub fn html(body: String) -> Response {
     response
 }
 
-/// Escapes text for HTML content and quoted attribute values.
+/// Escapes text for HTML content and quoted attribute values: the five
+/// characters that matter (minijinja's own HTML escaping also turns `/`
+/// into `&#x2f;`, which would change every URL on the page).
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -70,13 +74,34 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// `template` with each `{{key}}` replaced by its value, escaped.
-pub fn render(template: &str, values: &[(&str, &str)]) -> String {
-    let mut out = template.to_string();
-    for (key, value) in values {
-        out = out.replace(&format!("{{{{{key}}}}}"), &escape(value));
+/// The page templates, auto-escaped (`.html`) with [`escape`]; a value a
+/// template names but the caller did not give is an error, not "".
+static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_syntax(
+        SyntaxConfig::builder().keep_trailing_newline(true).build().expect("the default syntax"),
+    );
+    env.set_formatter(|out, state, value| {
+        if *state.auto_escape() == AutoEscape::Html && !value.is_safe() && !value.is_undefined() {
+            out.write_str(&escape(&value.to_string()))?;
+            Ok(())
+        } else {
+            minijinja::escape_formatter(out, state, value)
+        }
+    });
+    for (name, source) in [("index.html", INDEX_HTML), ("login.html", LOGIN_HTML)] {
+        env.add_template(name, source).expect("a page template parses");
     }
-    out
+    env
+});
+
+/// The template `name` filled in with `values`.
+pub fn render(name: &str, values: minijinja::Value) -> String {
+    TEMPLATES
+        .get_template(name)
+        .and_then(|template| template.render(values))
+        .expect("a page template renders")
 }
 
 /// `GET <prefix>/`: the page for a signed-in user, or on to the sign-in.
@@ -90,12 +115,8 @@ pub async fn index(State(gw): State<Arc<Gateway>>, request: Request) -> Response
         Err(response) => return response,
     };
     let body = render(
-        INDEX_HTML,
-        &[
-            ("prefix", &gw.prefix),
-            ("user", &user.name),
-            ("admin", if user.admin { "true" } else { "false" }),
-        ],
+        "index.html",
+        minijinja::context! { prefix => &gw.prefix, user => &user.name, admin => if user.admin { "true" } else { "false" } },
     );
     (cookie, html(body)).into_response()
 }
@@ -134,11 +155,15 @@ mod tests {
 
     #[test]
     fn values_are_escaped_into_templates() {
-        let out = render("<p title=\"{{a}}\">{{a}}</p>", &[("a", "<script>\"x'&")]);
-        assert_eq!(
-            out,
-            "<p title=\"&lt;script&gt;&quot;x&#39;&amp;\">&lt;script&gt;&quot;x&#39;&amp;</p>"
+        let out = render(
+            "login.html",
+            minijinja::context! { prefix => "/p", next => "/p/", message => "<script>\"x'&",
+            username => "a/b", form => true },
         );
+        assert!(out.contains("role=\"alert\">&lt;script&gt;&quot;x&#39;&amp;</p>"), "{out}");
+        assert!(out.contains("value=\"a/b\""), "{out}");
+        assert!(out.contains("action=\"/p/login\" >") && out.contains("<p id=\"hub\" hidden>"));
+        assert!(out.ends_with('\n'));
     }
 
     #[test]

@@ -101,15 +101,14 @@ fn login_page_for(
 ) -> Response {
     let form = matches!(gw.auth_kind, AuthKind::Simple | AuthKind::Basic);
     let body = page::render(
-        page::LOGIN_HTML,
-        &[
-            ("prefix", &gw.prefix),
-            ("next", &safe_next(next, &gw.prefix)),
-            ("message", message),
-            ("username", username),
-            ("form_hidden", if form { "" } else { "hidden" }),
-            ("hub_hidden", if form { "hidden" } else { "" }),
-        ],
+        "login.html",
+        minijinja::context! {
+            prefix => &gw.prefix,
+            next => safe_next(next, &gw.prefix),
+            message,
+            username,
+            form,
+        },
     );
     (status, html(body)).into_response()
 }
