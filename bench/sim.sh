@@ -41,5 +41,6 @@ roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-
 subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: bench-operators}]
 YAML
 VENV=$(tests/python/env)
+export VENV
 # The operator never contacts a simulated pod's fake address.
 export DASK_OPERATOR_CMD="$DASK_OPERATOR_BIN --resolve-schedulers-to 127.0.0.1 --metrics-addr 127.0.0.1:0 ${BENCH_OPERATOR_ARGS:-}"
