@@ -21,6 +21,7 @@ import requests
 from dask_gateway import Gateway
 from dask_gateway.auth import BasicAuth
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -108,7 +109,11 @@ def screenshot(driver, name, size):
 
 
 def wait(driver, condition, seconds=90, message=""):
-    return WebDriverWait(driver, seconds, poll_frequency=0.25).until(lambda d: condition(d), message)
+    # A page that reloads (a form post) or re-renders (the live view) between
+    # finding an element and reading it leaves a stale reference: poll again.
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, seconds, poll_frequency=0.25, ignored_exceptions=ignored).until(
+        lambda d: condition(d), message)
 
 
 def sign_in(driver, site, user, password):
