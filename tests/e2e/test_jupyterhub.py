@@ -202,13 +202,18 @@ def test_a_token_with_the_service_scope_is_served(hub_deployment):
 
 # A Hub token reaches the gateway only if it carries the service's scope
 # (access:services!service=<name>), JupyterHub's own rule for its services.
-def test_a_token_without_the_service_scope_is_refused(hub_deployment):
+def test_a_users_token_passes_without_the_service_scope_and_an_unknown_one_is_refused(hub_deployment):
+    """The chart's default, as dask-gateway-server: the Hub's word that a
+    token is a user's is enough (a spawned server's own token has no
+    access:services); the strict rule is tested in tests/gateway."""
     hub, gateway_url = hub_deployment
     token = user_token(hub, "bob", scopes=["read:users:name!user=bob"])
     status, me = hub.api("GET", "/user", token=token)
     assert status == 200 and not any(s.startswith("access:services") for s in me["scopes"]), me
     status, body = http("GET", f"{gateway_url}{PREFIX}/api/v1/clusters/", token, scheme="jupyterhub")
-    assert status == 403, (status, body)
+    assert status == 200, (status, body)
+    status, body = http("GET", f"{gateway_url}{PREFIX}/api/v1/clusters/", "not-a-hub-token", scheme="jupyterhub")
+    assert status == 401, (status, body)
 
 
 # A profile for a dedicated node pool (the chart's per-profile pod keys):
