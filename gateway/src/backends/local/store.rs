@@ -165,7 +165,7 @@ pub struct ClusterRecord {
     pub addresses: Option<Addresses>,
     /// Workers the scheduler last asked for.
     pub workers: u32,
-    /// Why a FAILED cluster failed.
+    /// Why a FAILED cluster failed, or why the gateway stopped it on its own.
     #[serde(default)]
     pub reason: Option<String>,
     /// Waiting in the warm pool (never adopted: stopped at restart).
